@@ -1,0 +1,38 @@
+# Two commands: `make repro` (the whole pipeline on the embedded corpus) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export TQDM_MININTERVAL ?= 5
+
+.PHONY: install repro test test-fast bench clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned: these machines hold the 2.13.0 CPU wheel; a plain `torch` pulls CUDA.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: install
+	@git rev-parse --git-dir >/dev/null 2>&1 || { git init -q && git add -A && \
+	  git -c user.name=nepa3d-bench -c user.email=bench@localhost commit -qm "initial snapshot"; }
+	@[ -f .dvc/config ] || { $(BIN)/dvc init -q && $(BIN)/dvc config core.analytics false; }
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@echo
+	@echo "Report: $(abspath reports/README.md) (per-suite results logs in reports/)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python scripts/bench/bench_preprocess.py
+	$(BIN)/python scripts/bench/bench_eval.py

@@ -1,0 +1,128 @@
+"""Token datasets over cache files, for pretraining, fine-tuning and evaluation.
+
+Sampling is a pure function of (seed, epoch, slot) in train mode and of (path, eval_seed,
+view) in eval mode, so a run that is killed and resumed sees exactly the same batches as an
+uninterrupted one, whatever the number of DataLoader workers. (The original drew train
+samples from the global numpy RNG; eval-mode seeding matches it: md5(path) + eval_seed +
+1000003 * view.)
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from nepa3d.backends import get_pools
+from nepa3d.data.cache import load_cache
+from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
+from nepa3d.utils.seeding import path_rng
+
+
+def cache_files(root: str | os.PathLike, split: str) -> list[str]:
+    """Sorted ``<root>/<split>/*/*.npz`` (the literal glob strings: they key eval seeds)."""
+    return sorted(glob.glob(os.path.join(str(root), split, "*", "*.npz")))
+
+
+def class_of(path: str) -> str:
+    return Path(path).parent.name
+
+
+class _ArrayCache:
+    """Small LRU of validated cache arrays, so a file is decompressed and checked once."""
+
+    def __init__(self, max_items: int = 512):
+        self.max_items = max_items
+        self._d: OrderedDict[str, dict] = OrderedDict()
+
+    def get(self, path: str) -> dict:
+        a = self._d.get(path)
+        if a is None:
+            a = load_cache(path)
+            self._d[path] = a
+            if len(self._d) > self.max_items:
+                self._d.popitem(last=False)
+        else:
+            self._d.move_to_end(path)
+        return a
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str
+    backend: str
+    label: int = -1
+    drop_ray_prob: float | None = None
+    force_missing_ray: bool = False
+
+
+def train_rng(seed: int, epoch: int, slot: int) -> np.random.RandomState:
+    return np.random.RandomState(np.array([seed & 0xFFFFFFFF, epoch, slot, 0x5EED], dtype=np.uint32))
+
+
+class TokenDataset(Dataset):
+    """Items -> (feat, type_id, label).
+
+    train mode: ``set_epoch(e)`` fixes the epoch plan (``plan_fn(epoch) -> item indices``);
+    slot s of epoch e uses RandomState([seed, e, s]).
+    eval mode: slot i is item i; K = mc_k views, view k seeded by md5(path)+eval_seed+1000003k;
+    feat is (K, T, 15) when K > 1.
+    """
+
+    def __init__(self, items: list[Item], tok: TokenizerConfig, *, mode: str = "train",
+                 seed: int = 0, eval_seed: int = 0, mc_k: int = 1, plan_fn=None,
+                 cache_items: int = 512):
+        assert mode in ("train", "eval")
+        if not items:
+            raise ValueError("dataset has no items (empty cache split?)")
+        self.items = items
+        self.tok = tok
+        self.mode = mode
+        self.seed = seed
+        self.eval_seed = eval_seed
+        self.mc_k = max(1, int(mc_k))
+        self.plan_fn = plan_fn or (lambda ep: np.random.RandomState(
+            (seed * 1000003 + ep) & 0xFFFFFFFF).permutation(len(items)))
+        self.epoch = 0
+        self.plan = self.plan_fn(0) if mode == "train" else np.arange(len(items))
+        self._cache = _ArrayCache(cache_items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.mode == "train":
+            self.plan = np.asarray(self.plan_fn(epoch))
+
+    def set_sizes(self, n_point: int, n_ray: int) -> None:
+        self.tok = replace(self.tok, n_point=n_point, n_ray=n_ray)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def _tokens(self, item: Item, rng: np.random.RandomState, drop: float):
+        pools = get_pools(item.backend, item.path, self._cache.get(item.path))
+        avail = pools["ray_available"] and not item.force_missing_ray
+        cfg = replace(self.tok, drop_ray_prob=drop)
+        return build_sequence(pools, cfg, rng, ray_available=avail)
+
+    def __getitem__(self, slot: int):
+        item = self.items[int(self.plan[slot])]
+        if self.mode == "train":
+            drop = self.tok.drop_ray_prob if item.drop_ray_prob is None else item.drop_ray_prob
+            feat, types = self._tokens(item, train_rng(self.seed, self.epoch, slot), drop)
+        else:
+            views = [self._tokens(item, path_rng(item.path, self.eval_seed, k), 0.0)
+                     for k in range(self.mc_k)]
+            feat = np.stack([v[0] for v in views]) if self.mc_k > 1 else views[0][0]
+            types = np.stack([v[1] for v in views]) if self.mc_k > 1 else views[0][1]
+        return torch.from_numpy(feat), torch.from_numpy(types), item.label
+
+
+def collate(batch):
+    feats, types, labels = zip(*batch)
+    return torch.stack(feats), torch.stack(types), torch.tensor(labels, dtype=torch.long)

@@ -1,0 +1,242 @@
+"""Fine-tune a pretrained QueryNepa on ScanObjectNN caches (full or K-shot) and report test accuracy.
+
+    python -m nepa3d.train.finetune_cls --cache_root data/scanobjectnn_main_split_v2 \
+        --backend pointcloud_noray --ckpt runs/x/last.pt --fewshot_k 5 --fewshot_seed 0 \
+        --seed 0 --mc_eval_k_val 1 --mc_eval_k_test 4 --save_dir runs/scan_x_k5_s0 \
+        --out_json results/cls_x_k5_s0.json
+
+Protocol: stratified validation split (val_seed), K-shot per class from the rest
+(fewshot_seed), classifier on the last token's hidden state, model selection on val
+accuracy, test accuracy of the best state with MC evaluation (logits averaged over views).
+With ``--save_dir``, a finished run (``last.pt`` present) is not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from nepa3d.backends import BACKENDS
+from nepa3d.data.cache import CacheError
+from nepa3d.data.dataset import Item, TokenDataset, cache_files, class_of, collate
+from nepa3d.token import types as tt
+from nepa3d.token.tokenizer import TokenizerConfig
+from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
+from nepa3d.utils.ckpt import (CheckpointError, infer_token_settings, load_backbone, load_checkpoint,
+                               save_checkpoint)
+from nepa3d.utils.results import ResultTimer, build_result, emit_result
+from nepa3d.utils.seeding import set_seed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    a = p.add_argument
+    a("--cache_root", default="data/modelnet40_cache")
+    a("--backend", default="mesh", choices=BACKENDS)
+    a("--train_backend", default=None, choices=BACKENDS)
+    a("--eval_backend", default=None, choices=BACKENDS)
+    a("--ckpt", required=True)
+    a("--save_dir", default="")
+    a("--batch", type=int, default=32)
+    a("--epochs", type=int, default=100)
+    a("--lr", type=float, default=1e-4)
+    a("--weight_decay", type=float, default=0.05)
+    a("--n_point", type=int, default=None)
+    a("--n_ray", type=int, default=None)
+    a("--allow_scale_up", type=int, default=0)
+    a("--max_len", type=int, default=-1)
+    a("--num_workers", type=int, default=4)
+    a("--seed", type=int, default=0)
+    a("--val_ratio", type=float, default=0.1)
+    a("--val_seed", type=int, default=0)
+    a("--fewshot_k", type=int, default=0)
+    a("--fewshot_seed", type=int, default=0)
+    a("--fewshot_n_way", type=int, default=0)
+    a("--fewshot_way_seed", type=int, default=-1)
+    a("--eval_seed", type=int, default=0)
+    a("--mc_eval_k", type=int, default=1)
+    a("--mc_eval_k_val", type=int, default=-1)
+    a("--mc_eval_k_test", type=int, default=-1)
+    a("--drop_ray_prob_train", type=float, default=0.0)
+    a("--force_missing_ray", action="store_true")
+    a("--add_eos", type=int, default=-1)
+    a("--qa_tokens", type=int, default=-1)
+    a("--freeze_backbone", action="store_true")
+    a("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    a("--out_json", default="")
+    return p
+
+
+class Classifier(nn.Module):
+    """Backbone + Linear(d_model, n_classes) on the last token's hidden state."""
+
+    def __init__(self, backbone, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.cfg.d_model, n_classes)
+
+    def forward(self, feat, types):
+        """feat (B, T, 15), types (B, T) -> logits (B, n_classes)"""
+        _, _, h = self.backbone(feat, types)
+        return self.head(h[:, -1, :])
+
+
+@torch.no_grad()
+def predict(model: Classifier, dl: DataLoader, device) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels; MC views (B, K, T, F) are averaged in logit space."""
+    model.eval()
+    preds, ys = [], []
+    for feat, types, y in dl:
+        feat, types = feat.to(device), types.to(device)
+        if feat.dim() == 4:
+            B, K = feat.shape[:2]
+            logits = model(feat.flatten(0, 1), types.flatten(0, 1)).view(B, K, -1).mean(1)
+        else:
+            logits = model(feat, types)
+        preds.append(logits.argmax(-1).cpu().numpy())
+        ys.append(y.numpy())
+    if not preds:
+        return np.zeros(0, int), np.zeros(0, int)
+    return np.concatenate(preds), np.concatenate(ys)
+
+
+def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    return float((pred == y).sum()) / max(len(y), 1)
+
+
+def majority_rate(y: np.ndarray) -> float:
+    """Fraction of the most frequent class: the accuracy of a collapsed classifier."""
+    if len(y) == 0:
+        return 0.0
+    return float(np.bincount(y).max()) / len(y)
+
+
+def select_files(args):
+    train_all = cache_files(args.cache_root, "train")
+    test_all = cache_files(args.cache_root, "test")
+    if not train_all or not test_all:
+        raise CacheError(args.cache_root, "needs train/*/*.npz and test/*/*.npz cache files")
+    way_seed = args.fewshot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
+    classes = choose_n_way(sorted({class_of(p) for p in train_all}), args.fewshot_n_way, way_seed)
+    keep = set(classes)
+    train_all = [p for p in train_all if class_of(p) in keep]
+    test = [p for p in test_all if class_of(p) in keep]
+    label_map = {c: i for i, c in enumerate(classes)}
+    train_part, val = stratified_train_val_split(train_all, [class_of(p) for p in train_all],
+                                                 args.val_ratio, args.val_seed)
+    train = stratified_kshot(train_part, [class_of(p) for p in train_part], args.fewshot_k,
+                             args.fewshot_seed)
+    return train, val, test, label_map
+
+
+def run(args) -> tuple[dict, list[str], torch.device]:
+    """Train (or reuse a finished ``save_dir``) and return (metrics, flags, device)."""
+    set_seed(args.seed)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    save_dir = Path(args.save_dir) if args.save_dir else None
+    if save_dir and (save_dir / "last.pt").exists():
+        done = load_checkpoint(save_dir / "last.pt")
+        if done.get("result_metrics"):
+            print(f"[finetune] {save_dir}/last.pt exists: not training again")
+            return done["result_metrics"], done.get("result_flags", []), device
+    pre = load_checkpoint(args.ckpt)
+    pre_args = pre.get("args", {}) or {}
+    n_point = args.n_point if args.n_point is not None else int(pre_args.get("n_point", 256))
+    n_ray = args.n_ray if args.n_ray is not None else int(pre_args.get("n_ray", 256))
+    if not args.allow_scale_up:
+        n_point = min(n_point, int(pre_args.get("n_point", n_point)))
+        n_ray = min(n_ray, int(pre_args.get("n_ray", n_ray)))
+    qa, eos = infer_token_settings(pre, args.qa_tokens, args.add_eos)
+    need = tt.required_len(n_point, n_ray, qa, eos)
+    loaded = load_backbone(args.ckpt, max_len=args.max_len, qa_tokens=int(qa), add_eos=int(eos),
+                           required_len=need, device=device)
+
+    train, val, test, label_map = select_files(args)
+    tok = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=qa, add_eos=eos,
+                          drop_ray_prob=args.drop_ray_prob_train)
+    tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
+
+    def items(paths, backend):
+        return [Item(p, backend, label_map[class_of(p)], None, args.force_missing_ray) for p in paths]
+
+    k_val = args.mc_eval_k if args.mc_eval_k_val < 0 else args.mc_eval_k_val
+    k_test = args.mc_eval_k if args.mc_eval_k_test < 0 else args.mc_eval_k_test
+    ds_train = TokenDataset(items(train, tb), tok, mode="train", seed=args.seed)
+    dl_kw = dict(batch_size=args.batch, num_workers=args.num_workers, collate_fn=collate)
+    dl_val = (DataLoader(TokenDataset(items(val, eb), tok, mode="eval", eval_seed=args.eval_seed,
+                                      mc_k=k_val), **dl_kw) if val else None)
+    dl_test = DataLoader(TokenDataset(items(test, eb), tok, mode="eval", eval_seed=args.eval_seed,
+                                      mc_k=k_test), **dl_kw)
+
+    model = Classifier(loaded.model, len(label_map)).to(device)
+    if args.freeze_backbone:
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    lossf = nn.CrossEntropyLoss()
+    best_val, best_ep, best_state = -1.0, -1, None
+    print(f"[finetune] train={len(train)} val={len(val)} test={len(test)} classes={len(label_map)} "
+          f"K={args.fewshot_k} T={tok.seq_len} qa={qa}")
+    for epoch in range(args.epochs):
+        ds_train.set_epoch(epoch)
+        model.train()
+        if args.freeze_backbone:
+            model.backbone.eval()
+        for feat, types, y in DataLoader(ds_train, shuffle=False, **dl_kw):
+            feat, types, y = feat.to(device), types.to(device), y.to(device)
+            loss = lossf(model(feat, types), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        val_acc = accuracy(*predict(model, dl_val, device)) if dl_val else 0.0
+        if val_acc > best_val + 1e-12:
+            best_val, best_ep = val_acc, epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    model.load_state_dict(best_state)
+    pred, y_test = predict(model, dl_test, device)
+    test_acc = accuracy(pred, y_test)
+    metrics = {"test_acc": test_acc, "best_val_acc": best_val, "best_epoch": best_ep,
+               "test_majority_rate": majority_rate(y_test),
+               "test_pred_classes": int(len(np.unique(pred))),
+               "n_train": len(train), "n_val": len(val), "n_test": len(test),
+               "n_classes": len(label_map)}
+    flags = []
+    if len(np.unique(pred)) <= 1:
+        flags.append("majority_collapse")
+    print(f"best_val={best_val:.4f} best_ep={best_ep} test_acc={test_acc:.4f}")
+    if save_dir:
+        save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
+                         "test_acc": test_acc, "args": dict(vars(args)),
+                         "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
+                         "result_flags": flags}, save_dir / "last.pt")
+    return metrics, flags, device
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    timer = ResultTimer()
+    try:
+        metrics, flags, device = run(args)
+    except (CheckpointError, CacheError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = build_result("cls", vars(args), metrics,
+                          timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
+                                           device=device), flags=flags)
+    emit_result(result, args.out_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

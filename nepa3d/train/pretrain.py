@@ -1,0 +1,255 @@
+"""Pretrain QueryNepa with the NEPA (next-embedding prediction) or MAE objective.
+
+    python -m nepa3d.train.pretrain --mix_config nepa3d/configs/shapenet_unpaired_mix.yaml \
+        --mix_num_samples 200000 --objective nepa --qa_tokens 1 \
+        --dual_mask_near 0.4 --dual_mask_far 0.1 --dual_mask_window 32 \
+        --epochs 50 --batch 96 --n_point 256 --n_ray 256 --save_dir runs/x --seed 0
+
+Deterministic on CPU: data (seed, epoch, slot), dual masks (seed * 1000003 + step) and MAE
+masks are pure functions of their indices, so a killed run resumed with ``--auto_resume``
+ends with the same weights as an uninterrupted one. Optimisation: AdamW (weight decay 0.05),
+constant LR, bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from nepa3d.backends import BACKENDS
+from nepa3d.data.cache import CacheError
+from nepa3d.data.dataset import Item, TokenDataset, cache_files, collate
+from nepa3d.data.mixed_pretrain import MixConfigError, build_corpus, load_mix_config
+from nepa3d.models.query_nepa import ModelConfig, QueryNepa, dual_mask
+from nepa3d.token import types as tt
+from nepa3d.token.tokenizer import TokenizerConfig
+from nepa3d.train import losses
+from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
+from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, resize_pos_emb, save_checkpoint
+from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic
+from nepa3d.utils.seeding import set_seed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    a = p.add_argument
+    a("--cache_root", default="data/modelnet40_cache")
+    a("--split", default="train", help="cache split read when no --mix_config is given")
+    a("--mix_config", default="")
+    a("--mix_num_samples", type=int, default=0)
+    a("--mix_seed", type=int, default=0)
+    a("--backend", default="mesh", choices=BACKENDS)
+    a("--batch", type=int, default=32)
+    a("--epochs", type=int, default=50)
+    a("--lr", type=float, default=3e-4)
+    a("--weight_decay", type=float, default=0.05)
+    a("--n_point", type=int, default=512)
+    a("--n_ray", type=int, default=512)
+    a("--max_len", type=int, default=-1)
+    a("--n_point_schedule", default="")
+    a("--n_ray_schedule", default="")
+    a("--resume_optimizer", type=int, default=1)
+    a("--d_model", type=int, default=384)
+    a("--layers", type=int, default=8)
+    a("--heads", type=int, default=6)
+    a("--mlp_ratio", type=float, default=4.0)
+    a("--save_dir", default="runs/querynepa3d_pretrain")
+    a("--save_every", type=int, default=1)
+    a("--save_last", type=int, default=1)
+    a("--resume", default="")
+    a("--auto_resume", type=int, default=1)
+    a("--num_workers", type=int, default=4)
+    a("--drop_ray_prob", type=float, default=0.0)
+    a("--force_missing_ray", action="store_true")
+    a("--add_eos", type=int, default=1)
+    a("--qa_tokens", type=int, default=0)
+    a("--dual_mask_near", type=float, default=0.0)
+    a("--dual_mask_far", type=float, default=0.0)
+    a("--dual_mask_window", type=int, default=32)
+    a("--dual_mask_warmup_frac", type=float, default=0.05)
+    a("--dual_mask_type_aware", type=int, default=0)
+    a("--objective", default="nepa", choices=("nepa", "mae"))
+    a("--mask_ratio", type=float, default=0.4)
+    a("--seed", type=int, default=0)
+    a("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    a("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0 = no cap)")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def make_dataset(args, tok: TokenizerConfig) -> TokenDataset:
+    if args.mix_config:
+        corpus = build_corpus(load_mix_config(args.mix_config), num_samples=args.mix_num_samples,
+                              seed=args.mix_seed)
+        items = corpus.items
+        if args.force_missing_ray:
+            items = [Item(i.path, i.backend, i.label, i.drop_ray_prob, True) for i in items]
+        print(f"[data] mix: " + ", ".join(f"{n}={s}" for n, s in zip(corpus.names, corpus.sizes))
+              + f" samples/epoch={corpus.num_samples}")
+        return TokenDataset(items, tok, mode="train", seed=args.seed, plan_fn=corpus.plan)
+    files = cache_files(args.cache_root, args.split)
+    if not files:
+        raise CacheError(os.path.join(args.cache_root, args.split), "no cache files (*/*.npz)")
+    items = [Item(f, args.backend, -1, None, args.force_missing_ray) for f in files]
+    print(f"[data] {args.cache_root}/{args.split}: {len(items)} files, backend={args.backend}")
+    return TokenDataset(items, tok, mode="train", seed=args.seed)
+
+
+def compute_loss(model, feat, types, args, step: int, dm_scale: float, device) -> torch.Tensor:
+    if args.objective == "mae":
+        g = torch.Generator().manual_seed((args.seed * 1000003 + step) & 0xFFFFFFFF)
+        mask = losses.mae_mask(types, args.mask_ratio, g).to(device)
+        with torch.no_grad():
+            target = model.embed_tokens(feat, types)
+        _, z_hat, _ = model(feat.masked_fill(mask[..., None], 0.0), types)
+        return losses.mae_loss(z_hat, target, mask)
+    blocked = None
+    if args.dual_mask_near > 0 or args.dual_mask_far > 0:
+        gen = torch.Generator(device=device).manual_seed((args.seed * 1000003 + step) & 0xFFFFFFFF)
+        blocked = dual_mask(feat.shape[1], args.dual_mask_near * dm_scale, args.dual_mask_far * dm_scale,
+                            args.dual_mask_window, generator=gen, device=device, type_id=types,
+                            type_aware=bool(args.dual_mask_type_aware))
+    z, z_hat, _ = model(feat, types, blocked)
+    return losses.nepa_loss(z, z_hat, types)
+
+
+def try_resume(args, model, opt, save_dir: Path):
+    """Returns (start_epoch, step). Loads model (+ optimizer when compatible)."""
+    path = args.resume
+    if not path and args.auto_resume and (save_dir / "last.pt").exists():
+        path = str(save_dir / "last.pt")
+    if not path:
+        return 0, 0
+    if not Path(path).exists():
+        if args.auto_resume:
+            print(f"[resume] {path} not found; starting fresh")
+            return 0, 0
+        raise CheckpointError(path, "--resume checkpoint does not exist")
+    ck = load_checkpoint(path)
+    sd = dict(ck["model"])
+    same_len = sd["pos_emb"].shape[1] == model.pos_emb.shape[1]
+    sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], model.pos_emb.shape[1])
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(path, f"incompatible model: missing={missing[:4]} unexpected={unexpected[:4]}")
+    if args.resume_optimizer and same_len and ck.get("opt"):
+        try:
+            opt.load_state_dict(ck["opt"])
+        except (ValueError, KeyError) as e:
+            print(f"[resume] optimizer state not restored ({e}); fresh optimizer")
+    start = int(ck.get("epoch", -1)) + 1
+    step = int(ck.get("step", 0))
+    print(f"[resume] {path}: epoch {start}, step {step}")
+    return start, step
+
+
+def train(args) -> dict:
+    timer = ResultTimer()
+    set_seed(args.seed)
+    device = resolve_device(args.device)
+    qa, eos = bool(args.qa_tokens), bool(args.add_eos)
+    p_sched, r_sched = parse_schedule(args.n_point_schedule), parse_schedule(args.n_ray_schedule)
+    n_point0, n_ray0 = value_at(p_sched, 0, args.n_point), value_at(r_sched, 0, args.n_ray)
+    need = max(tt.required_len(value_at(p_sched, e, args.n_point), value_at(r_sched, e, args.n_ray), qa, eos)
+               for e in range(max(args.epochs, 1)))
+    if args.max_len < 0:
+        args.max_len = need
+    elif args.max_len < need:
+        raise SystemExit(f"error: --max_len {args.max_len} < required sequence length {need}")
+    args.n_point, args.n_ray = n_point0, n_ray0
+    tok = TokenizerConfig(n_point=n_point0, n_ray=n_ray0, qa_tokens=qa, add_eos=eos,
+                          drop_ray_prob=args.drop_ray_prob)
+    ds = make_dataset(args, tok)
+    cfg = ModelConfig(d_model=args.d_model, n_types=tt.n_types(qa), nhead=args.heads,
+                      num_layers=args.layers, mlp_ratio=args.mlp_ratio, max_len=args.max_len)
+    model = QueryNepa(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    save_dir = Path(args.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    start_epoch, step = try_resume(args, model, opt, save_dir)
+    steps_per_epoch = math.ceil(len(ds) / args.batch)
+    warmup = max(1, int(args.dual_mask_warmup_frac * args.epochs * steps_per_epoch))
+    log_path = save_dir / "train_log.jsonl"
+    use_bf16 = device.type == "cuda"
+    last_loss = float("nan")
+    if start_epoch >= args.epochs:
+        print(f"[pretrain] already trained to epoch {start_epoch - 1} >= epochs {args.epochs}")
+    for epoch in range(start_epoch, args.epochs):
+        ds.set_epoch(epoch)
+        np_e, nr_e = value_at(p_sched, epoch, n_point0), value_at(r_sched, epoch, n_ray0)
+        if (np_e, nr_e) != (ds.tok.n_point, ds.tok.n_ray):
+            print(f"[schedule] epoch {epoch}: n_point={np_e}, n_ray={nr_e}")
+            ds.set_sizes(np_e, nr_e)
+        dl = DataLoader(ds, batch_size=args.batch, shuffle=False, num_workers=args.num_workers,
+                        collate_fn=collate, drop_last=False, persistent_workers=False)
+        model.train()
+        t0, tot, nb = time.time(), 0.0, 0
+        for feat, types, _ in tqdm(dl, desc=f"pretrain ep{epoch:03d}", leave=False, mininterval=5):
+            if args.max_steps and step >= args.max_steps:
+                break
+            feat, types = feat.to(device, non_blocking=True), types.to(device, non_blocking=True)
+            dm_scale = min(1.0, step / warmup)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = compute_loss(model, feat, types, args, step, dm_scale, device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            tot += loss.item()
+            nb += 1
+            if step % 100 == 0:
+                print(f"[pretrain] ep {epoch} step {step} loss {float(loss):.5f}")
+        if args.max_steps and step >= args.max_steps and nb < steps_per_epoch:
+            print(f"[pretrain] --max_steps {args.max_steps} reached mid-epoch {epoch}; not saving a partial epoch")
+            break
+        last_loss = tot / max(nb, 1)
+        rec = {"epoch": epoch, "step": step, "loss": last_loss, "seconds": round(time.time() - t0, 2),
+               "n_point": ds.tok.n_point, "n_ray": ds.tok.n_ray}
+        print(f"[pretrain] epoch {epoch} loss {last_loss:.5f} ({rec['seconds']} s)")
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        state = {"model": model.state_dict(), "aux_heads": None, "opt": opt.state_dict(),
+                 "scaler": None, "args": dict(vars(args)), "model_config": cfg.to_dict(),
+                 "epoch": epoch, "step": step}
+        is_last = epoch == args.epochs - 1
+        if (args.save_every > 0 and epoch % args.save_every == 0) or is_last:
+            save_checkpoint(state, save_dir / f"ckpt_ep{epoch:03d}.pt")
+        if args.save_last:
+            save_checkpoint(state, save_dir / "last.pt")
+    metrics = {"final_loss": last_loss, "steps": step, "epochs": args.epochs,
+               "n_params": sum(p.numel() for p in model.parameters())}
+    result = build_result("pretrain", vars(args), metrics,
+                          timer.provenance(seed=args.seed, cache_root=args.cache_root if not args.mix_config else None,
+                                           device=device))
+    write_json_atomic(result, save_dir / "pretrain_summary.json")
+    return result
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except (CheckpointError, CacheError, MixConfigError, ScheduleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Checkpoints: atomic save, safe load (``weights_only=True``), pos-emb resize, model rebuild.
+
+Checkpoint dict (pretrain): ``model`` (state dict), ``aux_heads`` (state dict or None),
+``opt``, ``scaler``, ``args`` (dict of CLI args incl. resolved max_len), ``epoch``, ``step``,
+plus ``model_config`` (the :class:`ModelConfig` as a dict).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nepa3d.models.query_nepa import ModelConfig, QueryNepa
+from nepa3d.token import types as tt
+
+
+class CheckpointError(RuntimeError):
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, then os.replace (never a half file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_ckpt_", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; missing/corrupt files raise CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint file does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / foreign files
+        raise CheckpointError(path, f"cannot be loaded ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(path, "not a nepa3d checkpoint (no 'model' state dict)")
+    return ckpt
+
+
+def resize_pos_emb(pos: torch.Tensor, new_len: int) -> torch.Tensor:
+    """Linear interpolation along the sequence axis. (1, L, D) -> (1, new_len, D)"""
+    if pos.shape[1] == new_len:
+        return pos
+    x = pos.permute(0, 2, 1)
+    x = F.interpolate(x, size=new_len, mode="linear", align_corners=False)
+    return x.permute(0, 2, 1).contiguous()
+
+
+def config_from_checkpoint(ckpt: dict) -> ModelConfig:
+    """Model config from ``model_config`` or, for older checkpoints, from args + tensor shapes."""
+    sd = ckpt["model"]
+    n_types, d_model = sd["type_emb.weight"].shape
+    if "model_config" in ckpt:
+        cfg = ModelConfig(**ckpt["model_config"])
+    else:
+        args = ckpt.get("args", {}) or {}
+        layers = len({k.split(".")[3] for k in sd if k.startswith("backbone.enc.layers.")})
+        cfg = ModelConfig(d_model=d_model, n_types=n_types, nhead=int(args.get("heads", 6)),
+                          num_layers=int(args.get("layers", layers or 8)))
+    cfg.max_len = sd["pos_emb"].shape[1]
+    return cfg
+
+
+@dataclass
+class LoadedBackbone:
+    model: QueryNepa
+    args: dict
+    qa_tokens: bool
+    add_eos: bool
+    n_point: int
+    n_ray: int
+    ckpt: dict
+
+
+def infer_token_settings(ckpt: dict, qa_tokens: int = -1, add_eos: int = -1) -> tuple[bool, bool]:
+    """-1 means: from the checkpoint args, else from n_types (9 -> QA; >= 5 -> EOS)."""
+    args = ckpt.get("args", {}) or {}
+    n_types = ckpt["model"]["type_emb.weight"].shape[0]
+    if qa_tokens < 0:
+        qa = bool(int(args["qa_tokens"])) if "qa_tokens" in args else n_types >= tt.N_TYPES_QA
+    else:
+        qa = bool(qa_tokens)
+    if add_eos < 0:
+        eos = bool(int(args["add_eos"])) if "add_eos" in args else n_types >= tt.N_TYPES_LEGACY
+    else:
+        eos = bool(add_eos)
+    return qa, eos
+
+
+def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int = -1,
+                  add_eos: int = -1, required_len: int = 0, device="cpu") -> LoadedBackbone:
+    """Rebuild the model of a checkpoint; resize pos_emb to ``max_len`` (or to ``required_len``
+    when the checkpoint's is shorter and ``max_len`` < 0)."""
+    ckpt = load_checkpoint(path)
+    cfg = config_from_checkpoint(ckpt)
+    sd = dict(ckpt["model"])
+    target = cfg.max_len
+    if max_len >= 0:
+        if required_len and max_len < required_len:
+            raise CheckpointError(path, f"--max_len {max_len} < required sequence length {required_len}")
+        target = max_len
+    elif required_len > cfg.max_len:
+        target = required_len
+    if target != cfg.max_len:
+        sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], target)
+        cfg.max_len = target
+    model = QueryNepa(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(path, f"state dict mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+    qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
+    args = ckpt.get("args", {}) or {}
+    return LoadedBackbone(model=model.to(device), args=args, qa_tokens=qa, add_eos=eos,
+                          n_point=int(args.get("n_point", 256)), n_ray=int(args.get("n_ray", 256)),
+                          ckpt=ckpt)

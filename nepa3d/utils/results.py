@@ -1,0 +1,148 @@
+"""Write a job's result JSON (the envelope of DESIGN.md §3), atomically, with provenance.
+
+    {"schema_version": 1, "task", "args", "metrics", "baselines", "flags", "provenance"}
+
+The benchmark engine validates these files (``benchmark.results`` / ``benchmark.schemas``);
+this module is the producer side used by every nepa3d CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+RESULT_SCHEMA_VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike, limit_bytes: int | None = None) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_state(cwd: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
+    """(HEAD sha, dirty) of the repository holding this code, or (None, None) outside git."""
+    cwd = cwd or Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, timeout=10).stdout
+        return rev, bool(status.strip()) if rev else None
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def versions() -> dict:
+    import numpy
+    out = {"python": platform.python_version(), "numpy": numpy.__version__}
+    try:
+        import torch
+        out["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def _clean(x):
+    """JSON-safe: numpy scalars to Python, NaN/inf to None (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        try:
+            x = x.item()
+        except (ValueError, AttributeError):
+            return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+class ResultTimer:
+    """Records the start time; ``provenance()`` fills wall time at write."""
+
+    def __init__(self):
+        self.t0 = time.time()
+        self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+    def provenance(self, *, seed=None, ckpt=None, cache_root=None, device="cpu", extra=None) -> dict:
+        rev, dirty = git_state()
+        prov = {"git_rev": rev, "dirty": dirty,
+                "ckpt": str(Path(ckpt).resolve()) if ckpt else None,
+                "ckpt_sha256": sha256_file(ckpt) if ckpt else None,
+                "cache_root": str(Path(cache_root).resolve()) if cache_root else None,
+                "cache_manifest_sha256": cache_manifest_sha256(cache_root) if cache_root else None,
+                "seed": seed, "versions": versions(), "device": str(device),
+                "host": platform.node(), "started": self.started,
+                "wall_s": round(time.time() - self.t0, 3)}
+        if extra:
+            prov.update(extra)
+        return prov
+
+
+def cache_manifest_sha256(cache_root: str | os.PathLike) -> str | None:
+    """Hash of the sorted relative paths and sizes of every .npz under the root: identifies
+    which cache a result was computed on (cheap: no file contents are read)."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return None
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.npz")):
+        try:
+            size = p.stat().st_size
+        except OSError:
+            continue
+        h.update(f"{p.relative_to(root)}\t{size}\n".encode())
+    return h.hexdigest()
+
+
+def build_result(task: str, args: dict, metrics: dict, provenance: dict, *,
+                 baselines: dict | None = None, flags: list[str] | None = None,
+                 extra: dict | None = None) -> dict:
+    out = {"schema_version": RESULT_SCHEMA_VERSION, "task": task, "args": _clean(dict(args)),
+           "metrics": _clean(metrics), "baselines": _clean(baselines or {}),
+           "flags": sorted(set(flags or [])), "provenance": _clean(provenance)}
+    if extra:
+        out["extra"] = _clean(extra)
+    return out
+
+
+def write_json_atomic(obj: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def emit_result(result: dict, out_json: str | os.PathLike | None) -> None:
+    """Print the result and, with ``out_json``, write it atomically (``[saved] <path>``)."""
+    print(json.dumps(result["metrics"], indent=2))
+    if out_json:
+        p = write_json_atomic(result, out_json)
+        print(f"[saved] {p}")

@@ -1,0 +1,72 @@
+"""Planted caches for tests: analytic shapes whose distances are known in closed form.
+
+Class ``sphere``: radius r; class ``box``: half-extent b (cube). Unsigned distances:
+sphere |‖x‖ - r|, cube: distance to the cube's surface. Written through the real schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nepa3d.data.cache import save_cache
+
+
+def cube_surface_distance(x: np.ndarray, b: float) -> np.ndarray:
+    """Unsigned distance from points (n, 3) to the surface of the cube [-b, b]^3."""
+    q = np.abs(x) - b
+    outside = np.linalg.norm(np.maximum(q, 0), axis=1)
+    inside = np.minimum(q.max(axis=1), 0)
+    return np.abs(outside + inside)
+
+
+def planted_arrays(kind: str, size: float, rng: np.random.Generator, *, N=256, P=300, M=64, G=8,
+                   scan: bool = False) -> dict:
+    if kind == "sphere":
+        d = rng.normal(size=(N, 3))
+        pc = size * d / np.linalg.norm(d, axis=1, keepdims=True)
+        dist = lambda x: np.abs(np.linalg.norm(x, axis=1) - size)
+    else:
+        pc = rng.uniform(-size, size, (N, 3))
+        ax = rng.integers(0, 3, N)
+        pc[np.arange(N), ax] = size * rng.choice([-1, 1], N)
+        dist = lambda x: cube_surface_distance(x, size)
+    pts = rng.uniform(-1, 1, (P, 3))
+    o = rng.normal(size=(M, 3))
+    o = 2.2 * o / np.linalg.norm(o, axis=1, keepdims=True)
+    dd = -o / np.linalg.norm(o, axis=1, keepdims=True)
+    hit = np.ones(M)
+    t = np.full(M, 2.2 - size)
+    n = -dd
+    a = {"pc_xyz": pc, "pc_n": np.zeros((N, 3)), "pt_xyz_pool": pts, "pt_dist_pool": dist(pts),
+         "pt_dist_pc_pool": dist(pts), "ray_o_pool": o, "ray_d_pool": dd, "ray_hit_pool": hit,
+         "ray_t_pool": t, "ray_n_pool": n}
+    if not scan:
+        c = -1 + (np.arange(G) + 0.5) * (2.0 / G)
+        grid = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+        udf = dist(grid).reshape(G, G, G)
+        a.update(pt_dist_udf_pool=dist(pts), udf_grid=udf.astype(np.float16),
+                 occ_grid=(udf < 2.0 / G).astype(np.uint8), df_grid=np.array([G], np.int32),
+                 df_dilate=np.array([1], np.int32), ray_hit_pc_pool=hit, ray_t_pc_pool=t,
+                 ray_n_pc_pool=n)
+    out = {}
+    for k, v in a.items():
+        v = np.asarray(v)
+        out[k] = v if v.dtype in (np.float16, np.uint8, np.int32) else v.astype(np.float32)
+    return out
+
+
+def write_planted(root: Path, split: str, per_class: int, seed: int = 0, scan: bool = False,
+                  **sizes) -> list[Path]:
+    """Write ``per_class`` sphere and cube caches under ``root/split/<class>/``."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for ci, kind in enumerate(("sphere", "box")):
+        cls = f"class_{ci:03d}" if scan else kind
+        for i in range(per_class):
+            size = float(rng.uniform(0.4, 0.8))
+            p = Path(root) / split / cls / f"{kind}_{i:04d}.npz"
+            save_cache(p, planted_arrays(kind, size, rng, scan=scan, **sizes))
+            paths.append(p)
+    return paths
