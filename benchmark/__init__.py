@@ -1,0 +1,40 @@
+"""nepa3d-bench's generic benchmark engine: suites -> jobs -> results -> reports.
+
+It knows nothing of 3D: a job is an argv, an output JSON path and tags. Public API::
+
+    from benchmark import load_suite, expand, run_jobs, run_suite, build_report, write_report
+
+    suite = load_suite("suites/cpac.yaml", params_path="params.yaml")
+    jobs = expand(suite, results_dir="results")
+    summary = run_jobs(jobs, suite_name=suite.name, n_jobs=4, tracker=MlflowTracker())
+    rep = build_report(suite, jobs); write_report(rep, "reports")
+
+Heavy dependencies (pandas, pandera, tabulate, mlflow) are imported on first use.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .errors import BenchmarkError, ResultError, SuiteError
+from .expand import Job, expand, job_id_for
+from .suite import Suite, load_suite
+from .tasks import Guard, MetricRule, RowCheck, TaskKind, get_task, register_task
+
+_LAZY = {
+    "run_job": "runner", "run_jobs": "runner", "run_suite": "runner", "RunSummary": "runner",
+    "JobOutcome": "runner",
+    "build_report": "report", "write_report": "report", "SuiteReport": "report",
+    "collect": "collect", "load_result": "results", "Envelope": "results",
+    "MlflowTracker": "tracking", "status_lines": "status", "main": "cli",
+}
+
+__all__ = ["BenchmarkError", "ResultError", "SuiteError", "Job", "expand", "job_id_for", "Suite",
+           "load_suite", "Guard", "MetricRule", "RowCheck", "TaskKind", "get_task", "register_task",
+           *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'benchmark' has no attribute {name!r}")

@@ -1,0 +1,209 @@
+"""``python -m benchmark {run,status,report,validate} SUITE.yaml...``
+
+Exit codes: 0 ok; 1 a job failed or a result is invalid; 2 a suite (or the command line) is
+invalid, reported as one message without a traceback; 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import BenchmarkError, SuiteError
+from .expand import Job, expand, select
+from .suite import Suite, load_suite
+
+
+def _suite_paths(items: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                raise SuiteError(f"{p}: no *.yaml suites in this directory")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def load_suites(items: Sequence[str], params: str) -> list[Suite]:
+    """Load every suite (files or directories of *.yaml); names must be unique."""
+    suites: list[Suite] = []
+    seen: dict[str, Path] = {}
+    for path in _suite_paths(items):
+        suite = load_suite(path, params)
+        if suite.name in seen:
+            raise SuiteError(f"{path}: name: {suite.name!r} is also the name of {seen[suite.name]}; "
+                             "suite names must be unique (they name result folders)")
+        seen[suite.name] = path
+        suites.append(suite)
+    return suites
+
+
+def _parse_only(values: Sequence[str], suite: Suite) -> dict[str, list[str]]:
+    only: dict[str, list[str]] = {}
+    allowed = suite.axes + ([suite.seed_arg] if suite.seed_arg else [])
+    for item in values:
+        axis, sep, rows = item.partition("=")
+        if not sep or not rows:
+            raise SuiteError(f"--only {item}: expected AXIS=ROW[,ROW...]")
+        if axis not in allowed:
+            raise SuiteError(f"--only {item}: {suite.source} has no axis {axis!r} (axes: {', '.join(allowed)})")
+        only.setdefault(axis, []).extend(rows.split(","))
+    return only
+
+
+def _jobs(suite: Suite, args) -> list[Job]:
+    jobs = expand(suite, args.results_dir)
+    if getattr(args, "only", None):
+        jobs = select(jobs, _parse_only(args.only, suite))
+    return jobs
+
+
+def cmd_run(args) -> int:
+    from .runner import run_jobs
+
+    suites = load_suites(args.suites, args.params)
+    plans = [(s, _jobs(s, args)) for s in suites]
+    if args.dry_run:
+        from .report import _portable_argv
+        from .results import is_valid_result
+
+        for suite, jobs in plans:
+            print(f"== {suite.name}: {len(jobs)} jobs")
+            for job in jobs:
+                state = "done" if is_valid_result(job.out_json, job.task) else "todo"
+                print(f"[{state}] {job.label}  {job.job_id}\n    {_portable_argv(job.argv)}")
+        return 0
+    tracker = None
+    if not args.no_mlflow:
+        from .tracking import MlflowTracker
+
+        tracker = MlflowTracker()
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    summaries = []
+    for suite, jobs in plans:
+        print(f"== {suite.name}: {len(jobs)} jobs ({suite.source})", flush=True)
+        summaries.append(run_jobs(jobs, suite_name=suite.name, n_jobs=args.jobs, gpus=gpus,
+                                  jobs_per_gpu=args.jobs_per_gpu, tracker=tracker,
+                                  log=lambda s: print(s, flush=True)))
+    for s in summaries:
+        print(s.line())
+    return 0 if all(s.ok for s in summaries) else 1
+
+
+def cmd_status(args) -> int:
+    from .status import status_lines
+
+    for suite in load_suites(args.suites, args.params):
+        print("\n".join(status_lines(suite, _jobs(suite, args))))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report, write_report
+
+    failed = False
+    for suite in load_suites(args.suites, args.params):
+        rep = build_report(suite, _jobs(suite, args), results_dir=Path(args.results_dir))
+        if rep.problems:
+            failed = True
+            print(f"{suite.name}: report not written; invalid results (files left in place):", file=sys.stderr)
+            print("\n".join(f"  {p}" for p in rep.problems), file=sys.stderr)
+            continue
+        paths = write_report(rep, args.out)
+        gate = f"; gate: {rep.gate.decision}" if rep.gate else ""
+        print(f"{suite.name}: {len(rep.collected.rows)}/{len(rep.collected.jobs)} complete -> "
+              f"{paths[0]}, {paths[1]}{gate}")
+    return 1 if failed else 0
+
+
+def cmd_validate(args) -> int:
+    from .collect import collect
+
+    failed = False
+    for suite in load_suites(args.suites, args.params):
+        jobs = _jobs(suite, args)
+        col = collect(suite, jobs)
+        problems = col.problems()
+        print(f"{suite.name}: suite OK ({len(jobs)} jobs); results: {len(col.rows)} valid, "
+              f"{len(col.invalid)} invalid, {len(col.missing)} missing")
+        if problems:
+            failed = True
+            print("\n".join(f"  {p}" for p in problems), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("suites", nargs="+", metavar="SUITE", help="suite YAML files or directories of them")
+        p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
+        p.add_argument("--results-dir", default="results", help="results root (default: results)")
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first (it may register_task() new task kinds); repeatable")
+
+    p = sub.add_parser("run", help="run every unfinished job of the suites")
+    common(p)
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel local jobs (default 1)")
+    p.add_argument("--gpus", default=None, help="comma list of GPU ids, round-robin CUDA_VISIBLE_DEVICES")
+    p.add_argument("--jobs-per-gpu", type=int, default=1, help="concurrent jobs per GPU (with --gpus)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log finished jobs to MLflow")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
+                   help="restrict to matching jobs (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list jobs and argv; run nothing")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="completion per suite and per axis row")
+    common(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="write Markdown/CSV reports and summary.json")
+    common(p)
+    p.add_argument("--out", default="reports", help="report directory (default: reports)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("validate", help="validate suites and every existing result")
+    common(p)
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def _terminate_as_interrupt(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run" and threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, schedulers) takes the interrupt path: children terminated, locks released
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        for module in args.plugin:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise SuiteError(f"--plugin {module}: cannot import: {exc}") from None
+        return args.func(args)
+    except SuiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `python -m benchmark run --dry-run ... | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

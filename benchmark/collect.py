@@ -1,0 +1,108 @@
+"""Gather a suite's results: which jobs are complete, invalid or missing; flattened rows; checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ResultError
+from .expand import Job
+from .guards import derived_flags
+from .inputs import stale_inputs
+from .results import Envelope, load_result
+from .suite import Suite
+
+
+@dataclass
+class ResultRow:
+    """One complete job: its tags, flattened metrics and every flag (own and derived)."""
+
+    job: Job
+    envelope: Envelope
+    metrics: dict[str, float]
+    flags: list[str]
+    derived: list[str]
+
+    @property
+    def tags(self) -> dict[str, Any]:
+        return self.job.tags
+
+
+@dataclass
+class Collected:
+    """Everything found on disk for one suite's jobs."""
+
+    suite: Suite
+    jobs: list[Job]
+    rows: list[ResultRow] = field(default_factory=list)
+    missing: list[Job] = field(default_factory=list)
+    invalid: list[tuple[Job, str]] = field(default_factory=list)
+
+    def metric_frame(self):
+        """pandas frame: index = result file, columns = flattened metrics (NaN where absent)."""
+        import pandas as pd
+
+        return pd.DataFrame([r.metrics for r in self.rows], index=[str(r.job.out_json) for r in self.rows])
+
+    def problems(self) -> list[str]:
+        """Every reason these results cannot be reported: invalid envelopes, schema failures,
+        and table metrics that no result provides."""
+        from .schemas import schema_problems
+
+        out = [msg for _, msg in self.invalid]
+        out += schema_problems(self.metric_frame(), self.suite.kind)
+        if self.rows:
+            present = set().union(*(r.metrics for r in self.rows))
+            for i, table in enumerate(self.suite.tables):
+                for metric in table.metrics or []:
+                    if metric not in present:
+                        out.append(f"{self.suite.source}: tables[{i}].metrics: {metric!r} is in no result "
+                                   f"of suite {self.suite.name!r} (have: {', '.join(sorted(present))})")
+        return out
+
+
+def invalid_results(jobs: list[Job]) -> dict[str, str]:
+    """``{job_id: reason}`` for every job whose result JSON exists but is not valid: a bad envelope,
+    another task, or a row that fails its task's schema (validated together, one pandera pass)."""
+    import pandas as pd
+
+    from .schemas import schema_failures
+    from .tasks import get_task
+
+    bad: dict[str, str] = {}
+    flat_by_task: dict[str, list[tuple[Job, dict[str, float]]]] = {}
+    for job in jobs:
+        if not job.out_json.exists():
+            continue
+        try:
+            env = load_result(job.out_json, job.task)
+        except ResultError as exc:
+            bad[job.job_id] = str(exc)
+            continue
+        flat_by_task.setdefault(job.task, []).append((job, env.flat()))
+    for task, items in flat_by_task.items():
+        frame = pd.DataFrame([flat for _, flat in items], index=[str(j.out_json) for j, _ in items])
+        failures = schema_failures(frame, get_task(task))
+        for job, _ in items:
+            msgs = failures.get(str(job.out_json))
+            if msgs:
+                bad[job.job_id] = f"{job.out_json}: " + "; ".join(msgs)
+    return bad
+
+
+def collect(suite: Suite, jobs: list[Job]) -> Collected:
+    """Read every job's result JSON (envelope-validated, task-checked)."""
+    out = Collected(suite=suite, jobs=jobs)
+    kind = suite.kind
+    for job in jobs:
+        if not job.out_json.exists():
+            out.missing.append(job)
+            continue
+        try:
+            env = load_result(job.out_json, suite.task)
+        except ResultError as exc:
+            out.invalid.append((job, str(exc)))
+            continue
+        derived = derived_flags(job, env, kind) + [f"stale_input:{name}" for name in stale_inputs(job)]
+        flags = sorted(set(env.flags) | set(derived))
+        out.rows.append(ResultRow(job=job, envelope=env, metrics=env.flat(), flags=flags, derived=derived))
+    return out

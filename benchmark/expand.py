@@ -1,0 +1,151 @@
+"""Expansion of a suite into jobs: cartesian product of matrix axes x seed values.
+
+A job's identity (``job_id``) is the first 16 hex digits of the sha256 of the canonical JSON of
+``{"module" | "program": ..., "args": resolved args}``: it does not depend on the suite name, the
+results directory, the output path or the machine, so a re-run finds finished jobs.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import SuiteError
+from .suite import Suite
+
+PYTHON_ALIASES = ("python", "python3")
+
+
+@dataclass
+class Job:
+    """One unit of work: an argv that writes ``out_json``; ``tags`` say where it sits in the matrix."""
+
+    suite: str
+    job_id: str
+    tags: dict[str, Any]
+    argv: list[str]
+    out_json: Path
+    log: Path
+    task: str = "command"
+    args: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()  # args naming input files whose contents the result depends on
+
+    @property
+    def lock(self) -> Path:
+        return self.out_json.with_name(f"{self.job_id}.lock")
+
+    @property
+    def job_json(self) -> Path:
+        return self.out_json.with_name(f"{self.job_id}.job.json")
+
+    @property
+    def label(self) -> str:
+        """``ckpt=scratch query=pool eval_seed=0`` (or ``(single job)``)."""
+        return " ".join(f"{k}={v}" for k, v in self.tags.items()) or "(single job)"
+
+
+def canonical_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Args as they reach the argv: ``None`` and ``False`` are omitted, keys sorted."""
+    return {k: args[k] for k in sorted(args) if args[k] is not None and args[k] is not False}
+
+
+def job_id_for(command: dict[str, Any], args: dict[str, Any]) -> str:
+    """Stable id: sha256 of canonical JSON of ``{**command, "args": canonical args}``, 16 hex."""
+    payload = {**command, "args": canonical_args(args)}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def format_value(value: Any) -> str:
+    """One argv token for a scalar: bools as true/false, floats by repr (shortest round-trip)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def render_args(args: dict[str, Any]) -> list[str]:
+    """``{k: v}`` -> ``--k v``; True -> bare ``--k``; False/None/[] -> omitted; list -> ``--k a b``."""
+    out: list[str] = []
+    for key, value in args.items():
+        flag = key if key.startswith("-") else f"--{key}"
+        if value is None or value is False or value == []:
+            continue
+        if value is True:
+            out.append(flag)
+        elif isinstance(value, list):
+            out += [flag, *map(format_value, value)]
+        else:
+            out += [flag, format_value(value)]
+    return out
+
+
+def command_of(suite: Suite) -> dict[str, Any]:
+    """The identity of what runs: ``{"module": m}`` or ``{"program": [...]}``."""
+    return {"module": suite.module} if suite.module else {"program": list(suite.program or [])}
+
+
+def command_prefix(suite: Suite) -> list[str]:
+    """argv prefix: ``[python, -m, module]`` or the program with ``python`` -> this interpreter."""
+    if suite.module:
+        return [sys.executable, "-m", suite.module]
+    program = list(suite.program or [])
+    if program and program[0] in PYTHON_ALIASES:
+        program[0] = sys.executable
+    return program
+
+
+def matrix_points(suite: Suite) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
+    """Yield ``(tags, args)`` for every matrix x seed combination, in suite order."""
+    axes = suite.axes
+    per_axis = [list(suite.matrix[a].items()) for a in axes]
+    seeds = suite.seed_values or [None]
+    for combo in itertools.product(*per_axis):
+        args = dict(suite.args)
+        tags: dict[str, Any] = {}
+        for axis, (row, value) in zip(axes, combo):
+            tags[axis] = row
+            if isinstance(value, dict):
+                args.update(value)
+            else:
+                args[axis] = value
+        for seed in seeds:
+            a, t = dict(args), dict(tags)
+            if suite.seed_arg is not None:
+                a[suite.seed_arg] = seed
+                t[suite.seed_arg] = seed
+            yield t, a
+
+
+def expand(suite: Suite, results_dir: Path | str = "results") -> list[Job]:
+    """All jobs of ``suite``. Two matrix points with identical resolved args raise SuiteError."""
+    results_dir = Path(results_dir)
+    base = results_dir / suite.name
+    command = command_of(suite)
+    prefix = command_prefix(suite)
+    jobs: list[Job] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for tags, args in matrix_points(suite):
+        jid = job_id_for(command, args)
+        if jid in seen:
+            a = " ".join(f"{k}={v}" for k, v in seen[jid].items())
+            b = " ".join(f"{k}={v}" for k, v in tags.items())
+            raise SuiteError(f"{suite.source}: matrix: points [{a}] and [{b}] resolve to identical "
+                             "args (the same job); make the rows differ or drop one")
+        seen[jid] = tags
+        out_json = base / f"{jid}.json"
+        argv = [*prefix, *render_args(args), suite.out_flag, str(out_json)]
+        jobs.append(Job(suite=suite.name, job_id=jid, tags=tags, argv=argv, out_json=out_json,
+                        log=base / "logs" / f"{jid}.log", task=suite.task, args=args,
+                        inputs=tuple(suite.inputs)))
+    return jobs
+
+
+def select(jobs: list[Job], only: dict[str, list[str]]) -> list[Job]:
+    """Jobs whose tags match every ``axis -> allowed rows`` entry of ``only`` (string compare)."""
+    return [j for j in jobs if all(str(j.tags.get(k)) in v for k, v in only.items())]
