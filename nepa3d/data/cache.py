@@ -57,7 +57,10 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("pc_n", "float32", ("N", 3), doc="face normals of sampled faces; zeros for scans"),
     KeySpec("pt_xyz_pool", "float32", ("P", 3), doc="query points: uniform block then near-surface block"),
     KeySpec("pt_dist_pool", "float32", ("P",), doc="mesh-derived UDF (mesh) / NN distance to pc_xyz (scan)"),
-    KeySpec("pt_dist_pc_pool", "float32", ("P",), doc="NN distance to pc_xyz (observation-derived); -1 = invalid"),
+    # Optional: caches written before the leakage fix lack it; point-cloud backends refuse those
+    # (nepa3d.backends.pc_distance) and the migration adds it.
+    KeySpec("pt_dist_pc_pool", "float32", ("P",), kinds=(),
+            doc="NN distance to pc_xyz (observation-derived); -1 = invalid"),
     KeySpec("pt_dist_udf_pool", "float32", ("P",), kinds=("mesh",), doc="trilinear sample of udf_grid"),
     KeySpec("udf_grid", "float16", ("G", "G", "G"), kinds=("mesh",), doc="EDT UDF, world units, [ix,iy,iz]"),
     KeySpec("occ_grid", "uint8", ("G", "G", "G"), kinds=("mesh",), doc="dilated occupancy used for the UDF"),

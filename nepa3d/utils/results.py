@@ -142,7 +142,7 @@ def write_json_atomic(obj: dict, path: str | os.PathLike) -> Path:
 
 def emit_result(result: dict, out_json: str | os.PathLike | None) -> None:
     """Print the result and, with ``out_json``, write it atomically (``[saved] <path>``)."""
-    print(json.dumps(result["metrics"], indent=2))
+    print(json.dumps(result, indent=2))
     if out_json:
         p = write_json_atomic(result, out_json)
         print(f"[saved] {p}")

@@ -1,0 +1,190 @@
+"""UCPR: unpaired cross-primitive retrieval with a frozen NEPA-3D backbone.
+
+Shape i seen through ``--query_backend`` must retrieve the same shape seen through
+``--gallery_backend`` among all N gallery shapes (one relevant item per query).
+
+    python -m nepa3d.analysis.retrieval_ucpr --cache_root data/shapenet_unpaired_cache_v1 \
+        --split eval --ckpt runs/x/ckpt_ep049.pt --query_backend mesh --gallery_backend udfgrid \
+        --eval_seed 0 --eval_seed_gallery 999 --max_files 1000 --out_json results/ucpr_x.json
+
+Per shape, side and MC view k: RandomState((md5(path) + seed + 1000003·k) & 0xFFFFFFFF) samples
+the tokens (seed = eval_seed for queries, eval_seed_gallery for the gallery), the model pools
+one embedding (eos | mean_a | mean_zhat), views are averaged, everything is L2-normalised.
+Ranks are tie-aware (see :func:`nepa3d.analysis.metrics.tie_aware_ranks`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from nepa3d.analysis.features import (POOLINGS, PRECISIONS, EvalError, ablate_tokens,
+                                      default_workers, forward_batched, load_eval_model,
+                                      pool_embeddings, prefetch_map, resolve_device,
+                                      resolve_precision)
+from nepa3d.analysis.metrics import (l2_normalize, retrieval_metrics, tie_aware_ranks,
+                                     tie_noise_seed)
+from nepa3d.backends import BACKENDS, get_pools
+from nepa3d.data.cache import CacheError, load_cache
+from nepa3d.data.dataset import cache_files
+from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
+from nepa3d.token.types import required_len
+from nepa3d.utils.ckpt import CheckpointError
+from nepa3d.utils.results import ResultTimer, build_result, emit_result
+from nepa3d.utils.seeding import path_rng
+
+EASY_PAIR_R1 = 0.98
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m nepa3d.analysis.retrieval_ucpr",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache_root", required=True)
+    ap.add_argument("--split", default="eval")
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--max_len", type=int, default=-1,
+                    help="positional-embedding length (resized); -1: checkpoint's, grown if needed")
+    ap.add_argument("--query_backend", required=True, choices=BACKENDS)
+    ap.add_argument("--gallery_backend", required=True, choices=BACKENDS)
+    ap.add_argument("--n_point", type=int, default=None, help="default: checkpoint args (256)")
+    ap.add_argument("--n_ray", type=int, default=None, help="default: checkpoint args (256)")
+    ap.add_argument("--add_eos", type=int, default=-1, help="-1: infer from the checkpoint")
+    ap.add_argument("--qa_tokens", type=int, default=-1, help="-1: infer from the checkpoint")
+    ap.add_argument("--eval_seed", type=int, default=0)
+    ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
+    ap.add_argument("--mc_k", type=int, default=1, help="MC views averaged per embedding")
+    ap.add_argument("--ablate_point_xyz", action="store_true",
+                    help="zero xyz of POINT / Q_POINT tokens (both sides)")
+    ap.add_argument("--ablate_point_dist", action="store_true",
+                    help="zero the distance of POINT / A_POINT tokens (both sides)")
+    ap.add_argument("--pooling", default="eos", choices=POOLINGS)
+    ap.add_argument("--max_files", type=int, default=0, help="0: all files of the split")
+    ap.add_argument("--chunk", type=int, default=256, help="query rows per scoring chunk")
+    ap.add_argument("--voxel_grid", type=int, default=64, help="(voxel backend; recorded only)")
+    ap.add_argument("--voxel_dilate", type=int, default=1, help="(voxel backend; recorded only)")
+    ap.add_argument("--voxel_max_steps", type=int, default=0, help="(voxel backend; recorded only)")
+    ap.add_argument("--tie_break_eps", type=float, default=1e-6)
+    ap.add_argument("--sanity_constant_embed", action="store_true",
+                    help="replace every embedding by a constant: R@1 should be about 1/N")
+    ap.add_argument("--out_json", default="")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--batch", type=int, default=16, help="sequences per forward")
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="threads loading and tokenising cache files; 0: none on CPU, "
+                         "min(4, cpus) beside a GPU (results do not depend on it)")
+    return ap
+
+
+def shape_sequences(path: str, i: int, args, cfg: TokenizerConfig, gallery_seed: int) -> list:
+    """[(feat (T, 15), type_id (T,), (side, i))] for both sides (0 query, 1 gallery) and
+    every MC view of one shape."""
+    arrays = load_cache(path)
+    out = []
+    for side, backend, seed in ((0, args.query_backend, args.eval_seed),
+                                (1, args.gallery_backend, gallery_seed)):
+        pools = get_pools(backend, path, arrays)
+        for k in range(max(1, args.mc_k)):
+            feat, types = build_sequence(pools, cfg, path_rng(path, seed, k))
+            feat = ablate_tokens(feat, types, point_xyz=args.ablate_point_xyz,
+                                 point_dist=args.ablate_point_dist)
+            out.append((feat, types, (side, i)))
+    return out
+
+
+def _sequences(paths, args, cfg: TokenizerConfig, gallery_seed: int, workers: int):
+    fn = lambda i: shape_sequences(paths[i], i, args, cfg, gallery_seed)  # noqa: E731
+    for seqs in tqdm(prefetch_map(fn, range(len(paths)), workers=workers), total=len(paths),
+                     desc="ucpr embed", file=sys.stderr):
+        yield from seqs
+
+
+def embed_all(lb, paths, args, cfg: TokenizerConfig, gallery_seed: int,
+              device) -> tuple[np.ndarray, np.ndarray]:
+    """-> query (N, C), gallery (N, C) float32 embeddings (view mean, L2-normalised)."""
+    n, d = len(paths), lb.model.cfg.d_model
+    acc = np.zeros((2, n, d), dtype=np.float64)
+
+    def reduce(h, z_hat, types, metas):
+        return list(pool_embeddings(h, z_hat, types, args.pooling, lb.qa_tokens).cpu().numpy())
+
+    seqs = _sequences(paths, args, cfg, gallery_seed, args.workers or default_workers(device))
+    for (side, i), v in forward_batched(lb.model, seqs, batch=args.batch, device=device,
+                                        reduce=reduce,
+                                        precision=resolve_precision(args.precision, device)):
+        acc[side, i] += v
+    acc /= max(1, args.mc_k)
+    return (l2_normalize(acc[0]).astype(np.float32), l2_normalize(acc[1]).astype(np.float32))
+
+
+def run(args) -> dict:
+    timer = ResultTimer()
+    device = resolve_device(args.device)
+    paths = cache_files(args.cache_root, args.split)
+    if args.max_files > 0:
+        paths = paths[:args.max_files]
+    if not paths:
+        raise EvalError("no cache files under "
+                        f"{os.path.join(args.cache_root, args.split, '*', '*.npz')}")
+
+    def sizes(lb):
+        n_point = lb.n_point if args.n_point is None else int(args.n_point)
+        n_ray = lb.n_ray if args.n_ray is None else int(args.n_ray)
+        return n_point, n_ray
+
+    lb = load_eval_model(args.ckpt, max_len=args.max_len, qa_tokens=args.qa_tokens,
+                         add_eos=args.add_eos, device=device,
+                         seq_len=lambda lb: required_len(*sizes(lb), lb.qa_tokens, lb.add_eos))
+    n_point, n_ray = sizes(lb)
+    gallery_seed = args.eval_seed if args.eval_seed_gallery < 0 else args.eval_seed_gallery
+    cfg = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=lb.qa_tokens,
+                          add_eos=lb.add_eos, drop_ray_prob=0.0)
+    Q, G = embed_all(lb, paths, args, cfg, gallery_seed, device)
+    if args.sanity_constant_embed:
+        Q = l2_normalize(np.ones_like(Q))
+        G = l2_normalize(np.ones_like(G))
+    ranks = tie_aware_ranks(Q, G, eps=args.tie_break_eps,
+                            seed=tie_noise_seed(args.eval_seed, gallery_seed), chunk=args.chunk)
+    metrics = retrieval_metrics(ranks)
+
+    ckpt_abs = os.path.abspath(args.ckpt)
+    extra = {"query_backend": args.query_backend, "gallery_backend": args.gallery_backend,
+             "n_files": len(paths), "n_point": n_point, "n_ray": n_ray,
+             "add_eos": bool(lb.add_eos), "qa_tokens": bool(lb.qa_tokens), "mc_k": int(args.mc_k),
+             "eval_seed": int(args.eval_seed), "eval_seed_gallery": int(gallery_seed),
+             "ablate_point_xyz": bool(args.ablate_point_xyz),
+             "ablate_point_dist": bool(args.ablate_point_dist), "pooling": args.pooling,
+             "tie_break_eps": float(args.tie_break_eps),
+             "sanity_constant_embed": bool(args.sanity_constant_embed),
+             "max_len": int(lb.model.pos_emb.shape[1]), "ckpt": ckpt_abs,
+             "precision": resolve_precision(args.precision, device)}
+    flags = []
+    if metrics["r@1"] >= EASY_PAIR_R1:
+        flags.append("easy_pair_saturated")
+    if args.sanity_constant_embed:
+        flags.append("sanity_constant_embed")
+    resolved = {**vars(args), "ckpt": ckpt_abs, "n_point": n_point, "n_ray": n_ray,
+                "add_eos": int(lb.add_eos), "qa_tokens": int(lb.qa_tokens),
+                "eval_seed_gallery": int(gallery_seed)}
+    prov = timer.provenance(seed=args.eval_seed, ckpt=args.ckpt, cache_root=args.cache_root,
+                            device=device)
+    return build_result("ucpr", resolved, metrics, prov, flags=flags, extra=extra)
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except (CheckpointError, CacheError, EvalError) as e:
+        sys.exit(f"error: {e}")
+    emit_result(result, args.out_json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
