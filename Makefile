@@ -25,7 +25,7 @@ repro: install
 	@[ -f .dvc/config ] || { $(BIN)/dvc init -q && $(BIN)/dvc config core.analytics false; }
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	@echo
-	@echo "Report: $(abspath reports/README.md) (per-suite results logs in reports/)"
+	@echo "Reports (generated results logs):"; ls -1 $(abspath reports)/*.md
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--val_ratio", type=float, default=0.1)
     a("--val_seed", type=int, default=0)
     a("--fewshot_k", type=int, default=0)
-    a("--fewshot_seed", type=int, default=0)
+    a("--fewshot_seed", type=int, default=0,
+      help="seed of the K-shot subset; -1 = same as --seed (the lab notes' protocol for K > 0)")
     a("--fewshot_n_way", type=int, default=0)
     a("--fewshot_way_seed", type=int, default=-1)
     a("--eval_seed", type=int, default=0)
@@ -125,6 +127,8 @@ def select_files(args):
     test_all = cache_files(args.cache_root, "test")
     if not train_all or not test_all:
         raise CacheError(args.cache_root, "needs train/*/*.npz and test/*/*.npz cache files")
+    if args.fewshot_seed < 0:
+        args.fewshot_seed = args.seed
     way_seed = args.fewshot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
     classes = choose_n_way(sorted({class_of(p) for p in train_all}), args.fewshot_n_way, way_seed)
     keep = set(classes)
@@ -185,7 +189,7 @@ def run(args) -> tuple[dict, list[str], torch.device]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     lossf = nn.CrossEntropyLoss()
-    best_val, best_ep, best_state = -1.0, -1, None
+    best_val, best_ep, best_state, history = -1.0, -1, None, []
     print(f"[finetune] train={len(train)} val={len(val)} test={len(test)} classes={len(label_map)} "
           f"K={args.fewshot_k} T={tok.seq_len} qa={qa}")
     for epoch in range(args.epochs):
@@ -193,13 +197,24 @@ def run(args) -> tuple[dict, list[str], torch.device]:
         model.train()
         if args.freeze_backbone:
             model.backbone.eval()
+        t0, tot, correct, seen = time.time(), 0.0, 0, 0
         for feat, types, y in DataLoader(ds_train, shuffle=False, **dl_kw):
             feat, types, y = feat.to(device), types.to(device), y.to(device)
-            loss = lossf(model(feat, types), y)
+            logits = model(feat, types)
+            loss = lossf(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            tot += loss.item() * len(y)
+            correct += int((logits.argmax(-1) == y).sum())
+            seen += len(y)
         val_acc = accuracy(*predict(model, dl_val, device)) if dl_val else 0.0
+        rec = {"epoch": epoch, "train_loss": tot / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "val_acc": val_acc, "seconds": round(time.time() - t0, 2)}
+        history.append(rec)
+        if epoch % max(1, args.epochs // 10) == 0 or epoch == args.epochs - 1:
+            print("[finetune] " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in rec.items()))
         if val_acc > best_val + 1e-12:
             best_val, best_ep = val_acc, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -216,6 +231,8 @@ def run(args) -> tuple[dict, list[str], torch.device]:
         flags.append("majority_collapse")
     print(f"best_val={best_val:.4f} best_ep={best_ep} test_acc={test_acc:.4f}")
     if save_dir:
+        (save_dir / "train_log.json").parent.mkdir(parents=True, exist_ok=True)
+        (save_dir / "train_log.json").write_text(json.dumps(history, indent=1))
         save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
                          "test_acc": test_acc, "args": dict(vars(args)),
                          "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,

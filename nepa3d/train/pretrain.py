@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--layers", type=int, default=8)
     a("--heads", type=int, default=6)
     a("--mlp_ratio", type=float, default=4.0)
+    a("--type_emb_std", type=float, default=0.02, help="type embedding init std (1.0 = original)")
     a("--save_dir", default="runs/querynepa3d_pretrain")
     a("--save_every", type=int, default=1)
     a("--save_last", type=int, default=1)
@@ -175,7 +176,8 @@ def train(args) -> dict:
                           drop_ray_prob=args.drop_ray_prob)
     ds = make_dataset(args, tok)
     cfg = ModelConfig(d_model=args.d_model, n_types=tt.n_types(qa), nhead=args.heads,
-                      num_layers=args.layers, mlp_ratio=args.mlp_ratio, max_len=args.max_len)
+                      num_layers=args.layers, mlp_ratio=args.mlp_ratio, max_len=args.max_len,
+                      type_emb_std=args.type_emb_std)
     model = QueryNepa(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     save_dir = Path(args.save_dir)
@@ -214,7 +216,7 @@ def train(args) -> dict:
             tot += loss.item()
             nb += 1
             if step % 100 == 0:
-                print(f"[pretrain] ep {epoch} step {step} loss {float(loss):.5f}")
+                print(f"[pretrain] ep {epoch} step {step} loss {loss.item():.5f}")
         if args.max_steps and step >= args.max_steps and nb < steps_per_epoch:
             print(f"[pretrain] --max_steps {args.max_steps} reached mid-epoch {epoch}; not saving a partial epoch")
             break

@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=6)
     p.add_argument("--mlp_ratio", type=float, default=4.0)
+    p.add_argument("--type_emb_std", type=float, default=0.02)
     p.add_argument("--n_point", type=int, default=256)
     p.add_argument("--n_ray", type=int, default=256)
     p.add_argument("--qa_tokens", type=int, default=0)
@@ -32,7 +33,8 @@ def main(argv=None) -> int:
     set_seed(a.seed)
     need = tt.required_len(a.n_point, a.n_ray, bool(a.qa_tokens), bool(a.add_eos))
     cfg = ModelConfig(d_model=a.d_model, n_types=tt.n_types(bool(a.qa_tokens)), nhead=a.heads,
-                      num_layers=a.layers, mlp_ratio=a.mlp_ratio, max_len=max(a.max_len, need))
+                      num_layers=a.layers, mlp_ratio=a.mlp_ratio, max_len=max(a.max_len, need),
+                      type_emb_std=a.type_emb_std)
     args = dict(vars(a), backend="scratch", max_len=cfg.max_len)
     save_checkpoint({"model": QueryNepa(cfg).state_dict(), "aux_heads": None, "args": args,
                      "model_config": cfg.to_dict(), "epoch": 0, "step": 0}, a.out)
