@@ -242,6 +242,23 @@ def _gpu_tokens(gpus: Optional[list[str]], jobs_per_gpu: int) -> Optional[queue.
     return tokens
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_share_env(workers: int, env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """Give each of ``workers`` concurrent jobs its share of the CPU cores.
+
+    Numeric libraries start one thread per core in every process; N parallel jobs would then
+    run N x cores threads and oversubscribe the machine (measured: 2 fine-tuning jobs on 2 cores
+    ran 3-4x slower than one after the other). Variables the caller already set are kept.
+    """
+    out = dict(os.environ if env is None else env)
+    share = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    for var in THREAD_VARS:
+        out.setdefault(var, share)
+    return out
+
+
 def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int = 1,
              gpus: Optional[list[str]] = None, jobs_per_gpu: int = 1, tracker=None,
              log: Callable[[str], None] = print, env: Optional[Mapping[str, str]] = None) -> RunSummary:
@@ -254,6 +271,7 @@ def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int =
     name = suite_name or (jobs[0].suite if jobs else "(empty)")
     tokens = _gpu_tokens(gpus, jobs_per_gpu)
     workers = max(1, tokens.qsize() if tokens else n_jobs)
+    env = thread_share_env(workers, env)
     procs = _Procs()
     stop = threading.Event()
     print_lock = threading.Lock()

@@ -177,3 +177,12 @@ def test_changed_input_file_makes_results_stale(tmp_path):
     assert "input changed since it ran: ckpt" in out
     assert len(list(jobs[0].out_json.parent.glob(f"{jobs[0].job_id}.json.stale-*"))) == 1
     assert _run(jobs)[0].count("skipped") == 4
+
+
+def test_parallel_jobs_share_the_cores(monkeypatch):
+    from benchmark.runner import THREAD_VARS, thread_share_env
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    env = thread_share_env(4, {"PATH": "/bin"})
+    assert all(env[v] == "2" for v in THREAD_VARS)
+    assert thread_share_env(16, {})["OMP_NUM_THREADS"] == "1"
+    assert thread_share_env(2, {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # caller wins

@@ -122,14 +122,18 @@ def majority_rate(y: np.ndarray) -> float:
     return float(np.bincount(y).max()) / len(y)
 
 
+def fewshot_seed(args) -> int:
+    """The K-shot subset seed: --fewshot_seed, or --seed when it is -1."""
+    return args.seed if args.fewshot_seed < 0 else args.fewshot_seed
+
+
 def select_files(args):
     train_all = cache_files(args.cache_root, "train")
     test_all = cache_files(args.cache_root, "test")
     if not train_all or not test_all:
         raise CacheError(args.cache_root, "needs train/*/*.npz and test/*/*.npz cache files")
-    if args.fewshot_seed < 0:
-        args.fewshot_seed = args.seed
-    way_seed = args.fewshot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
+    shot_seed = fewshot_seed(args)
+    way_seed = shot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
     classes = choose_n_way(sorted({class_of(p) for p in train_all}), args.fewshot_n_way, way_seed)
     keep = set(classes)
     train_all = [p for p in train_all if class_of(p) in keep]
@@ -138,7 +142,7 @@ def select_files(args):
     train_part, val = stratified_train_val_split(train_all, [class_of(p) for p in train_all],
                                                  args.val_ratio, args.val_seed)
     train = stratified_kshot(train_part, [class_of(p) for p in train_part], args.fewshot_k,
-                             args.fewshot_seed)
+                             shot_seed)
     return train, val, test, label_map
 
 
@@ -250,7 +254,8 @@ def main(argv=None) -> int:
         return 2
     result = build_result("cls", vars(args), metrics,
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
-                                           device=device), flags=flags)
+                                           device=device), flags=flags,
+                          extra={"fewshot_seed_used": fewshot_seed(args)})
     emit_result(result, args.out_json)
     return 0
 
