@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "synthetic": {"n_per_class": 3, "scan_train_per_class": 5, "scan_test_per_class": 2,
+    "synthetic": {"n_per_class": 6, "scan_train_per_class": 5, "scan_test_per_class": 2,
                   "scan_points": 512},
     "preprocess": {"shapenet": {"pt_pool": 600, "ray_pool": 128, "n_views": 4, "rays_per_view": 32,
                                 "pc_grid": 16, "df_grid": 16, "dist_ref_points": 2048},
