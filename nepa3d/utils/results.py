@@ -33,13 +33,23 @@ def sha256_file(path: str | os.PathLike, limit_bytes: int | None = None) -> str 
     return h.hexdigest()
 
 
+# Tracked files the pipeline itself rewrites while it runs: changes there are results, not code.
+PIPELINE_OWNED = ("dvc.lock", "reports")
+
+
 def git_state(cwd: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
-    """(HEAD sha, dirty) of the repository holding this code, or (None, None) outside git."""
+    """(HEAD sha, dirty) of the repository holding this code, or (None, None) outside git.
+
+    ``dirty`` means uncommitted changes to tracked files other than the pipeline-owned ones
+    (``dvc.lock``, ``reports/``), which ``dvc repro`` updates between stages.
+    """
     cwd = cwd or Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        excludes = [f":(exclude){p}" for p in PIPELINE_OWNED]
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 *excludes], cwd=cwd,
                                 capture_output=True, text=True, timeout=10).stdout
         return rev, bool(status.strip()) if rev else None
     except (OSError, subprocess.SubprocessError):
