@@ -25,6 +25,8 @@ from typing import Mapping
 
 import numpy as np
 
+from nepa3d.utils.results import public_mode
+
 SCHEMA_VERSION = 1
 
 
@@ -167,6 +169,7 @@ def save_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_npz_", suffix=".npz", dir=path.parent)
     try:
+        public_mode(fd)
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays)
         os.replace(tmp, path)

@@ -134,11 +134,19 @@ def build_result(task: str, args: dict, metrics: dict, provenance: dict, *,
     return out
 
 
+def public_mode(fd: int) -> None:
+    """mkstemp creates 0600 files; give the final file the usual 0666 & ~umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+
+
 def write_json_atomic(obj: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
     try:
+        public_mode(fd)
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, allow_nan=False)
             f.write("\n")

@@ -1,0 +1,161 @@
+"""End-to-end test of the qualitative CPAC marching-cubes tool on planted sphere / cube caches.
+
+Independent checks: the OBJ files parse (1-based faces, vertices in [-1, 1]); the ground-truth
+shell of a planted sphere of radius r lies at |‖v‖ − r| ≈ mc_level (its radius is read from the
+cache's surface points, not from the UDF); the summary metrics equal a recomputation from the
+saved volumes; the ground truth equals the cache grid (res = G) or its trilinear resampling.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nepa3d.analysis import qualitative_cpac_marching_cubes as qmc
+from nepa3d.data.cache import load_cache
+from nepa3d.geometry.udf import trilinear_sample
+from nepa3d.models.query_nepa import ModelConfig, QueryNepa
+from nepa3d.utils.ckpt import save_checkpoint
+from planted import write_planted
+
+G = 16
+LEVEL = 0.15  # > half the voxel diagonal (0.108): every sphere's shell crosses the lattice
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qcache")
+    write_planted(root, "train_udf", 2, seed=1, G=G)
+    write_planted(root, "eval", 1, seed=2, G=G)
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, nhead=2, num_layers=1, max_len=128)
+    ckpt = root / "ckpt.pt"
+    save_checkpoint({"model": QueryNepa(cfg).state_dict(), "model_config": cfg.to_dict(),
+                     "args": {"qa_tokens": 1, "add_eos": 1, "n_point": 16, "n_ray": 8,
+                              "d_model": 32, "heads": 2, "layers": 1},
+                     "epoch": 0, "step": 0}, ckpt)
+    return root, ckpt
+
+
+def _run(root, ckpt, out, *extra):
+    return qmc.main(["--cache_root", str(root), "--ckpt", str(ckpt), "--device", "cpu",
+                     "--n_context", "16", "--n_query_probe", "16", "--max_shapes", "2",
+                     "--mc_level", str(LEVEL), "--out_dir", str(out), *extra])
+
+
+def test_files_meshes_and_metrics(planted, tmp_path):
+    root, ckpt = planted
+    out = tmp_path / "qual"
+    s = _run(root, ckpt, out, "--grid_res", str(G))
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(s))
+    # sorted eval split: box_0000 (class "box") then sphere_0000
+    assert [p["name"] for p in s["per_shape"]] == ["box_0000", "sphere_0000"]
+    assert s["n_eval_shapes"] == 2 and s["n_head_train_shapes"] == 4
+    assert s["qa_tokens"] is True and s["add_eos"] is True
+    # max_len 128: (128 - 1 - 1 - 2·16) // 2 = 47 queries per pass -> G³ = 4096 in 88 chunks
+    assert s["max_query_per_pass"] == 47
+    w = np.load(out / "ridge_w.npy")
+    assert w.shape == (33, 1) and w.dtype == np.float32
+    for k in ("ckpt", "cache_root", "split", "head_train_split", "head_train_backend",
+              "grid_res", "mc_level", "rep_source", "mean_mae_grid", "mean_rmse_grid",
+              "mean_iou@level"):
+        assert k in s
+    maes = []
+    for si, p in enumerate(s["per_shape"]):
+        d = out / f"{si:03d}_{p['name']}"
+        assert p["out_dir"] == str(d)
+        for f in ("context_pc.ply", "pred_udf.npy", "gt_udf.npy", "preview.png"):
+            assert (d / f).is_file(), f
+        ply = (d / "context_pc.ply").read_text().splitlines()
+        assert ply[0] == "ply" and "element vertex 16" in ply and len(ply) == 7 + 16
+        pred, gt = np.load(d / "pred_udf.npy"), np.load(d / "gt_udf.npy")
+        assert pred.shape == gt.shape == (G, G, G) and pred.dtype == gt.dtype == np.float32
+        arrays = load_cache(p["path"])
+        np.testing.assert_array_equal(gt, arrays["udf_grid"].astype(np.float32))
+        # summary metrics = recomputation from the saved volumes
+        err = pred.astype(np.float64) - gt
+        a, b = gt <= LEVEL, pred <= LEVEL
+        assert p["mae_grid"] == pytest.approx(np.abs(err).mean(), rel=1e-9)
+        assert p["rmse_grid"] == pytest.approx(np.sqrt((err ** 2).mean()), rel=1e-9)
+        assert p["iou@level"] == pytest.approx((a & b).sum() / ((a | b).sum() + 1e-9), abs=1e-12)
+        maes.append(p["mae_grid"])
+        # meshes: written or reported, never silently missing
+        for key in ("pred", "gt"):
+            obj = d / f"{key}_mc.obj"
+            assert obj.is_file() != (f"{key}_mc" in p["mc_skipped"])
+        assert (d / "gt_mc.obj").is_file()
+        v, f = qmc.read_obj(d / "gt_mc.obj")
+        assert len(v) > 0 and len(f) > 0
+        assert f.min() >= 1 and f.max() <= len(v)
+        assert np.all(np.abs(v) <= 1.0)
+        if p["name"].startswith("sphere"):
+            r = float(np.linalg.norm(arrays["pc_xyz"], axis=1).mean())
+            dev = np.abs(np.abs(np.linalg.norm(v, axis=1) - r) - LEVEL)
+            assert dev.max() < 0.02, (r, dev.max())
+            # both sheets of the UDF shell are present
+            rad = np.linalg.norm(v, axis=1)
+            assert (rad < r).any() and (rad > r).any()
+    assert s["mean_mae_grid"] == pytest.approx(np.mean(maes))
+
+
+def test_resampled_gt_and_skipped_level(planted, tmp_path):
+    root, ckpt = planted
+    out = tmp_path / "q8"
+    s = _run(root, ckpt, out, "--grid_res", "8", "--max_shapes", "1", "--shape_offset", "1",
+             "--mc_level", "5.0", "--save_png", "0")
+    (p,) = s["per_shape"]
+    assert p["name"] == "sphere_0000"
+    d = out / f"001_{p['name']}"
+    gt = np.load(d / "gt_udf.npy")
+    c = -1 + (np.arange(8) + 0.5) * 0.25
+    xyz = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
+    ref = trilinear_sample(load_cache(p["path"])["udf_grid"], xyz).reshape(8, 8, 8)
+    np.testing.assert_allclose(gt, ref, atol=1e-6)
+    # level above every gt value: reported, not silently dropped
+    assert "outside volume range" in p["mc_skipped"]["gt_mc"]
+    assert not (d / "gt_mc.obj").exists() and not (d / "preview.png").exists()
+
+
+def test_missing_checkpoint(planted, tmp_path):
+    root, _ = planted
+    out = tmp_path / "q"
+    with pytest.raises(SystemExit) as e:
+        _run(root, tmp_path / "nope.pt", out, "--grid_res", "8")
+    msg = str(e.value)
+    assert msg.startswith("error: ") and "nope.pt" in msg and "does not exist" in msg
+    assert not (out / "summary.json").exists()
+
+
+def test_corrupt_cache(planted, tmp_path):
+    import shutil
+
+    root, ckpt = planted
+    bad_root = tmp_path / "bad"
+    shutil.copytree(root / "eval", bad_root / "eval")
+    shutil.copytree(root / "train_udf", bad_root / "train_udf")
+    bad = bad_root / "eval" / "sphere" / "sphere_0000.npz"
+    bad.write_bytes(b"not a zip" * 10)
+    out = tmp_path / "q"
+    with pytest.raises(SystemExit) as e:
+        _run(bad_root, ckpt, out, "--grid_res", "8")
+    assert str(e.value).startswith(f"error: {bad}")
+    assert not (out / "summary.json").exists()
+
+
+def test_shapes_without_udf_grid_are_skipped(planted, tmp_path):
+    import shutil
+
+    root, ckpt = planted
+    mixed = tmp_path / "mixed"
+    shutil.copytree(root / "eval", mixed / "eval")
+    shutil.copytree(root / "train_udf", mixed / "train_udf")
+    write_planted(mixed, "eval", 1, seed=3, scan=True, G=G)  # scan kind: no udf_grid
+    out = tmp_path / "q"
+    s = _run(mixed, ckpt, out, "--grid_res", "8", "--max_shapes", "0", "--save_png", "0")
+    assert [p["name"] for p in s["per_shape"]] == ["box_0000", "sphere_0000"]
+    assert [k["reason"] for k in s["skipped_shapes"]] == ["no udf_grid"] * 2
+    assert s["n_eval_shapes"] == 2
