@@ -32,7 +32,7 @@ from nepa3d.data.mixed_pretrain import MixConfigError, build_corpus, load_mix_co
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa, dual_mask
 from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
-from nepa3d.train import losses
+from nepa3d.train import aux_losses as aux, losses
 from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
 from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, resize_pos_emb, save_checkpoint
 from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic
@@ -78,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dual_mask_window", type=int, default=32)
     a("--dual_mask_warmup_frac", type=float, default=0.05)
     a("--dual_mask_type_aware", type=int, default=0)
+    # auxiliary losses (objective nepa only; all off by default)
+    a("--aux_b2_weight", type=float, default=0.0)
+    a("--aux_b2_hit_weight", type=float, default=1.0)
+    a("--aux_b2_t_weight", type=float, default=1.0)
+    a("--aux_b2_rank_weight", type=float, default=1.0)
+    a("--aux_b2_rank_pairs", type=int, default=128)
+    a("--aux_b2_rank_margin", type=float, default=0.0)
+    a("--aux_b3_weight", type=float, default=0.0)
+    a("--aux_b3_near_tau", type=float, default=0.05)
+    a("--teacher_ckpt", default="")
+    a("--teacher_distill_weight", type=float, default=0.0)
+    a("--teacher_answer_drop_prob", type=float, default=0.0)
+    a("--cycle_weight", type=float, default=0.0)
+    a("--cycle_answer_drop_prob", type=float, default=0.3)
+    a("--d_hard_weight", type=float, default=0.0)
+    a("--d_hard_top_frac", type=float, default=0.25)
+    a("--d_hard_min_tokens", type=int, default=32)
+    a("--aux_e_weight", type=float, default=0.0)
     a("--objective", default="nepa", choices=("nepa", "mae"))
     a("--mask_ratio", type=float, default=0.4)
     a("--seed", type=int, default=0)
@@ -110,7 +128,93 @@ def make_dataset(args, tok: TokenizerConfig) -> TokenDataset:
     return TokenDataset(items, tok, mode="train", seed=args.seed)
 
 
-def compute_loss(model, feat, types, args, step: int, dm_scale: float, device) -> torch.Tensor:
+class AuxConfigError(ValueError):
+    pass
+
+
+AUX_WEIGHTS = ("aux_b2_weight", "aux_b3_weight", "aux_e_weight", "teacher_distill_weight",
+               "cycle_weight", "d_hard_weight")
+# salts of the independent CPU random streams (rank pairs, answer drops)
+_SALT_RANK, _SALT_TEACHER_DROP, _SALT_CYCLE_DROP = 1, 2, 3
+
+
+def check_aux_args(args) -> None:
+    on = [n for n in AUX_WEIGHTS if getattr(args, n) > 0]
+    if args.objective != "nepa" and on:
+        raise AuxConfigError(f"auxiliary losses apply to --objective nepa only; got --objective "
+                             f"{args.objective} with " + ", ".join(f"--{n} {getattr(args, n)}" for n in on))
+    if args.teacher_distill_weight > 0 and not args.teacher_ckpt:
+        print("[aux] --teacher_distill_weight > 0 but no --teacher_ckpt: distillation is off")
+    if args.teacher_ckpt and args.teacher_distill_weight <= 0:
+        print("[aux] --teacher_ckpt given but --teacher_distill_weight is 0: distillation is off")
+
+
+def _dual_mask_for(args, types, seed: int, dm_scale: float, device):
+    if not (args.dual_mask_near > 0 or args.dual_mask_far > 0):
+        return None
+    gen = torch.Generator(device=device).manual_seed(seed & 0xFFFFFFFF)
+    return dual_mask(types.shape[1], args.dual_mask_near * dm_scale, args.dual_mask_far * dm_scale,
+                     args.dual_mask_window, generator=gen, device=device, type_id=types,
+                     type_aware=bool(args.dual_mask_type_aware))
+
+
+def nepa_terms(model, feat, types, args, step: int, dm_scale: float, device,
+               heads: aux.AuxHeads | None = None, teacher=None) -> tuple[torch.Tensor, dict]:
+    """NEPA loss plus the enabled auxiliary terms. Returns (total, {name: detached term}).
+
+    total = loss_main + w_b2 b2 + w_b3 b3 + w_e e + w_distill distill + w_cycle cycle + w_d d;
+    with every weight 0 it is exactly ``nepa_loss`` (same ops, same dual mask)."""
+    dm_seed = args.seed * 1000003 + step
+    blocked = _dual_mask_for(args, types, dm_seed, dm_scale, device)
+    z, z_hat, h = model(feat, types, blocked)
+    loss_main = losses.nepa_loss(z, z_hat, types)
+    terms = {"loss_main": loss_main.detach()}
+    total = loss_main
+    feat_next, type_next = feat[:, 1:], types[:, 1:]
+    if args.aux_b2_weight > 0:
+        b2 = aux.b2_ray_loss(z_hat[:, :-1], feat_next, type_next, heads, args.aux_b2_hit_weight,
+                             args.aux_b2_t_weight, args.aux_b2_rank_weight, args.aux_b2_rank_pairs,
+                             args.aux_b2_rank_margin, aux.make_generator(args.seed, step, _SALT_RANK))
+        total = total + args.aux_b2_weight * b2
+        terms["b2"] = b2.detach()
+    if args.aux_b3_weight > 0:
+        b3 = aux.b3_near_point_loss(z_hat[:, :-1], feat_next, type_next, heads, args.aux_b3_near_tau)
+        total = total + args.aux_b3_weight * b3
+        terms["b3"] = b3.detach()
+    if args.aux_e_weight > 0:
+        e = aux.e_point_dist_loss(h[:, :-1], feat_next, type_next, heads)
+        total = total + args.aux_e_weight * e
+        terms["e"] = e.detach()
+    if teacher is not None and args.teacher_distill_weight > 0:
+        with torch.no_grad():
+            _, t_hat, _ = teacher(feat, types)
+        s_pred = z_hat[:, :-1]
+        if args.teacher_answer_drop_prob > 0:
+            feat_d = aux.answer_drop(feat, types, args.teacher_answer_drop_prob,
+                                     aux.make_generator(args.seed, step, _SALT_TEACHER_DROP))
+            s_pred = model(feat_d, types, blocked)[1][:, :-1]
+        distill = aux.distill_loss(s_pred, t_hat[:, :-1], types)
+        total = total + args.teacher_distill_weight * distill
+        terms["distill"] = distill.detach()
+    if args.cycle_weight > 0:
+        feat_c = aux.answer_drop(feat, types, args.cycle_answer_drop_prob,
+                                 aux.make_generator(args.seed, step, _SALT_CYCLE_DROP))
+        blocked_c = _dual_mask_for(args, types, dm_seed + 17, dm_scale, device)
+        z_hat_c = model(feat_c, types, blocked_c)[1]
+        cycle = aux.cycle_loss(z_hat_c[:, :-1], z_hat[:, :-1], types)
+        total = total + args.cycle_weight * cycle
+        terms["cycle"] = cycle.detach()
+    if args.d_hard_weight > 0:
+        d = aux.d_hard_loss(z, z_hat, types, args.d_hard_top_frac, args.d_hard_min_tokens)
+        total = total + args.d_hard_weight * d
+        terms["d"] = d.detach()
+    return total, terms
+
+
+def compute_loss(model, feat, types, args, step: int, dm_scale: float, device,
+                 heads: aux.AuxHeads | None = None, teacher=None) -> torch.Tensor:
+    if args.objective == "nepa":
+        return nepa_terms(model, feat, types, args, step, dm_scale, device, heads, teacher)[0]
     if args.objective == "mae":
         g = torch.Generator().manual_seed((args.seed * 1000003 + step) & 0xFFFFFFFF)
         mask = losses.mae_mask(types, args.mask_ratio, g).to(device)
@@ -118,18 +222,15 @@ def compute_loss(model, feat, types, args, step: int, dm_scale: float, device) -
             target = model.embed_tokens(feat, types)
         _, z_hat, _ = model(feat.masked_fill(mask[..., None], 0.0), types)
         return losses.mae_loss(z_hat, target, mask)
-    blocked = None
-    if args.dual_mask_near > 0 or args.dual_mask_far > 0:
-        gen = torch.Generator(device=device).manual_seed((args.seed * 1000003 + step) & 0xFFFFFFFF)
-        blocked = dual_mask(feat.shape[1], args.dual_mask_near * dm_scale, args.dual_mask_far * dm_scale,
-                            args.dual_mask_window, generator=gen, device=device, type_id=types,
-                            type_aware=bool(args.dual_mask_type_aware))
-    z, z_hat, _ = model(feat, types, blocked)
-    return losses.nepa_loss(z, z_hat, types)
+    raise ValueError(f"unknown objective {args.objective!r}")
 
 
-def try_resume(args, model, opt, save_dir: Path):
-    """Returns (start_epoch, step). Loads model (+ optimizer when compatible)."""
+def try_resume(args, model, opt, save_dir: Path, heads: aux.AuxHeads | None = None):
+    """Returns (start_epoch, step). Loads model, aux heads and (when compatible) the optimizer.
+
+    The optimizer is restored only if --resume_optimizer, the pos_emb length is unchanged and
+    either the aux heads are on and their saved state loads with no missing/unexpected keys,
+    or they are off and the checkpoint has none."""
     path = args.resume
     if not path and args.auto_resume and (save_dir / "last.pt").exists():
         path = str(save_dir / "last.pt")
@@ -147,7 +248,24 @@ def try_resume(args, model, opt, save_dir: Path):
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(path, f"incompatible model: missing={missing[:4]} unexpected={unexpected[:4]}")
-    if args.resume_optimizer and same_len and ck.get("opt"):
+    aux_ok = True
+    saved_aux = ck.get("aux_heads") or None
+    if heads is not None and heads.enabled:
+        if saved_aux is None:
+            print("[resume] checkpoint has no aux heads; they start fresh (optimizer not restored)")
+            aux_ok = False
+        else:
+            try:
+                m, u = heads.load_state_dict(saved_aux, strict=False)
+            except RuntimeError as e:  # shape mismatch
+                m, u = ["<shape mismatch>"], [str(e)[:80]]
+            if m or u:
+                print(f"[resume] aux heads differ (missing={m}, unexpected={u}); optimizer not restored")
+                aux_ok = False
+    elif saved_aux is not None:
+        print("[resume] checkpoint has aux heads but none are enabled; optimizer not restored")
+        aux_ok = False
+    if args.resume_optimizer and same_len and aux_ok and ck.get("opt"):
         try:
             opt.load_state_dict(ck["opt"])
         except (ValueError, KeyError) as e:
@@ -160,6 +278,7 @@ def try_resume(args, model, opt, save_dir: Path):
 
 def train(args) -> dict:
     timer = ResultTimer()
+    check_aux_args(args)
     set_seed(args.seed)
     device = resolve_device(args.device)
     qa, eos = bool(args.qa_tokens), bool(args.add_eos)
@@ -179,10 +298,18 @@ def train(args) -> dict:
                       num_layers=args.layers, mlp_ratio=args.mlp_ratio, max_len=args.max_len,
                       type_emb_std=args.type_emb_std)
     model = QueryNepa(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    heads = aux.AuxHeads(args.d_model, args.aux_b2_weight, args.aux_b3_weight, args.aux_e_weight).to(device)
+    teacher = None
+    if args.objective == "nepa" and args.teacher_ckpt and args.teacher_distill_weight > 0:
+        teacher = aux.load_teacher(args.teacher_ckpt, max_len=args.max_len, n_types=cfg.n_types,
+                                   d_model=args.d_model, heads=args.heads, layers=args.layers,
+                                   device=device)
+        print(f"[aux] teacher {args.teacher_ckpt} (frozen, eval)")
+    params = list(model.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    start_epoch, step = try_resume(args, model, opt, save_dir)
+    start_epoch, step = try_resume(args, model, opt, save_dir, heads)
     steps_per_epoch = math.ceil(len(ds) / args.batch)
     warmup = max(1, int(args.dual_mask_warmup_frac * args.epochs * steps_per_epoch))
     log_path = save_dir / "train_log.jsonl"
@@ -199,14 +326,19 @@ def train(args) -> dict:
         dl = DataLoader(ds, batch_size=args.batch, shuffle=False, num_workers=args.num_workers,
                         collate_fn=collate, drop_last=False, persistent_workers=False)
         model.train()
+        heads.train()
         t0, tot, nb = time.time(), 0.0, 0
+        term_sums: dict[str, float] = {}
         for feat, types, _ in tqdm(dl, desc=f"pretrain ep{epoch:03d}", leave=False, mininterval=5):
             if args.max_steps and step >= args.max_steps:
                 break
             feat, types = feat.to(device, non_blocking=True), types.to(device, non_blocking=True)
             dm_scale = min(1.0, step / warmup)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = compute_loss(model, feat, types, args, step, dm_scale, device)
+                if args.objective == "nepa":
+                    loss, terms = nepa_terms(model, feat, types, args, step, dm_scale, device, heads, teacher)
+                else:
+                    loss, terms = compute_loss(model, feat, types, args, step, dm_scale, device), {}
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
             opt.zero_grad(set_to_none=True)
@@ -214,6 +346,8 @@ def train(args) -> dict:
             opt.step()
             step += 1
             tot += loss.item()
+            for k, v in terms.items():
+                term_sums[k] = term_sums.get(k, 0.0) + float(v)
             nb += 1
             if step % 100 == 0:
                 print(f"[pretrain] ep {epoch} step {step} loss {loss.item():.5f}")
@@ -223,10 +357,12 @@ def train(args) -> dict:
         last_loss = tot / max(nb, 1)
         rec = {"epoch": epoch, "step": step, "loss": last_loss, "seconds": round(time.time() - t0, 2),
                "n_point": ds.tok.n_point, "n_ray": ds.tok.n_ray}
+        rec.update({k: v / max(nb, 1) for k, v in term_sums.items()})
         print(f"[pretrain] epoch {epoch} loss {last_loss:.5f} ({rec['seconds']} s)")
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
-        state = {"model": model.state_dict(), "aux_heads": None, "opt": opt.state_dict(),
+        state = {"model": model.state_dict(),
+                 "aux_heads": heads.state_dict() if heads.enabled else None, "opt": opt.state_dict(),
                  "scaler": None, "args": dict(vars(args)), "model_config": cfg.to_dict(),
                  "epoch": epoch, "step": step}
         is_last = epoch == args.epochs - 1
@@ -247,7 +383,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         train(args)
-    except (CheckpointError, CacheError, MixConfigError, ScheduleError) as e:
+    except (CheckpointError, CacheError, MixConfigError, ScheduleError, AuxConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
