@@ -70,3 +70,15 @@ def write_planted(root: Path, split: str, per_class: int, seed: int = 0, scan: b
             save_cache(p, planted_arrays(kind, size, rng, scan=scan, **sizes))
             paths.append(p)
     return paths
+
+
+def corrupted_copy(root: Path, dest: Path, victim: str, splits=("eval", "train_udf")) -> Path:
+    """Copy ``splits`` of a cache root to ``dest`` and overwrite ``dest/victim`` with garbage.
+    Returns the corrupted file's path."""
+    import shutil
+
+    for s in splits:
+        shutil.copytree(Path(root) / s, Path(dest) / s)
+    bad = Path(dest) / victim
+    bad.write_bytes(b"this is not a zip file" * 10)
+    return bad

@@ -20,6 +20,7 @@ from nepa3d.data.cache import save_cache
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.utils.ckpt import save_checkpoint
 from nepa3d.utils.seeding import path_rng
+from planted import corrupted_copy
 
 P, M, G, N_PC = 300, 64, 8, 128
 N_EVAL, N_TRAIN = 12, 12
@@ -276,14 +277,9 @@ def test_missing_checkpoint(planted, tmp_path):
 
 
 def test_corrupt_cache_file(planted, tmp_path):
-    import shutil
-
     root, ckpt = planted
     bad_root = tmp_path / "bad"
-    shutil.copytree(root / "eval", bad_root / "eval")
-    shutil.copytree(root / "train_udf", bad_root / "train_udf")
-    bad = bad_root / "eval" / "cls1" / "shape04.npz"
-    bad.write_bytes(b"this is not a zip file" * 10)
+    bad = corrupted_copy(root, bad_root, "eval/cls1/shape04.npz")
     out = tmp_path / "x.json"
     for fn, extra in ((_ucpr, ["--query_backend", "mesh", "--gallery_backend", "udfgrid"]),
                       (_cpac, [])):

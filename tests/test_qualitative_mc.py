@@ -19,7 +19,7 @@ from nepa3d.data.cache import load_cache
 from nepa3d.geometry.udf import trilinear_sample
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.utils.ckpt import save_checkpoint
-from planted import write_planted
+from planted import corrupted_copy, write_planted
 
 G = 16
 LEVEL = 0.15  # > half the voxel diagonal (0.108): every sphere's shell crosses the lattice
@@ -131,14 +131,9 @@ def test_missing_checkpoint(planted, tmp_path):
 
 
 def test_corrupt_cache(planted, tmp_path):
-    import shutil
-
     root, ckpt = planted
     bad_root = tmp_path / "bad"
-    shutil.copytree(root / "eval", bad_root / "eval")
-    shutil.copytree(root / "train_udf", bad_root / "train_udf")
-    bad = bad_root / "eval" / "sphere" / "sphere_0000.npz"
-    bad.write_bytes(b"not a zip" * 10)
+    bad = corrupted_copy(root, bad_root, "eval/sphere/sphere_0000.npz")
     out = tmp_path / "q"
     with pytest.raises(SystemExit) as e:
         _run(bad_root, ckpt, out, "--grid_res", "8")
