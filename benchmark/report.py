@@ -193,9 +193,9 @@ def _provenance(col: Collected) -> list[str]:
             versions.setdefault(k, set()).add(str(v))
     wall = sum(r.envelope.provenance.wall_s for r in col.rows)
     lines = [
-        f"- git rev: " + ", ".join(f"`{k}` ({v})" for k, v in sorted(revs.items())),
+        "- git rev: " + ", ".join(f"`{k}` ({v})" for k, v in sorted(revs.items())),
         f"- dirty worktree: {dirty} of {len(col.rows)}",
-        f"- device: " + ", ".join(f"{k} ({v})" for k, v in sorted(devices.items())),
+        "- device: " + ", ".join(f"{k} ({v})" for k, v in sorted(devices.items())),
     ]
     if versions:
         lines.append("- versions: " + ", ".join(f"{k} {'/'.join(sorted(v))}" for k, v in sorted(versions.items())))

@@ -82,3 +82,19 @@ def corrupted_copy(root: Path, dest: Path, victim: str, splits=("eval", "train_u
     bad = Path(dest) / victim
     bad.write_bytes(b"this is not a zip file" * 10)
     return bad
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A random-init QA checkpoint (d_model 32, 1 layer, max_len 128) saved like pretrain's."""
+    import torch
+
+    from nepa3d.models.query_nepa import ModelConfig, QueryNepa
+    from nepa3d.utils.ckpt import save_checkpoint
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=32, nhead=2, num_layers=1, max_len=128)
+    save_checkpoint({"model": QueryNepa(cfg).state_dict(), "model_config": cfg.to_dict(),
+                     "args": {"qa_tokens": 1, "add_eos": 1, "n_point": 16, "n_ray": 8,
+                              "d_model": 32, "heads": 2, "layers": 1},
+                     "epoch": 0, "step": 0}, path)
+    return Path(path)

@@ -17,10 +17,8 @@ from nepa3d.analysis import completion_cpac_udf as cpac
 from nepa3d.analysis import retrieval_ucpr as ucpr
 from nepa3d.analysis.metrics import udf_metrics
 from nepa3d.data.cache import save_cache
-from nepa3d.models.query_nepa import ModelConfig, QueryNepa
-from nepa3d.utils.ckpt import save_checkpoint
 from nepa3d.utils.seeding import path_rng
-from planted import corrupted_copy
+from planted import corrupted_copy, tiny_checkpoint
 
 P, M, G, N_PC = 300, 64, 8, 128
 N_EVAL, N_TRAIN = 12, 12
@@ -67,14 +65,7 @@ def planted(tmp_path_factory):
     for split, n in (("eval", N_EVAL), ("train_udf", N_TRAIN)):
         for i in range(n):
             save_cache(root / split / f"cls{i % 3}" / f"shape{i:02d}.npz", sphere_arrays(rng))
-    torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, nhead=2, num_layers=1, max_len=128)
-    ckpt = root / "ckpt.pt"
-    save_checkpoint({"model": QueryNepa(cfg).state_dict(), "model_config": cfg.to_dict(),
-                     "args": {"qa_tokens": 1, "add_eos": 1, "n_point": 16, "n_ray": 8,
-                              "d_model": 32, "heads": 2, "layers": 1},
-                     "epoch": 0, "step": 0}, ckpt)
-    return root, ckpt
+    return root, tiny_checkpoint(root / "ckpt.pt")
 
 
 def _ucpr(root, ckpt, *extra):

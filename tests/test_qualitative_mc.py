@@ -12,14 +12,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from nepa3d.analysis import qualitative_cpac_marching_cubes as qmc
 from nepa3d.data.cache import load_cache
 from nepa3d.geometry.udf import trilinear_sample
-from nepa3d.models.query_nepa import ModelConfig, QueryNepa
-from nepa3d.utils.ckpt import save_checkpoint
-from planted import corrupted_copy, write_planted
+from planted import corrupted_copy, tiny_checkpoint, write_planted
 
 G = 16
 LEVEL = 0.15  # > half the voxel diagonal (0.108): every sphere's shell crosses the lattice
@@ -30,14 +27,7 @@ def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("qcache")
     write_planted(root, "train_udf", 2, seed=1, G=G)
     write_planted(root, "eval", 1, seed=2, G=G)
-    torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, nhead=2, num_layers=1, max_len=128)
-    ckpt = root / "ckpt.pt"
-    save_checkpoint({"model": QueryNepa(cfg).state_dict(), "model_config": cfg.to_dict(),
-                     "args": {"qa_tokens": 1, "add_eos": 1, "n_point": 16, "n_ray": 8,
-                              "d_model": 32, "heads": 2, "layers": 1},
-                     "epoch": 0, "step": 0}, ckpt)
-    return root, ckpt
+    return root, tiny_checkpoint(root / "ckpt.pt")
 
 
 def _run(root, ckpt, out, *extra):

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from nepa3d.token import types as tt
-from nepa3d.utils.ckpt import CheckpointError, LoadedBackbone, load_backbone, resize_pos_emb
+from nepa3d.utils.ckpt import CkptSettings, LoadedBackbone, load_backbone
 
 POOLINGS = ("eos", "mean_a", "mean_zhat")
 LEGACY_NON_ANSWER = (tt.BOS, tt.EOS, tt.MISSING_RAY)
@@ -42,7 +41,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, device: torch.device,
-                    seq_len: Callable[[LoadedBackbone], int]) -> LoadedBackbone:
+                    seq_len: Callable[[CkptSettings], int]) -> LoadedBackbone:
     """Load a checkpoint for evaluation.
 
     ``seq_len(lb)`` gives the longest sequence the evaluator will feed, from the resolved
@@ -50,16 +49,8 @@ def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, de
     ``max_len >= 0`` the positional embedding is resized to it (an error if it is shorter
     than needed); otherwise it grows to the needed length when the checkpoint's is shorter.
     """
-    lb = load_backbone(ckpt, max_len=max_len, qa_tokens=qa_tokens, add_eos=add_eos, device="cpu")
-    need = int(seq_len(lb))
-    have = int(lb.model.pos_emb.shape[1])
-    if need > have:
-        if max_len >= 0:
-            raise CheckpointError(ckpt, f"--max_len {max_len} < required sequence length {need}")
-        print(f"[ckpt] resizing pos_emb: {have} -> {need}", file=sys.stderr)
-        with torch.no_grad():
-            lb.model.pos_emb = torch.nn.Parameter(resize_pos_emb(lb.model.pos_emb.data, need))
-        lb.model.cfg.max_len = need
+    lb = load_backbone(ckpt, max_len=max_len, qa_tokens=qa_tokens, add_eos=add_eos,
+                       required_len=seq_len, device="cpu")
     lb.model.eval().to(device)
     for p in lb.model.parameters():
         p.requires_grad_(False)

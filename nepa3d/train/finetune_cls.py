@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from nepa3d.backends import BACKENDS
 from nepa3d.data.cache import CacheError
@@ -32,8 +31,7 @@ from nepa3d.data.dataset import Item, TokenDataset, cache_files, class_of, colla
 from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
-from nepa3d.utils.ckpt import (CheckpointError, infer_token_settings, load_backbone, load_checkpoint,
-                               save_checkpoint)
+from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 from nepa3d.utils.seeding import set_seed
 
@@ -122,6 +120,17 @@ def majority_rate(y: np.ndarray) -> float:
     return float(np.bincount(y).max()) / len(y)
 
 
+def token_sizes(args, pre_args: dict) -> tuple[int, int]:
+    """(n_point, n_ray): the CLI values, else the pretraining ones; capped at the pretraining
+    sizes unless --allow_scale_up."""
+    n_point = args.n_point if args.n_point is not None else int(pre_args.get("n_point", 256))
+    n_ray = args.n_ray if args.n_ray is not None else int(pre_args.get("n_ray", 256))
+    if not args.allow_scale_up:
+        n_point = min(n_point, int(pre_args.get("n_point", n_point)))
+        n_ray = min(n_ray, int(pre_args.get("n_ray", n_ray)))
+    return n_point, n_ray
+
+
 def fewshot_seed(args) -> int:
     """The K-shot subset seed: --fewshot_seed, or --seed when it is -1."""
     return args.seed if args.fewshot_seed < 0 else args.fewshot_seed
@@ -157,17 +166,12 @@ def run(args) -> tuple[dict, list[str], torch.device]:
         if done.get("result_metrics"):
             print(f"[finetune] {save_dir}/last.pt exists: not training again")
             return done["result_metrics"], done.get("result_flags", []), device
-    pre = load_checkpoint(args.ckpt)
-    pre_args = pre.get("args", {}) or {}
-    n_point = args.n_point if args.n_point is not None else int(pre_args.get("n_point", 256))
-    n_ray = args.n_ray if args.n_ray is not None else int(pre_args.get("n_ray", 256))
-    if not args.allow_scale_up:
-        n_point = min(n_point, int(pre_args.get("n_point", n_point)))
-        n_ray = min(n_ray, int(pre_args.get("n_ray", n_ray)))
-    qa, eos = infer_token_settings(pre, args.qa_tokens, args.add_eos)
-    need = tt.required_len(n_point, n_ray, qa, eos)
-    loaded = load_backbone(args.ckpt, max_len=args.max_len, qa_tokens=int(qa), add_eos=int(eos),
-                           required_len=need, device=device)
+    loaded = load_backbone(
+        args.ckpt, max_len=args.max_len, qa_tokens=args.qa_tokens, add_eos=args.add_eos,
+        required_len=lambda st: tt.required_len(*token_sizes(args, st.args), st.qa_tokens, st.add_eos),
+        device=device)
+    n_point, n_ray = token_sizes(args, loaded.args)
+    qa, eos = loaded.qa_tokens, loaded.add_eos
 
     train, val, test, label_map = select_files(args)
     tok = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=qa, add_eos=eos,

@@ -117,7 +117,7 @@ def make_dataset(args, tok: TokenizerConfig) -> TokenDataset:
         items = corpus.items
         if args.force_missing_ray:
             items = [Item(i.path, i.backend, i.label, i.drop_ray_prob, True) for i in items]
-        print(f"[data] mix: " + ", ".join(f"{n}={s}" for n, s in zip(corpus.names, corpus.sizes))
+        print("[data] mix: " + ", ".join(f"{n}={s}" for n, s in zip(corpus.names, corpus.sizes))
               + f" samples/epoch={corpus.num_samples}")
         return TokenDataset(items, tok, mode="train", seed=args.seed, plan_fn=corpus.plan)
     files = cache_files(args.cache_root, args.split)

@@ -8,7 +8,9 @@ plus ``model_config`` (the :class:`ModelConfig` as a dict).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from typing import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,14 +81,19 @@ def config_from_checkpoint(ckpt: dict) -> ModelConfig:
 
 
 @dataclass
-class LoadedBackbone:
-    model: QueryNepa
+class CkptSettings:
+    """Token settings of a checkpoint, resolved (CLI override, else checkpoint args)."""
     args: dict
     qa_tokens: bool
     add_eos: bool
     n_point: int
     n_ray: int
-    ckpt: dict
+
+
+@dataclass
+class LoadedBackbone(CkptSettings):
+    model: QueryNepa = None
+    ckpt: dict = None
 
 
 def infer_token_settings(ckpt: dict, qa_tokens: int = -1, add_eos: int = -1) -> tuple[bool, bool]:
@@ -105,19 +112,32 @@ def infer_token_settings(ckpt: dict, qa_tokens: int = -1, add_eos: int = -1) -> 
 
 
 def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int = -1,
-                  add_eos: int = -1, required_len: int = 0, device="cpu") -> LoadedBackbone:
-    """Rebuild the model of a checkpoint; resize pos_emb to ``max_len`` (or to ``required_len``
-    when the checkpoint's is shorter and ``max_len`` < 0)."""
+                  add_eos: int = -1,
+                  required_len: int | Callable[[CkptSettings], int] = 0,
+                  device="cpu") -> LoadedBackbone:
+    """Rebuild the model of a checkpoint (loaded once).
+
+    ``required_len``: the longest sequence the caller will feed, or a function of the resolved
+    :class:`CkptSettings` that computes it. With ``max_len >= 0`` the positional embedding is
+    resized to ``max_len`` (an error if shorter than required); otherwise it grows to the
+    required length when the checkpoint's is shorter.
+    """
     ckpt = load_checkpoint(path)
+    qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
+    args = ckpt.get("args", {}) or {}
+    settings = CkptSettings(args=args, qa_tokens=qa, add_eos=eos,
+                            n_point=int(args.get("n_point", 256)), n_ray=int(args.get("n_ray", 256)))
+    need = int(required_len(settings)) if callable(required_len) else int(required_len)
     cfg = config_from_checkpoint(ckpt)
     sd = dict(ckpt["model"])
     target = cfg.max_len
     if max_len >= 0:
-        if required_len and max_len < required_len:
-            raise CheckpointError(path, f"--max_len {max_len} < required sequence length {required_len}")
+        if need and max_len < need:
+            raise CheckpointError(path, f"--max_len {max_len} < required sequence length {need}")
         target = max_len
-    elif required_len > cfg.max_len:
-        target = required_len
+    elif need > cfg.max_len:
+        print(f"[ckpt] resizing pos_emb: {cfg.max_len} -> {need}", file=sys.stderr)
+        target = need
     if target != cfg.max_len:
         sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], target)
         cfg.max_len = target
@@ -125,8 +145,4 @@ def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int 
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(path, f"state dict mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
-    qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
-    args = ckpt.get("args", {}) or {}
-    return LoadedBackbone(model=model.to(device), args=args, qa_tokens=qa, add_eos=eos,
-                          n_point=int(args.get("n_point", 256)), n_ray=int(args.get("n_ray", 256)),
-                          ckpt=ckpt)
+    return LoadedBackbone(**vars(settings), model=model.to(device), ckpt=ckpt)
