@@ -92,6 +92,9 @@ def tiny_meshes():
         ("cylinder", cyl.vertices, cyl.faces),
         ("soup", soup_v, soup_f),
         ("sliver", sliver_v, sliver_f),
+        # zero-area faces (collinear, repeated vertex) next to a proper one
+        ("degenerate", np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1, 0], [0.5, 0.5, 1]], float),
+         np.array([[0, 1, 2], [3, 3, 4], [0, 3, 4]])),
     ]
 
 
@@ -126,7 +129,7 @@ def test_exact_distance_small_leaf_batches_and_trimesh_reference():
     pts = query_points(m.vertices, rng, 200)
     ref = brute_mesh_distance(pts, m.vertices, m.faces)
     idx = TriangleDistanceIndex(m.vertices, m.faces, leaf_size=1)
-    np.testing.assert_allclose(idx.query(pts, max_pairs=128)[0], ref, atol=1e-12)
+    np.testing.assert_allclose(idx.query(pts)[0], ref, atol=1e-12)
     # trimesh's closest_point is kept as a reference; it agrees to its own precision
     np.testing.assert_allclose(mesh_distance_trimesh(pts, m.vertices, m.faces, chunk=64), ref,
                                atol=1e-5)

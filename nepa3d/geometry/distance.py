@@ -1,9 +1,10 @@
 """Unsigned distances: nearest-neighbour, exact point-to-triangle-mesh, sanitising.
 
 Exact mesh distance (:func:`mesh_distance_exact`, :class:`TriangleDistanceIndex`) has no
-approximation: a ``cKDTree`` over triangle centroids gives an upper bound, an AABB tree
-traversed level by level (all points at once) prunes every triangle that cannot be closer,
-and the survivors are evaluated with the exact point-triangle projection.
+approximation: an AABB tree is built here (numpy) and walked per point by a compiled kernel
+(:mod:`nepa3d.geometry.distance_kernels`) that prunes every subtree that cannot hold a closer
+triangle and evaluates the rest with the exact point-triangle projection. The vectorised
+:func:`closest_point_on_triangles` stays as the numpy reference used by brute-force checks.
 
 :func:`mesh_distance_trimesh` keeps ``trimesh.proximity.closest_point`` as the reference.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.spatial import cKDTree
+
+from nepa3d.geometry.distance_kernels import query_tree
 
 
 def sanitize_distances(d: np.ndarray) -> np.ndarray:
@@ -152,34 +155,16 @@ def point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray,
     return np.linalg.norm(p - closest_point_on_triangles(p, a, b, c), axis=1)
 
 
-def _aabb_sqdist(q: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Row-wise squared distance from ``q (K, 3)`` to boxes ``box (K, 6)`` = ``[lo, hi]``
-    (0 inside); computed in the dtype of the inputs."""
-    gap = np.maximum(np.maximum(box[:, :3] - q, q - box[:, 3:]), 0)
-    return np.einsum("ij,ij->i", gap, gap)
-
-
-def _outward_f32(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """float32 ``(K, 6)`` boxes that contain the float64 boxes ``[lo, hi]``."""
-    lo32 = np.nextafter(lo.astype(np.float32), np.float32(-np.inf))
-    hi32 = np.nextafter(hi.astype(np.float32), np.float32(np.inf))
-    return np.concatenate([lo32, hi32], axis=1)
-
-
 class TriangleDistanceIndex:
-    """Exact point-to-mesh distance queries: an AABB tree traversed level by level.
+    """Exact point-to-mesh distance queries over an AABB tree (compiled traversal).
 
     The tree is an implicit balanced binary tree over triangles ordered by recursive median
     splits of their centroids (longest axis of each node's centroid box); node ``i`` of level
-    ``l`` holds the ordered triangles ``[floor(i F / 2^l), floor((i + 1) F / 2^l))``. A query
-    runs all points together (numpy, no per-point loop):
-
-    1. ``ub`` = exact distance to the triangles owning the 4 nearest centroids (``cKDTree``),
-       an upper bound of the true distance.
-    2. Level by level, (point, node) pairs are expanded to the children; a pair whose box
-       distance exceeds ``ub`` is dropped (the closest triangle's ancestors all have box
-       distance <= true distance <= ``ub``, so they are never dropped).
-    3. The surviving leaf triangles are evaluated with :func:`point_triangle_distance`.
+    ``l`` holds the ordered triangles ``[floor(i F / 2^l), floor((i + 1) F / 2^l))`` and its
+    float64 bounding box sits at heap index ``2^l - 1 + i``. A query walks the tree per point
+    depth first, nearer child first, and skips every node whose box is strictly farther than
+    the best triangle so far (:func:`nepa3d.geometry.distance_kernels.query_tree`), so the
+    result is the brute-force minimum, not an approximation.
 
     Args:
         vertices: ``(V, 3)``; faces: ``(F, 3)`` int; leaf_size: max triangles per leaf.
@@ -213,19 +198,15 @@ class TriangleDistanceIndex:
         self.n = n
         self.depth = depth
         self.order = order                           # tree position -> face index
-        self.tri = tri[order]                        # (F, 3, 3) in tree order
+        self.tri = np.ascontiguousarray(tri[order])  # (F, 3, 3) in tree order
         tlo, thi = self.tri.min(axis=1), self.tri.max(axis=1)
-        # float32 boxes (rounded outward) for the traversal; per level node boxes
-        self.tri_box = _outward_f32(tlo, thi)
-        self.box, self.starts = [], []
+        boxes = []
         for level in range(depth + 1):
             st = self._starts(n, level)
-            self.starts.append(st)
-            self.box.append(_outward_f32(np.minimum.reduceat(tlo, st[:-1], axis=0),
-                                         np.maximum.reduceat(thi, st[:-1], axis=0)))
-        # float32 rounding of query points and arithmetic: absolute slack on the bound
-        self.slack = 1e-5 * (1.0 + float(np.abs(tri).max()))
-        self.centroid_tree = build_kdtree(self.tri.mean(axis=1))
+            boxes.append(np.concatenate([np.minimum.reduceat(tlo, st[:-1], axis=0),
+                                         np.maximum.reduceat(thi, st[:-1], axis=0)], axis=1))
+        self.box = np.ascontiguousarray(np.concatenate(boxes))   # (2^(depth+1) - 1, 6)
+        self.leaf_starts = self._starts(n, depth)
 
     @staticmethod
     def _starts(n: int, level: int) -> np.ndarray:
@@ -233,71 +214,18 @@ class TriangleDistanceIndex:
         i = np.arange((1 << level) + 1, dtype=np.int64)
         return (i * n) >> level
 
-    def query(self, points: np.ndarray, max_pairs: int = 1 << 21) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact distances and closest faces.
 
         Args:
-            points: ``(P, 3)``; max_pairs: bound on (point, node) pairs held at once (points
-                are processed in batches sized from it).
+            points: ``(P, 3)``.
 
         Returns:
             ``(dist (P,) float64, face (P,) int64)`` -- ``face`` indexes the input faces.
         """
-        q = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        dist = np.empty(len(q))
-        face = np.empty(len(q), dtype=np.int64)
-        batch = max(1, max_pairs // 64)
-        for s in range(0, len(q), batch):
-            dist[s:s + batch], face[s:s + batch] = self._query(q[s:s + batch])
-        return dist, face
-
-    def _query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n_q = len(q)
-        # upper bound: exact distance to the triangles of the k nearest centroids
-        k = min(self.n, 4)
-        _, near = self.centroid_tree.query(q, k=k)
-        near = np.asarray(near, dtype=np.int64).reshape(n_q, k)
-        t = self.tri[near.reshape(-1)]
-        d0 = point_triangle_distance(np.repeat(q, k, axis=0), t[:, 0], t[:, 1], t[:, 2])
-        d0 = d0.reshape(n_q, k)
-        j = np.argmin(d0, axis=1)
-        ub = d0[np.arange(n_q), j]
-        best = ub.copy()
-        best_pos = near[np.arange(n_q), j]
-        # prune test in float32 on squared distances: keep iff box_dist^2 <= (ub + slack)^2
-        q32 = q.astype(np.float32)
-        slack = self.slack + 1e-6 * float(np.abs(q).max(initial=0.0))
-        lim = ((ub + slack) ** 2).astype(np.float32)
-
-        pp = np.arange(n_q)                       # pair -> point (kept sorted)
-        nd = np.zeros(n_q, dtype=np.int64)        # pair -> node at the current level
-        for level in range(1, self.depth + 1):
-            pp = np.repeat(pp, 2)
-            nd = np.repeat(2 * nd, 2)
-            nd[1::2] += 1
-            keep = _aabb_sqdist(q32[pp], self.box[level][nd]) <= lim[pp]
-            pp, nd = pp[keep], nd[keep]
-        # leaves -> triangle positions
-        st = self.starts[self.depth]
-        size = st[nd + 1] - st[nd]
-        tp = np.repeat(pp, size)
-        tpos = np.repeat(st[nd], size) + (np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size))
-        keep = _aabb_sqdist(q32[tp], self.tri_box[tpos]) <= lim[tp]
-        tp, tpos = tp[keep], tpos[keep]
-        t = self.tri[tpos]
-        d = point_triangle_distance(q[tp], t[:, 0], t[:, 1], t[:, 2])
-        # per-point minimum (pairs are grouped by point, in increasing point order)
-        if len(tp):
-            seg = np.flatnonzero(np.r_[True, tp[1:] != tp[:-1]])
-            pts = tp[seg]
-            dmin = np.minimum.reduceat(d, seg)
-            # position of the minimum inside each segment
-            is_min = d == np.repeat(dmin, np.diff(np.r_[seg, len(d)]))
-            first = np.minimum.reduceat(np.where(is_min, np.arange(len(d)), len(d)), seg)
-            better = dmin <= best[pts]
-            best[pts[better]] = dmin[better]
-            best_pos[pts[better]] = tpos[first[better]]
-        return best, self.order[best_pos]
+        q = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
+        sq, pos = query_tree(q, self.tri, self.box, self.leaf_starts, self.depth)
+        return np.sqrt(sq), self.order[pos]
 
 
 def mesh_distance_exact(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,

@@ -10,7 +10,9 @@ cylinders and a sphere, subdivided):
    block (uniform / near-surface);
 3. the exact distance path (AABB tree) vs ``trimesh.proximity.closest_point`` on the same
    20000 points: time, speedup and max difference, plus both against a float64 brute force
-   on a subset.
+   on a subset;
+4. what exactness costs: the ``pt_dist`` stage with ``pt_dist_mode='mesh'`` (exact) instead of
+   kdtree, and an exact UDF at the grid's voxel centres (time, trilinear interpolation error).
 
 Usage::
 
@@ -20,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -42,6 +45,7 @@ from nepa3d.geometry.distance import (  # noqa: E402
 )
 from nepa3d.geometry.normalize import normalize_bbox_unit_sphere  # noqa: E402
 from nepa3d.geometry.pools import split_counts  # noqa: E402
+from nepa3d.geometry.udf import trilinear_sample, voxel_centers  # noqa: E402
 
 
 def chair_mesh(min_faces: int = 5000) -> trimesh.Trimesh:
@@ -149,8 +153,31 @@ def main(argv=None) -> int:
     print(f"    max |ours - brute| (200 pts)       {np.abs(mine[sub] - brute).max():.2e}")
     print(f"    max |trimesh - brute| (200 pts)    {np.abs(ref[sub] - brute).max():.2e}")
 
+    # 4. what exactness costs: pt_dist_mode='mesh' in the full profile, and an exact UDF grid
+    times_mesh = []
+    cfg_mesh = dataclasses.replace(cfg, pt_dist_mode="mesh")
+    for r in range(max(args.repeats, 1)):
+        tm: dict[str, float] = {}
+        arrays_mesh = build_mesh_cache(mesh_path, cfg_mesh, seed=r + 1, timings=tm)
+        times_mesh.append(tm)
+    t_exact_mode = float(np.median([t["pt_dist_mesh"] for t in times_mesh]))
+    e_mesh = arrays_mesh["pt_dist_pool"].astype(np.float64) - TriangleDistanceIndex(v, f).query(
+        arrays_mesh["pt_xyz_pool"].astype(np.float64))[0]
+    centers = voxel_centers(cfg.df_grid)
+    grid_pts = np.stack(np.meshgrid(centers, centers, centers, indexing="ij"), -1).reshape(-1, 3)
+    t0 = time.perf_counter()
+    exact_grid = TriangleDistanceIndex(v, f).query(grid_pts)[0].reshape((cfg.df_grid,) * 3)
+    t_grid = time.perf_counter() - t0
+    e_grid = trilinear_sample(exact_grid, pool) - exact
+    print(f"\n[4] cost of exactness (full profile, one process):")
+    print(f"    pt_dist_mode=mesh: pt_dist stage {t_exact_mode:.4f} s (kdtree {med['pt_dist_kdtree']:.4f} s); "
+          f"|err| p99 {np.percentile(np.abs(e_mesh), 99):.2e} max {np.abs(e_mesh).max():.2e}")
+    print(f"    exact UDF at the {cfg.df_grid}^3 voxel centres: {t_grid:.3f} s; trilinear |err| "
+          f"p50/p99/max {stats(e_grid)['p50']:.5f} / {stats(e_grid)['p99']:.5f} / {stats(e_grid)['max']:.5f}")
+
     if args.json:
-        out = {"faces": int(len(f)), "seconds_per_mesh": med, "errors": err,
+        out = {"exact_mode_pt_dist_seconds": t_exact_mode, "exact_grid_seconds": t_grid,
+               "exact_grid_trilinear_error": stats(e_grid), "faces": int(len(f)), "seconds_per_mesh": med, "errors": err,
                "exact_seconds": t_mine, "trimesh_seconds": t_tm,
                "max_abs_diff_trimesh": float(np.abs(mine - ref).max()),
                "max_abs_diff_brute": float(np.abs(mine[sub] - brute).max())}
