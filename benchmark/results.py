@@ -59,6 +59,20 @@ class Envelope(BaseModel):
     baselines: dict[str, dict[str, Any]] = {}
     flags: list[str] = []
     provenance: Provenance
+    history: list[dict[str, Any]] = []   # per-epoch records {"epoch": e, name: value, ...}
+
+    def history_series(self) -> dict[str, list[tuple[int, float]]]:
+        """``{name: [(epoch, value), ...]}`` of the numeric, finite history entries."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for rec in self.history:
+            step = rec.get("epoch")
+            if not isinstance(step, int) or isinstance(step, bool):
+                continue
+            for k, v in rec.items():
+                if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool) \
+                        and math.isfinite(v):
+                    out.setdefault(k, []).append((step, float(v)))
+        return out
 
     @field_validator("metrics")
     @classmethod

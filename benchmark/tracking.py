@@ -145,6 +145,9 @@ class MlflowTracker:
         ts = int((end or now) * 1000)
         param_items = [Param(k, v) for k, v in params.items()]
         metric_items = [Metric(k, float(v), ts, 0) for k, v in metrics.items()]
+        if env is not None:  # per-epoch series: one metric point per epoch (step = epoch)
+            for k, series in env.history_series().items():
+                metric_items += [Metric(sanitize_key(f"epoch/{k}"), v, ts, step) for step, v in series]
         for i in range(0, max(len(param_items), len(metric_items), 1), 100):
             client.log_batch(run_id, metrics=metric_items[i:i + 100], params=param_items[i:i + 100])
         client.set_terminated(run_id, "FINISHED" if status == "done" else "FAILED",

@@ -51,6 +51,24 @@ def test_one_mlflow_run_per_job(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
+def test_per_epoch_history_becomes_metric_series(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    path = write_suite(tmp_path, matrix={"ckpt": {"a": {"scale": 1, "epochs": 4}}},
+                       seeds={"seed": [2]}, tables=[{"rows": ["ckpt"], "metrics": ["score"]}])
+    assert main(["run", str(path)]) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("demo")
+    (run,) = client.search_runs([exp.experiment_id])
+    series = client.get_metric_history(run.info.run_id, "epoch/loss")
+    got = sorted((m.step, m.value) for m in series)
+    assert got == [(e, 2.0 + 1 / (e + 1)) for e in range(4)]   # v = scale * seed = 2
+
+
+@pytest.mark.slow
 def test_tracking_failure_is_a_warning(tmp_path):
     path = write_suite(tmp_path, matrix={"ckpt": {"a": {"scale": 1}}}, tables=[{"rows": ["ckpt"],
                                                                                  "metrics": ["score"]}])

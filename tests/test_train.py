@@ -100,10 +100,17 @@ def test_pretrain_then_finetune_end_to_end(caches, tmp_path):
     assert m["n_train"] == 10 and m["n_test"] == 12 and m["n_classes"] == 2
     assert m["test_majority_rate"] == pytest.approx(0.5)
     assert 0 <= m["test_acc"] <= 1
+    # per-epoch history in the result (MLflow series) and curves next to the checkpoints
+    assert [r["epoch"] for r in res["history"]] == [0, 1, 2]
+    assert all({"train_loss", "train_acc", "val_acc"} <= set(r) for r in res["history"])
+    png = (tmp_path / "ft" / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     # a finished save_dir is not trained again and gives the same answer
     out2 = tmp_path / "cls2.json"
     assert finetune_cls.main(argv[:-1] + [str(out2)]) == 0
-    assert json.loads(out2.read_text())["metrics"] == m
+    again = json.loads(out2.read_text())
+    assert again["metrics"] == m and again["history"] == res["history"]
 
 
 def test_missing_checkpoint_is_one_clear_error(caches, tmp_path, capsys):

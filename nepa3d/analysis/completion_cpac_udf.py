@@ -35,7 +35,7 @@ from nepa3d.analysis.features import (PRECISIONS, EvalError, default_workers, fo
                                       gather_positions, load_eval_model, prefetch_map,
                                       resolve_device, resolve_precision)
 from nepa3d.analysis.grid_sampling import GRID_MODES, sample_grid_queries
-from nepa3d.backends import BACKENDS, get_pools
+from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
 from nepa3d.token.ordering import morton_order
@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = ap.add_argument_group("evaluation and sampling")
     e.add_argument("--tau", type=float, default=0.03)
     e.add_argument("--max_shapes", type=int, default=0, help="0: all evaluation shapes")
-    e.add_argument("--voxel_grid", type=int, default=64, help="(voxel backend; recorded only)")
-    e.add_argument("--voxel_dilate", type=int, default=1, help="(voxel backend; recorded only)")
-    e.add_argument("--voxel_max_steps", type=int, default=0, help="(voxel backend; recorded only)")
+    e.add_argument("--voxel_grid", type=int, default=64, help="voxel backend setting")
+    e.add_argument("--voxel_dilate", type=int, default=1, help="voxel backend setting")
+    e.add_argument("--voxel_max_steps", type=int, default=0, help="voxel backend setting")
     e.add_argument("--disjoint_context_query", type=int, default=1)
     e.add_argument("--context_mode_train", default="normal", choices=CONTEXT_MODES)
     e.add_argument("--context_mode_test", default="normal", choices=CONTEXT_MODES)
@@ -139,6 +139,7 @@ class SampleConfig:
     grid_res_schedule: str
     grid_c2f_expand: int
     grid_c2f_stage_weights: str
+    voxel: VoxelConfig = VoxelConfig()
 
 
 @dataclass
@@ -223,7 +224,7 @@ def sample_ctx_query(path: str, cfg: SampleConfig, seed: int, load: ArrayLoader,
         ctx_xyz, ctx_dist = np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
     else:
         ctx_path = mismatch_path if (cfg.context_mode == "mismatch" and mismatch_path) else path
-        pools = get_pools(cfg.backend, ctx_path, load(ctx_path))
+        pools = get_pools(cfg.backend, ctx_path, load(ctx_path), cfg.voxel)
         n_ctx_pool = len(pools["pt_xyz_pool"])
         if ctx_path != path or (len(cidx) and int(cidx.max()) >= n_ctx_pool):
             cidx = _choose(n_ctx_pool, cfg.n_context, rng)
@@ -401,7 +402,8 @@ def sample_config(args, backend: str, context_mode: str) -> SampleConfig:
                         grid_near_frac=args.grid_near_frac,
                         grid_res_schedule=args.grid_res_schedule,
                         grid_c2f_expand=args.grid_c2f_expand,
-                        grid_c2f_stage_weights=args.grid_c2f_stage_weights)
+                        grid_c2f_stage_weights=args.grid_c2f_stage_weights,
+                        voxel=VoxelConfig.from_args(args))
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from nepa3d.analysis import completion_cpac_udf as cpac
 from nepa3d.analysis import metrics as M
 from nepa3d.analysis.features import EvalError, load_eval_model, resolve_device
 from nepa3d.analysis.grid_sampling import ijk_to_xyz, lin_to_ijk
-from nepa3d.backends import BACKENDS
+from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
 from nepa3d.geometry.udf import trilinear_sample, voxel_size
@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval_seed", type=int, default=0)
     ap.add_argument("--max_shapes", type=int, default=8)
     ap.add_argument("--shape_offset", type=int, default=0)
-    ap.add_argument("--voxel_grid", type=int, default=64, help="(voxel backend; recorded only)")
-    ap.add_argument("--voxel_dilate", type=int, default=1, help="(voxel backend; recorded only)")
-    ap.add_argument("--voxel_max_steps", type=int, default=0, help="(voxel backend; recorded only)")
+    ap.add_argument("--voxel_grid", type=int, default=64, help="voxel backend setting")
+    ap.add_argument("--voxel_dilate", type=int, default=1, help="voxel backend setting")
+    ap.add_argument("--voxel_max_steps", type=int, default=0, help="voxel backend setting")
     ap.add_argument("--save_volumes", type=int, default=1)
     ap.add_argument("--save_png", type=int, default=1)
     ap.add_argument("--png_dpi", type=int, default=110)
@@ -222,6 +222,8 @@ def probe_args(args) -> argparse.Namespace:
     ns.n_context, ns.n_query = args.n_context, args.n_query_probe
     ns.ridge_lambda, ns.rep_source, ns.eval_seed = args.ridge_lambda, args.rep_source, args.eval_seed
     ns.query_source, ns.grid_sample_mode = "grid", "uniform"
+    ns.voxel_grid, ns.voxel_dilate = args.voxel_grid, args.voxel_dilate
+    ns.voxel_max_steps = args.voxel_max_steps
     ns.context_mode_train = ns.context_mode_test = "normal"
     ns.disjoint_context_query = 1
     ns.batch, ns.precision, ns.workers = args.batch, "fp32", 0
@@ -291,7 +293,8 @@ def run(args) -> dict:
                                 query_source="pool", query_pool_frac=1.0, grid_mode="uniform",
                                 grid_near_tau=0.05, grid_near_frac=0.7,
                                 grid_res_schedule="16,32,64", grid_c2f_expand=1,
-                                grid_c2f_stage_weights="")
+                                grid_c2f_stage_weights="",
+                                voxel=VoxelConfig.from_args(args))
     per_shape, skipped = [], []
     for si in sel:
         path = all_eval[si]

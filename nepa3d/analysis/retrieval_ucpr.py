@@ -28,7 +28,7 @@ from nepa3d.analysis.features import (POOLINGS, PRECISIONS, EvalError, ablate_to
                                       resolve_precision)
 from nepa3d.analysis.metrics import (l2_normalize, retrieval_metrics, tie_aware_ranks,
                                      tie_noise_seed)
-from nepa3d.backends import BACKENDS, get_pools
+from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pooling", default="eos", choices=POOLINGS)
     ap.add_argument("--max_files", type=int, default=0, help="0: all files of the split")
     ap.add_argument("--chunk", type=int, default=256, help="query rows per scoring chunk")
-    ap.add_argument("--voxel_grid", type=int, default=64, help="(voxel backend; recorded only)")
-    ap.add_argument("--voxel_dilate", type=int, default=1, help="(voxel backend; recorded only)")
-    ap.add_argument("--voxel_max_steps", type=int, default=0, help="(voxel backend; recorded only)")
+    ap.add_argument("--voxel_grid", type=int, default=64, help="voxel backend setting")
+    ap.add_argument("--voxel_dilate", type=int, default=1, help="voxel backend setting")
+    ap.add_argument("--voxel_max_steps", type=int, default=0, help="voxel backend setting")
     ap.add_argument("--tie_break_eps", type=float, default=1e-6)
     ap.add_argument("--sanity_constant_embed", action="store_true",
                     help="replace every embedding by a constant: R@1 should be about 1/N")
@@ -88,7 +88,7 @@ def shape_sequences(path: str, i: int, args, cfg: TokenizerConfig, gallery_seed:
     out = []
     for side, backend, seed in ((0, args.query_backend, args.eval_seed),
                                 (1, args.gallery_backend, gallery_seed)):
-        pools = get_pools(backend, path, arrays)
+        pools = get_pools(backend, path, arrays, VoxelConfig.from_args(args))
         for k in range(max(1, args.mc_k)):
             feat, types = build_sequence(pools, cfg, path_rng(path, seed, k))
             feat = ablate_tokens(feat, types, point_xyz=args.ablate_point_xyz,

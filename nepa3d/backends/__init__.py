@@ -11,6 +11,10 @@ A backend reads one cache file and returns the *pools* dict the tokenizer consum
 | pointcloud_meshray | pt_dist_pc_pool                  | mesh ray pools (ablation)   | yes   |
 | pointcloud_noray   | pt_dist_pc_pool                  | (ignored)                   | no    |
 | udfgrid            | pt_dist_udf_pool                 | o, d kept; answers zeroed   | no    |
+| voxel              | EDT of pc occupancy, nearest cell| DDA on pc occupancy         | yes   |
+
+The voxel backend (:mod:`nepa3d.backends.voxel`) takes a :class:`VoxelConfig`
+(``--voxel_grid --voxel_dilate --voxel_max_steps``).
 
 Leakage guard: the point-cloud backends never fall back to mesh-derived distances. A cache
 without a valid ``pt_dist_pc_pool`` is refused with the migration command that fixes it.
@@ -22,9 +26,10 @@ import os
 
 import numpy as np
 
+from nepa3d.backends.voxel import VoxelConfig, voxel_answers
 from nepa3d.data.cache import CacheError, load_cache
 
-BACKENDS = ("mesh", "pointcloud", "pointcloud_meshray", "pointcloud_noray", "udfgrid")
+BACKENDS = ("mesh", "pointcloud", "pointcloud_meshray", "pointcloud_noray", "voxel", "udfgrid")
 POINTCLOUD_BACKENDS = ("pointcloud", "pointcloud_meshray", "pointcloud_noray")
 RAY_KEYS = ("ray_o_pool", "ray_d_pool", "ray_hit_pool", "ray_t_pool", "ray_n_pool")
 PC_RAY_KEYS = ("ray_hit_pc_pool", "ray_t_pc_pool", "ray_n_pc_pool")
@@ -50,25 +55,43 @@ def pc_distance(arrays: dict, path: str | os.PathLike) -> np.ndarray:
     return d
 
 
-def get_pools(name: str, path: str | os.PathLike, arrays: dict | None = None) -> dict:
-    """Pools of cache ``path`` as seen by backend ``name``. ``arrays``: an already loaded cache."""
+def get_pools(name: str, path: str | os.PathLike, arrays: dict | None = None,
+              voxel: VoxelConfig | None = None) -> dict:
+    """Pools of cache ``path`` as seen by backend ``name``.
+
+    Args:
+        name: one of :data:`BACKENDS`; path: the cache file (named in errors);
+        arrays: the already loaded cache (memoises voxel answers); voxel: settings of the
+            ``voxel`` backend (default :class:`VoxelConfig`), ignored by the others.
+    """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
     a = arrays if arrays is not None else load_cache(path)
     pools = {"pt_xyz_pool": a["pt_xyz_pool"]}
-    rays = {k: a[k] for k in RAY_KEYS}
+    rays = {"ray_o_pool": a["ray_o_pool"], "ray_d_pool": a["ray_d_pool"]}  # kept by every backend
+    answers = ("ray_hit_pool", "ray_t_pool", "ray_n_pool")
     if name == "mesh":
         pools["pt_dist_pool"] = a["pt_dist_pool"]
+        rays.update({k: a[k] for k in answers})
         ray_available = True
     elif name in POINTCLOUD_BACKENDS:
         pools["pt_dist_pool"] = pc_distance(a, path)
-        if name == "pointcloud" and all(k in a for k in PC_RAY_KEYS):
-            rays["ray_hit_pool"], rays["ray_t_pool"], rays["ray_n_pool"] = (a[k] for k in PC_RAY_KEYS)
+        use_pc = name == "pointcloud" and all(k in a for k in PC_RAY_KEYS)
+        rays.update(zip(answers, (a[k] for k in (PC_RAY_KEYS if use_pc else answers))))
         ray_available = name != "pointcloud_noray"
+    elif name == "voxel":  # point cloud only: no mesh-derived key is read
+        try:
+            ans = voxel_answers(a, voxel or VoxelConfig())
+        except (KeyError, ValueError) as e:
+            raise CacheError(path, f"voxel backend: {e}", "pc_xyz") from e
+        pools["pt_dist_pool"] = ans["pt_dist_pool"]
+        rays.update({k: ans[k] for k in answers})
+        ray_available = True
     else:  # udfgrid
         pools["pt_dist_pool"] = a.get("pt_dist_udf_pool", a["pt_dist_pool"])
-        for k in ("ray_hit_pool", "ray_t_pool", "ray_n_pool"):
-            rays[k] = np.zeros_like(rays[k])
+        m = len(rays["ray_o_pool"])
+        rays.update(ray_hit_pool=np.zeros(m, np.float32), ray_t_pool=np.zeros(m, np.float32),
+                    ray_n_pool=np.zeros((m, 3), np.float32))
         ray_available = False
     pools.update(rays)
     pools["ray_available"] = ray_available

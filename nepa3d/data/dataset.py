@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nepa3d.backends import get_pools
+from nepa3d.backends import VoxelConfig, get_pools
 from nepa3d.data.cache import load_cache
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.utils.seeding import path_rng
@@ -60,6 +60,7 @@ class Item:
     label: int = -1
     drop_ray_prob: float | None = None
     force_missing_ray: bool = False
+    voxel: VoxelConfig | None = None   # settings of the ``voxel`` backend (None = defaults)
 
 
 def train_rng(seed: int, epoch: int, slot: int) -> np.random.RandomState:
@@ -105,7 +106,7 @@ class TokenDataset(Dataset):
         return len(self.plan)
 
     def _tokens(self, item: Item, rng: np.random.RandomState, drop: float):
-        pools = get_pools(item.backend, item.path, self._cache.get(item.path))
+        pools = get_pools(item.backend, item.path, self._cache.get(item.path), item.voxel)
         avail = pools["ray_available"] and not item.force_missing_ray
         cfg = replace(self.tok, drop_ray_prob=drop)
         return build_sequence(pools, cfg, rng, ray_available=avail)

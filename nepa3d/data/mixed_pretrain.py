@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nepa3d.backends import BACKENDS
+from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.dataset import Item, cache_files
 
 _OVERRIDES = ("drop_ray_prob", "force_missing_ray", "add_eos", "voxel_grid", "voxel_dilate",
@@ -113,8 +113,14 @@ class MixedCorpus:
 
 
 def build_corpus(cfg: MixConfig, *, num_samples: int = 0, seed: int = 0,
-                 default_drop_ray_prob: float = 0.0) -> MixedCorpus:
-    """Resolve files per dataset; CLI ``num_samples > 0`` and a non-zero ``seed`` override."""
+                 default_drop_ray_prob: float = 0.0,
+                 voxel: VoxelConfig | None = None) -> MixedCorpus:
+    """Resolve files per dataset; CLI ``num_samples > 0`` and a non-zero ``seed`` override.
+
+    ``voxel`` holds the CLI's ``--voxel_*`` settings; a dataset's ``voxel_grid``/
+    ``voxel_dilate``/``voxel_max_steps`` keys override them for its items.
+    """
+    base_voxel = voxel or VoxelConfig()
     items, offsets, sizes, names, weights = [], [], [], [], []
     for d in cfg.datasets:
         files = cache_files(d.cache_root, d.split)
@@ -127,7 +133,9 @@ def build_corpus(cfg: MixConfig, *, num_samples: int = 0, seed: int = 0,
         weights.append(d.weight)
         drop = d.overrides.get("drop_ray_prob")
         force = _as_bool(d.overrides.get("force_missing_ray", False))
-        items += [Item(f, d.backend, -1, None if drop is None else float(drop), force) for f in files]
+        vox = base_voxel.with_overrides(d.overrides)
+        items += [Item(f, d.backend, -1, None if drop is None else float(drop), force, vox)
+                  for f in files]
     w = np.asarray(weights, dtype=np.float64)
     n = num_samples if num_samples > 0 else (cfg.num_samples or len(items))
     s = seed if (seed != 0 and seed != cfg.seed) else cfg.seed

@@ -25,13 +25,14 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from nepa3d.backends import BACKENDS
+from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import Item, TokenDataset, cache_files, class_of, collate
 from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
 from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
+from nepa3d.utils.curves import plot_curves
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 from nepa3d.utils.seeding import set_seed
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--mc_eval_k_test", type=int, default=-1)
     a("--drop_ray_prob_train", type=float, default=0.0)
     a("--force_missing_ray", action="store_true")
+    a("--voxel_grid", type=int, default=64, help="voxel backend: occupancy grid side")
+    a("--voxel_dilate", type=int, default=1, help="voxel backend: 6-connected dilations")
+    a("--voxel_max_steps", type=int, default=0, help="voxel backend: DDA budget (0 = 3 x grid)")
     a("--add_eos", type=int, default=-1)
     a("--qa_tokens", type=int, default=-1)
     a("--freeze_backbone", action="store_true")
@@ -155,8 +159,9 @@ def select_files(args):
     return train, val, test, label_map
 
 
-def run(args) -> tuple[dict, list[str], torch.device]:
-    """Train (or reuse a finished ``save_dir``) and return (metrics, flags, device)."""
+def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
+    """Train (or reuse a finished ``save_dir``); return (metrics, flags, device, history),
+    ``history`` being one record per epoch (train_loss, train_acc, val_acc, seconds)."""
     set_seed(args.seed)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
@@ -165,7 +170,8 @@ def run(args) -> tuple[dict, list[str], torch.device]:
         done = load_checkpoint(save_dir / "last.pt")
         if done.get("result_metrics"):
             print(f"[finetune] {save_dir}/last.pt exists: not training again")
-            return done["result_metrics"], done.get("result_flags", []), device
+            return (done["result_metrics"], done.get("result_flags", []), device,
+                    done.get("history", []))
     loaded = load_backbone(
         args.ckpt, max_len=args.max_len, qa_tokens=args.qa_tokens, add_eos=args.add_eos,
         required_len=lambda st: tt.required_len(*token_sizes(args, st.args), st.qa_tokens, st.add_eos),
@@ -177,9 +183,11 @@ def run(args) -> tuple[dict, list[str], torch.device]:
     tok = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=qa, add_eos=eos,
                           drop_ray_prob=args.drop_ray_prob_train)
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
+    voxel = VoxelConfig.from_args(args)
 
     def items(paths, backend):
-        return [Item(p, backend, label_map[class_of(p)], None, args.force_missing_ray) for p in paths]
+        return [Item(p, backend, label_map[class_of(p)], None, args.force_missing_ray, voxel)
+                for p in paths]
 
     k_val = args.mc_eval_k if args.mc_eval_k_val < 0 else args.mc_eval_k_val
     k_test = args.mc_eval_k if args.mc_eval_k_test < 0 else args.mc_eval_k_test
@@ -241,25 +249,27 @@ def run(args) -> tuple[dict, list[str], torch.device]:
     if save_dir:
         (save_dir / "train_log.json").parent.mkdir(parents=True, exist_ok=True)
         (save_dir / "train_log.json").write_text(json.dumps(history, indent=1))
+        plot_curves(history, save_dir / "curves.png",
+                    title=f"finetune K={args.fewshot_k} seed={args.seed} ({save_dir})")
         save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
                          "test_acc": test_acc, "args": dict(vars(args)),
                          "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
-                         "result_flags": flags}, save_dir / "last.pt")
-    return metrics, flags, device
+                         "result_flags": flags, "history": history}, save_dir / "last.pt")
+    return metrics, flags, device, history
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     timer = ResultTimer()
     try:
-        metrics, flags, device = run(args)
+        metrics, flags, device, history = run(args)
     except (CheckpointError, CacheError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = build_result("cls", vars(args), metrics,
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
                                            device=device), flags=flags,
-                          extra={"fewshot_seed_used": fewshot_seed(args)})
+                          extra={"fewshot_seed_used": fewshot_seed(args)}, history=history)
     emit_result(result, args.out_json)
     return 0
 

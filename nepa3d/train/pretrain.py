@@ -19,13 +19,14 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nepa3d.backends import BACKENDS
+from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import Item, TokenDataset, cache_files, collate
 from nepa3d.data.mixed_pretrain import MixConfigError, build_corpus, load_mix_config
@@ -35,6 +36,7 @@ from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train import aux_losses as aux, losses
 from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
 from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, resize_pos_emb, save_checkpoint
+from nepa3d.utils.curves import plot_curves, read_jsonl
 from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic
 from nepa3d.utils.seeding import set_seed
 
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--aux_e_weight", type=float, default=0.0)
     a("--objective", default="nepa", choices=("nepa", "mae"))
     a("--mask_ratio", type=float, default=0.4)
+    a("--voxel_grid", type=int, default=64, help="voxel backend: occupancy grid side")
+    a("--voxel_dilate", type=int, default=1, help="voxel backend: 6-connected dilations")
+    a("--voxel_max_steps", type=int, default=0, help="voxel backend: DDA budget (0 = 3 x grid)")
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=("auto", "cpu", "cuda"))
     a("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0 = no cap)")
@@ -113,17 +118,18 @@ def resolve_device(name: str) -> torch.device:
 def make_dataset(args, tok: TokenizerConfig) -> TokenDataset:
     if args.mix_config:
         corpus = build_corpus(load_mix_config(args.mix_config), num_samples=args.mix_num_samples,
-                              seed=args.mix_seed)
+                              seed=args.mix_seed, voxel=VoxelConfig.from_args(args))
         items = corpus.items
         if args.force_missing_ray:
-            items = [Item(i.path, i.backend, i.label, i.drop_ray_prob, True) for i in items]
+            items = [replace(i, force_missing_ray=True) for i in items]
         print("[data] mix: " + ", ".join(f"{n}={s}" for n, s in zip(corpus.names, corpus.sizes))
               + f" samples/epoch={corpus.num_samples}")
         return TokenDataset(items, tok, mode="train", seed=args.seed, plan_fn=corpus.plan)
     files = cache_files(args.cache_root, args.split)
     if not files:
         raise CacheError(os.path.join(args.cache_root, args.split), "no cache files (*/*.npz)")
-    items = [Item(f, args.backend, -1, None, args.force_missing_ray) for f in files]
+    items = [Item(f, args.backend, -1, None, args.force_missing_ray, VoxelConfig.from_args(args))
+             for f in files]
     print(f"[data] {args.cache_root}/{args.split}: {len(items)} files, backend={args.backend}")
     return TokenDataset(items, tok, mode="train", seed=args.seed)
 
@@ -376,6 +382,8 @@ def train(args) -> dict:
                           timer.provenance(seed=args.seed, cache_root=args.cache_root if not args.mix_config else None,
                                            device=device))
     write_json_atomic(result, save_dir / "pretrain_summary.json")
+    plot_curves(read_jsonl(log_path), save_dir / "loss_curve.png",
+                title=f"pretrain {args.objective} ({save_dir})")
     return result
 
 

@@ -125,12 +125,16 @@ def cache_manifest_sha256(cache_root: str | os.PathLike) -> str | None:
 
 def build_result(task: str, args: dict, metrics: dict, provenance: dict, *,
                  baselines: dict | None = None, flags: list[str] | None = None,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, history: list[dict] | None = None) -> dict:
+    """The result envelope (DESIGN §3). ``history``: per-epoch records ``{"epoch": e, name:
+    value, ...}`` that trackers log as metric series with ``step = epoch``."""
     out = {"schema_version": RESULT_SCHEMA_VERSION, "task": task, "args": _clean(dict(args)),
            "metrics": _clean(metrics), "baselines": _clean(baselines or {}),
            "flags": sorted(set(flags or [])), "provenance": _clean(provenance)}
     if extra:
         out["extra"] = _clean(extra)
+    if history:
+        out["history"] = [_clean(dict(r)) for r in history]
     return out
 
 
