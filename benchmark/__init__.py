@@ -23,7 +23,8 @@ from .tasks import Guard, MetricRule, RowCheck, TaskKind, get_task, register_tas
 
 _LAZY = {
     "run_job": "runner", "run_jobs": "runner", "run_suite": "runner", "RunSummary": "runner",
-    "JobOutcome": "runner",
+    "JobOutcome": "runner", "LocalExecutor": "executors", "DaskExecutor": "executors",
+    "derive_seed": "seeds",
     "build_report": "report", "write_report": "report", "SuiteReport": "report",
     "collect": "collect", "load_result": "results", "Envelope": "results",
     "MlflowTracker": "tracking", "status_lines": "status", "main": "cli",

@@ -7,8 +7,9 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .collect import ResultRow
 from .results import BASELINE_PREFIX
@@ -19,9 +20,19 @@ Key = tuple  # values of the row (or column) axes, in axis order
 
 @dataclass
 class Cell:
-    """Values of one metric over the seed axis."""
+    """Values of one metric over the seed axis, and the segregation classes of their results
+    (``()`` for the default protocol; see :func:`benchmark.guards.segregation_key`)."""
 
     values: list[float] = field(default_factory=list)
+    classes: set = field(default_factory=set)
+
+    @property
+    def segregation(self) -> tuple:
+        """The cell's class: ``()``, ``(("target_transform", "trunc"),)``, or a sorted tuple of
+        several classes when its results disagree."""
+        if len(self.classes) <= 1:
+            return next(iter(self.classes), ())
+        return tuple(sorted(self.classes))
 
     @property
     def n(self) -> int:
@@ -60,6 +71,7 @@ class TableData:
     columns: list[Column]
     cells: dict[tuple[Key, Key, str], Cell]
     reference: dict[str, Any]
+    results: dict[Key, list[ResultRow]] = field(default_factory=dict)  # per row key
 
     @property
     def title(self) -> str:
@@ -79,6 +91,28 @@ class TableData:
         ns = [self.cell(row, c.key, c.metric).n for c in self.columns if c.baseline is None]
         ns = [n for n in ns if n] or [0]
         return min(ns), max(ns)
+
+    def row_flags(self, row: Key) -> Counter:
+        """``flag -> number of this row's results that carry it``."""
+        return Counter(f for r in self.results.get(row, []) for f in r.flags)
+
+    @property
+    def main_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.baseline is None]
+
+    def segregations(self) -> list[tuple]:
+        """Distinct classes of the cells that hold data, default class first."""
+        seen = {cell.segregation for cell in self.cells.values() if cell.n}
+        return sorted(seen, key=lambda k: (k != (), str(k)))
+
+    @property
+    def mixed(self) -> bool:
+        """True if cells of several segregation classes share this table."""
+        return len(self.segregations()) > 1
+
+    def single_seed_rows(self) -> list[Key]:
+        """Rows whose every cell with data holds one seed (shown as values, not means)."""
+        return [rk for rk in self.row_keys if self.n_range(rk) == (1, 1)]
 
     def reference_of(self, row: Key, col: Key) -> Optional[tuple[Key, Key]]:
         """The (row, col) holding the reference for this cell, or None if the table cannot say."""
@@ -118,17 +152,63 @@ def build_table(suite: Suite, index: int, rows: list[ResultRow]) -> TableData:
             columns.append(Column(ck, m, m))
             columns += [Column(ck, f"{BASELINE_PREFIX}/{b}/{m}", m, b) for b in baselines[m]]
     cells: dict[tuple[Key, Key, str], Cell] = {}
+    results: dict[Key, list[ResultRow]] = {}
     wanted = {c.metric for c in columns}
     for r in chosen:
         rk = tuple(r.tags[a] for a in spec.rows)
         ck = tuple(r.tags[a] for a in spec.cols)
+        results.setdefault(rk, []).append(r)
         for metric in wanted:
             value = r.metrics.get(metric)
             if value is not None and not math.isnan(value):
-                cells.setdefault((rk, ck, metric), Cell()).values.append(value)
+                cell = cells.setdefault((rk, ck, metric), Cell())
+                cell.values.append(value)
+                cell.classes.add(tuple(getattr(r, "segregation", ())))
     return TableData(index=index, spec=spec, row_axes=list(spec.rows), col_axes=list(spec.cols),
                      row_keys=_keys(suite, spec.rows), col_keys=col_keys, columns=columns, cells=cells,
-                     reference=dict(suite.reference))
+                     reference=dict(suite.reference), results=results)
+
+
+# --- readout: the best row per column, among rows that compete --------------------------------
+
+@dataclass
+class Readout:
+    """Ranking of competing rows for one column and metric.
+
+    Rows compete when they differ only in the reference axes placed in the table's rows (e.g.
+    the methods at one K, as the lab notes read "best per K"); with no reference axis among the
+    rows every row competes. Cells of different segregation classes never compete.
+    """
+
+    column: Column
+    fixed: tuple[tuple[str, Any], ...]  # the row axes held fixed within the group
+    segregation: tuple
+    direction: str  # "min" | "max"
+    ranked: list[tuple[Key, Cell]]
+
+
+def competing_axes(t: TableData) -> list[str]:
+    """Row axes whose rows compete in the readout: the reference axes among the rows."""
+    return [a for a in t.reference if a in t.row_axes]
+
+
+def readout(t: TableData, direction: Callable[[str], str]) -> list[Readout]:
+    """One :class:`Readout` per main column, group of fixed row axes and segregation class."""
+    compete = competing_axes(t)
+    fixed_idx = [i for i, a in enumerate(t.row_axes) if a not in compete] if compete else []
+    out = []
+    for c in t.main_columns:
+        d = direction(c.metric)
+        groups: dict[tuple, list[tuple[Key, Cell]]] = {}
+        for rk in t.row_keys:
+            cell = t.cell(rk, c.key, c.metric)
+            if cell.n:
+                fixed = tuple((t.row_axes[i], rk[i]) for i in fixed_idx)
+                groups.setdefault((fixed, cell.segregation), []).append((rk, cell))
+        for (fixed, seg), items in groups.items():
+            items.sort(key=lambda x: x[1].mean if d == "min" else -x[1].mean)
+            out.append(Readout(c, fixed, seg, d, items))
+    return out
 
 
 def seed_means(rows: list[ResultRow], tags: dict[str, Any]) -> dict[str, Optional[float]]:
@@ -157,3 +237,16 @@ def gate_comparisons(suite: Suite, rows: list[ResultRow]) -> list[tuple[str, dic
         label = " ".join(f"{a}={v}" for a, v in zip(others, combo))
         out.append((label, seed_means(rows, ctags), seed_means(rows, rtags)))
     return out
+
+
+def gate_rows(suite: Suite, rows: list[ResultRow]) -> tuple[list[ResultRow], list[ResultRow]]:
+    """The results a promotion gate compares: (candidate rows, reference rows)."""
+    if suite.promote is None:
+        return [], []
+    cand, ref = suite.promote.candidate, suite.reference
+
+    def match(r: ResultRow, tags: dict[str, Any]) -> bool:
+        return all(str(r.tags.get(k)) == str(v) for k, v in tags.items())
+
+    return ([r for r in rows if match(r, cand)],
+            [r for r in rows if match(r, ref) and not match(r, cand)])

@@ -81,28 +81,67 @@ def cmd_run(args) -> int:
                 state = "done" if is_valid_result(job.out_json, job.task) else "todo"
                 print(f"[{state}] {job.label}  {job.job_id}\n    {_portable_argv(job.argv)}")
         return 0
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    executor = _make_executor(args, gpus)  # None: the local executor of each run_jobs
     tracker = None
     if not args.no_mlflow:
         from .tracking import MlflowTracker
 
         tracker = MlflowTracker()
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     summaries = []
-    for suite, jobs in plans:
-        print(f"== {suite.name}: {len(jobs)} jobs ({suite.source})", flush=True)
-        summaries.append(run_jobs(jobs, suite_name=suite.name, n_jobs=args.jobs, gpus=gpus,
-                                  jobs_per_gpu=args.jobs_per_gpu, tracker=tracker,
-                                  log=lambda s: print(s, flush=True)))
+    try:
+        if executor is not None:
+            print(f"executor: {executor.describe()}", flush=True)
+        for suite, jobs in plans:
+            print(f"== {suite.name}: {len(jobs)} jobs ({suite.source})", flush=True)
+            summaries.append(run_jobs(jobs, suite_name=suite.name, n_jobs=args.jobs, gpus=gpus,
+                                      jobs_per_gpu=args.jobs_per_gpu, tracker=tracker,
+                                      log=lambda s: print(s, flush=True), executor=executor))
+    finally:
+        if executor is not None:
+            executor.close()
     for s in summaries:
         print(s.line())
     return 0 if all(s.ok for s in summaries) else 1
 
 
+def _make_executor(args, gpus: Optional[list[str]]):
+    """A (lazily started) dask executor for ``--executor dask``, else None (local slots).
+
+    ``--scheduler`` or ``--cluster`` alone imply ``--executor dask``. The cluster config is
+    validated now; the cluster starts when the first job needs it.
+    """
+    kind = args.executor or ("dask" if args.scheduler or args.cluster else "local")
+    if kind == "local":
+        for flag, value in (("--scheduler", args.scheduler), ("--cluster", args.cluster),
+                            ("--cluster-config", args.cluster_config), ("--workers", args.workers)):
+            if value is not None:
+                raise SuiteError(f"{flag}: only with --executor dask")
+        return None
+    if gpus:
+        raise SuiteError("--gpus: only with --executor local; on a dask cluster each worker's GPU comes "
+                         "from its own environment (CUDA_VISIBLE_DEVICES of the worker)")
+    if bool(args.scheduler) == bool(args.cluster):
+        raise SuiteError("--executor dask: expected exactly one of --scheduler tcp://HOST:PORT (a running "
+                         "scheduler) or --cluster local|pbs|slurm (start one)")
+    from .executors import dask_executor, load_cluster_config
+
+    if args.scheduler:
+        for flag, value in (("--cluster-config", args.cluster_config), ("--workers", args.workers)):
+            if value is not None:
+                raise SuiteError(f"{flag}: only with --cluster (a running scheduler has its own workers)")
+        return dask_executor(scheduler=args.scheduler)
+    config = load_cluster_config(args.cluster, args.cluster_config, args.workers, default_workers=args.jobs)
+    return dask_executor(config=config)
+
+
 def cmd_status(args) -> int:
     from .status import status_lines
 
-    for suite in load_suites(args.suites, args.params):
-        print("\n".join(status_lines(suite, _jobs(suite, args))))
+    for i, suite in enumerate(load_suites(args.suites, args.params)):
+        if i:
+            print()
+        print("\n".join(status_lines(suite, _jobs(suite, args), limit=None if args.all else args.limit)))
     return 0
 
 
@@ -119,8 +158,11 @@ def cmd_report(args) -> int:
             continue
         paths = write_report(rep, args.out)
         gate = f"; gate: {rep.gate.decision}" if rep.gate else ""
+        plots = f", {len(rep.plots)} plot(s)" if rep.plots else ""
         print(f"{suite.name}: {len(rep.collected.rows)}/{len(rep.collected.jobs)} complete -> "
-              f"{paths[0]}, {paths[1]}{gate}")
+              f"{paths[0]}, {paths[1]}{plots}{gate}")
+        if rep.gate and rep.gate.reasons:
+            print("\n".join(f"  {reason}" for reason in rep.gate.reasons))
     return 1 if failed else 0
 
 
@@ -160,10 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
                    help="restrict to matching jobs (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list jobs and argv; run nothing")
+    p.add_argument("--executor", choices=("local", "dask"), default=None,
+                   help="where commands run: local slots (default) or a dask cluster")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask: a running scheduler, e.g. tcp://host:8786")
+    p.add_argument("--cluster", choices=("local", "pbs", "slurm"), default=None,
+                   help="dask: start a LocalCluster, PBSCluster or SLURMCluster")
+    p.add_argument("--cluster-config", default=None, metavar="FILE",
+                   help="dask: YAML of cluster kwargs (cores, memory, queue, walltime, "
+                        "job_extra_directives, ...) and `workers: N`")
+    p.add_argument("--workers", type=int, default=None,
+                   help="dask: workers to scale the cluster to (default: the file's, else --jobs)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="completion per suite and per axis row")
+    p = sub.add_parser("status", help="completion per suite and per axis row; missing jobs")
     common(p)
+    p.add_argument("--limit", type=int, default=30, help="list at most this many missing jobs (default 30)")
+    p.add_argument("--all", action="store_true", help="list every missing job")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
+                   help="restrict to matching jobs (repeatable)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="write Markdown/CSV reports and summary.json")

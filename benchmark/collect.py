@@ -6,7 +6,7 @@ from typing import Any
 
 from .errors import ResultError
 from .expand import Job
-from .guards import derived_flags
+from .guards import cache_fingerprint_flags, derive, segregation_key
 from .inputs import stale_inputs
 from .results import Envelope, load_result
 from .suite import Suite
@@ -14,17 +14,29 @@ from .suite import Suite
 
 @dataclass
 class ResultRow:
-    """One complete job: its tags, flattened metrics and every flag (own and derived)."""
+    """One complete job: its tags, flattened metrics and every flag (own and derived).
+
+    ``reasons``: why each derived flag fired (one line each); ``segregation``: the non-default
+    values of args that change what the metrics mean (see :func:`guards.segregation_key`).
+    """
 
     job: Job
     envelope: Envelope
     metrics: dict[str, float]
     flags: list[str]
     derived: list[str]
+    reasons: dict[str, str] = field(default_factory=dict)
+    segregation: tuple = ()
 
     @property
     def tags(self) -> dict[str, Any]:
         return self.job.tags
+
+    def add_flags(self, reasons: dict[str, str]) -> None:
+        """Add derived flags (with their reasons) found after the row was built."""
+        self.reasons.update(reasons)
+        self.derived = sorted(set(self.derived) | set(reasons))
+        self.flags = sorted(set(self.flags) | set(reasons))
 
 
 @dataclass
@@ -52,11 +64,12 @@ class Collected:
         out += schema_problems(self.metric_frame(), self.suite.kind)
         if self.rows:
             present = set().union(*(r.metrics for r in self.rows))
-            for i, table in enumerate(self.suite.tables):
-                for metric in table.metrics or []:
-                    if metric not in present:
-                        out.append(f"{self.suite.source}: tables[{i}].metrics: {metric!r} is in no result "
-                                   f"of suite {self.suite.name!r} (have: {', '.join(sorted(present))})")
+            wanted = [(f"tables[{i}].metrics", m) for i, t in enumerate(self.suite.tables) for m in t.metrics or []]
+            wanted += [(f"plots[{i}].y", p.y) for i, p in enumerate(getattr(self.suite, "plots", None) or [])]
+            for key, metric in wanted:
+                if metric not in present:
+                    out.append(f"{self.suite.source}: {key}: {metric!r} is in no result "
+                               f"of suite {self.suite.name!r} (have: {', '.join(sorted(present))})")
         return out
 
 
@@ -89,8 +102,12 @@ def invalid_results(jobs: list[Job]) -> dict[str, str]:
     return bad
 
 
-def collect(suite: Suite, jobs: list[Job]) -> Collected:
-    """Read every job's result JSON (envelope-validated, task-checked)."""
+def collect(suite: Suite, jobs: list[Job], *, live_cache_check: bool = True) -> Collected:
+    """Read every job's result JSON (envelope-validated, task-checked) and apply the guards.
+
+    ``live_cache_check``: compare each result's cache fingerprint with the cache as it is now
+    (when it exists on this machine); otherwise only with the suite's other results.
+    """
     out = Collected(suite=suite, jobs=jobs)
     kind = suite.kind
     for job in jobs:
@@ -102,7 +119,14 @@ def collect(suite: Suite, jobs: list[Job]) -> Collected:
         except ResultError as exc:
             out.invalid.append((job, str(exc)))
             continue
-        derived = derived_flags(job, env, kind) + [f"stale_input:{name}" for name in stale_inputs(job)]
+        reasons = derive(job, env, kind)
+        reasons.update({f"stale_input:{name}": f"{name} changed since the job ran" for name in stale_inputs(job)})
+        derived = sorted(reasons)
         flags = sorted(set(env.flags) | set(derived))
-        out.rows.append(ResultRow(job=job, envelope=env, metrics=env.flat(), flags=flags, derived=derived))
+        out.rows.append(ResultRow(job=job, envelope=env, metrics=env.flat(), flags=flags, derived=derived,
+                                  reasons=reasons, segregation=segregation_key(env)))
+    by_id = {r.job.job_id: r for r in out.rows}
+    for job_id, reasons in cache_fingerprint_flags([(r.job, r.envelope) for r in out.rows],
+                                                   live=live_cache_check).items():
+        by_id[job_id].add_flags(reasons)
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import SuiteError
+from .seeds import derive_seed, replicate_identity
 from .suite import Suite
 
 PYTHON_ALIASES = ("python", "python3")
@@ -101,10 +102,16 @@ def command_prefix(suite: Suite) -> list[str]:
 
 
 def matrix_points(suite: Suite) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
-    """Yield ``(tags, args)`` for every matrix x seed combination, in suite order."""
+    """Yield ``(tags, args)`` for every matrix x seed combination, in suite order.
+
+    Fixed seeds are passed as written. Derived seeds (``seeds: {arg: N}``): the tag is the
+    replicate index and the arg is :func:`benchmark.seeds.derive_seed` of ``root_seed`` and the
+    point's identity (command, args without the seed arg, replicate index).
+    """
     axes = suite.axes
     per_axis = [list(suite.matrix[a].items()) for a in axes]
     seeds = suite.seed_values or [None]
+    command = command_of(suite) if suite.seeds_derived else None
     for combo in itertools.product(*per_axis):
         args = dict(suite.args)
         tags: dict[str, Any] = {}
@@ -116,7 +123,10 @@ def matrix_points(suite: Suite) -> Iterable[tuple[dict[str, Any], dict[str, Any]
                 args[axis] = value
         for seed in seeds:
             a, t = dict(args), dict(tags)
-            if suite.seed_arg is not None:
+            if command is not None:
+                a[suite.seed_arg] = derive_seed(suite.root_seed, replicate_identity(command, args, seed))
+                t[suite.seed_arg] = seed
+            elif suite.seed_arg is not None:
                 a[suite.seed_arg] = seed
                 t[suite.seed_arg] = seed
             yield t, a

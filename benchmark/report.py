@@ -1,7 +1,14 @@
-"""Generated reports: ``reports/<suite>.md``, ``reports/<suite>.csv`` and ``reports/summary.json``.
+"""Generated results logs: ``reports/<suite>.md`` (+ ``.csv``, plots) and ``reports/summary.json``.
 
-Everything in a report comes from the suite and its result JSONs; nothing is typed by hand, and
-the content is deterministic (no timestamps) so that an unchanged benchmark gives unchanged bytes.
+The Markdown reads like a lab-notes results section: protocol (the exact commands to reproduce,
+one expanded job command line, the DVC stage, the result files), status (completed jobs, per first
+axis row, missing jobs by id), tables of mean ± sample std with n(seed) and Δ vs the reference
+row, plots, a readout of the best row per metric (by the task's metric direction), the flags the
+guards raised and the promotion gate's verdict.
+
+Everything comes from the suite and its result JSONs; nothing is typed by hand, and the content is
+deterministic (no timestamps) so that an unchanged benchmark gives unchanged bytes. Rendering is
+pure (:func:`build_report`); :func:`write_report` does the file IO.
 """
 from __future__ import annotations
 
@@ -17,14 +24,18 @@ from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
-from .aggregate import Cell, TableData, build_table, gate_comparisons
+from .aggregate import (Cell, Readout, TableData, build_table, competing_axes, gate_comparisons, gate_rows,
+                        readout)
 from .atomic import atomic_write_json, atomic_write_text
-from .collect import Collected, collect
+from .collect import Collected, ResultRow, collect
 from .expand import Job, command_of
+from .guards import describe, is_blocking
+from .plots import PlotData, plot_data, write_plots
 from .promote import GateResult, evaluate_gate
 from .suite import Suite
 
 DASH = "—"
+MARKS = "†‡§¶"  # footnote marks of segregated (non-default) classes in a mixed table
 
 
 # --- number formatting ----------------------------------------------------------------------
@@ -39,7 +50,7 @@ def fmt_num(x: Optional[float]) -> str:
 
 
 def fmt_cell(cell: Cell) -> str:
-    """``mean ± std`` (sample std); ``mean (n=1)`` for a single seed; ``—`` when empty."""
+    """``mean ± std`` (sample std); ``value (n=1)`` for a single seed (not a mean); ``—`` if empty."""
     if cell.n == 0:
         return DASH
     if cell.n == 1:
@@ -63,6 +74,10 @@ def _portable_argv(argv: list[str]) -> str:
     return shlex.join(["python" if a == sys.executable else a for a in argv])
 
 
+def _tags(tags: dict[str, Any]) -> str:
+    return " ".join(f"{a}={v}" for a, v in tags.items())
+
+
 # --- report content -------------------------------------------------------------------------
 
 @dataclass
@@ -76,6 +91,8 @@ class SuiteReport:
     summary: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     gate: Optional[GateResult] = None
+    tables: list[TableData] = field(default_factory=list)
+    plots: list[PlotData] = field(default_factory=list)
 
 
 def _column_header(t: TableData, col) -> str:
@@ -88,64 +105,180 @@ def _n_text(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
+def _seg_text(seg: tuple) -> str:
+    return " ".join(f"{a}={v}" for a, v in seg)
+
+
+def _marks(t: TableData) -> dict[tuple, str]:
+    """Footnote mark per non-default segregation class, if the table mixes classes."""
+    if not t.mixed:
+        return {}
+    others = [s for s in t.segregations() if s != ()]
+    return {seg: MARKS[i % len(MARKS)] * (1 + i // len(MARKS)) for i, seg in enumerate(others)}
+
+
+def _row_flags_text(t: TableData, rk) -> str:
+    total = len(t.results.get(rk, []))
+    flags = t.row_flags(rk)
+    return ", ".join(f"{f} ({n}/{total})" for f, n in sorted(flags.items())) or DASH
+
+
+def _seed_note(t: TableData, seed_arg: Optional[str]) -> str:
+    over = f"over `{seed_arg}`" if seed_arg else "(no seed axis)"
+    ranges = {t.n_range(rk) for rk in t.row_keys if t.n_range(rk) != (0, 0)}
+    empty = any(t.n_range(rk) == (0, 0) for rk in t.row_keys)
+    rows_text = "every row with results" if empty else "all rows"
+    if ranges == {(1, 1)}:
+        text = ("Cells: single-seed values `(n=1)`: not means, no std (guard `single_seed`). "
+                f"n(seed)=1 for {rows_text}.")
+    else:
+        text = f"Cells: mean ± sample std (ddof=1) {over}; `(n=1)` marks a single seed (a value, not a mean)."
+        if len(ranges) == 1:
+            lo, hi = next(iter(ranges))
+            text += f" n(seed)={_n_text(lo, hi)} for {rows_text}."
+    where = "; ".join(f"{a}={v}" for a, v in t.spec.where.items())
+    return text + (f" Restricted to {where}." if where else "")
+
+
 def render_table(t: TableData, seed_arg: Optional[str]) -> list[str]:
     """Markdown lines of one table and its Δ-vs-reference companion."""
-    out = [f"## {t.title}", ""]
-    over = f"over `{seed_arg}`" if seed_arg else "(no seed axis)"
-    where = "; ".join(f"{a}={v}" for a, v in t.spec.where.items())
-    out.append(f"Cells: mean ± sample std (ddof=1) {over}; `(n=1)` marks a single seed."
-               + (f" Restricted to {where}." if where else ""))
-    out.append("")
+    out = [f"## {t.title}", "", _seed_note(t, seed_arg), ""]
+    marks = _marks(t)
+
+    def cell_text(rk, c) -> str:
+        cell = t.cell(rk, c.key, c.metric)
+        mark = marks.get(cell.segregation, "") if cell.n else ""
+        return fmt_cell(cell) + (f" {mark}" if mark else "")
+
     row_headers = list(t.row_axes) or ["rows"]
+    with_flags = any(t.row_flags(rk) for rk in t.row_keys)
     headers = [*row_headers, "n(seed)", *(_column_header(t, c) for c in t.columns)]
     body = []
     for rk in t.row_keys:
         lo, hi = t.n_range(rk)
         body.append([*(map(str, rk) if rk else ["all"]), _n_text(lo, hi),
-                     *(fmt_cell(t.cell(rk, c.key, c.metric)) for c in t.columns)])
-    out += [_md(body, headers), ""]
+                     *(cell_text(rk, c) for c in t.columns)] + ([_row_flags_text(t, rk)] if with_flags else []))
+    out += [_md(body, headers + (["flags"] if with_flags else [])), ""]
+    if marks:
+        out += [f"{mark} {_seg_text(seg)}: metrics of another protocol; not comparable with unmarked cells "
+                "(guard `mixed_target_transform`): Δ shows `n/c`, the readout ranks them apart."
+                for seg, mark in marks.items()] + [""]
 
-    main_cols = [c for c in t.columns if c.baseline is None]
-    refs = {(rk, c.key): t.reference_of(rk, c.key) for rk in t.row_keys for c in main_cols}
+    refs = {(rk, c.key): t.reference_of(rk, c.key) for rk in t.row_keys for c in t.main_columns}
     if t.reference and any(v is not None for v in refs.values()):
-        ref_text = " ".join(f"{a}={v}" for a, v in t.reference.items())
+        ref_text = _tags(t.reference)
         out += [f"### {t.title}: Δ vs reference ({ref_text})", "",
                 "Difference of seed means, this row minus the reference in the same column.", ""]
         body = []
         for rk in t.row_keys:
-            cells = []
-            for c in main_cols:
-                ref = refs[(rk, c.key)]
-                if ref is None:
-                    cells.append(DASH)
-                elif ref == (rk, c.key):
-                    cells.append("ref")
-                else:
-                    mine, theirs = t.cell(rk, c.key, c.metric).mean, t.cell(*ref, c.metric).mean
-                    cells.append(fmt_delta(None if mine is None or theirs is None else mine - theirs))
-            body.append([*(map(str, rk) if rk else ["all"]), *cells])
-        out += [_md(body, [*row_headers, *(f"Δ {_column_header(t, c)}" for c in main_cols)]), ""]
+            body.append([*(map(str, rk) if rk else ["all"]),
+                         *(_delta_text(t, rk, c, refs[(rk, c.key)]) for c in t.main_columns)])
+        out += [_md(body, [*row_headers, *(f"Δ {_column_header(t, c)}" for c in t.main_columns)]), ""]
     return out
 
 
+def _delta_text(t: TableData, rk, c, ref) -> str:
+    if ref is None:
+        return DASH
+    if ref == (rk, c.key):
+        return "ref"
+    mine, theirs = t.cell(rk, c.key, c.metric), t.cell(*ref, c.metric)
+    if mine.n and theirs.n and mine.segregation != theirs.segregation:
+        return "n/c"
+    return fmt_delta(None if mine.mean is None or theirs.mean is None else mine.mean - theirs.mean)
+
+
+def _within(t: TableData, r: Readout) -> str:
+    parts = [t.col_label(r.column.key)] if r.column.key else []
+    parts += [f"{a}={v}" for a, v in r.fixed]
+    text = ", ".join(p for p in parts if p) or DASH
+    return text + (f" [{_seg_text(r.segregation)}]" if r.segregation else "")
+
+
+def _compete_label(t: TableData, rk) -> str:
+    """A row's label in the readout: its competing axes only (the others are in "within")."""
+    axes = competing_axes(t)
+    if not axes:
+        return t.row_label(rk)
+    return " ".join(f"{a}={rk[t.row_axes.index(a)]}" for a in axes)
+
+
+def _flag_note(t: TableData, rk) -> str:
+    flags = sorted(t.row_flags(rk))
+    return f" (⚑ {', '.join(flags)})" if flags else ""
+
+
 def readout_rows(t: TableData, direction: Callable[[str], str]) -> list[list[str]]:
-    """Best (and runner-up) row per column and metric, by the metric's direction."""
+    """Best (and runner-up) competing row per column, metric and group, by the metric's direction
+    (one place: the task kind's ``direction``). Flagged winners say so."""
     rows = []
-    for c in t.columns:
-        if c.baseline is not None:
-            continue
-        scored = [(t.cell(rk, c.key, c.metric), rk) for rk in t.row_keys]
-        scored = [(cell, rk) for cell, rk in scored if cell.n]
-        if not scored:
-            continue
-        d = direction(c.metric)
-        scored.sort(key=lambda x: x[0].mean if d == "min" else -x[0].mean)
-        best = scored[0]
-        second = scored[1] if len(scored) > 1 else None
-        rows.append([t.title, t.col_label(c.key) or DASH, c.metric, "lower" if d == "min" else "higher",
-                     t.row_label(best[1]), fmt_cell(best[0]),
-                     t.row_label(second[1]) if second else DASH, fmt_cell(second[0]) if second else DASH])
+    for r in readout(t, direction):
+        top = [(rk, cell) for rk, cell in r.ranked if cell.mean == r.ranked[0][1].mean]
+        rest = r.ranked[len(top):]
+        best_rk, best = top[0]
+        second = rest[0] if rest else None
+        delta = _delta_text(t, best_rk, r.column, t.reference_of(best_rk, r.column.key))
+        label = " = ".join(_compete_label(t, rk) + _flag_note(t, rk) for rk, _ in top) + (" (tie)" if len(top) > 1 else "")
+        rows.append([t.title, _within(t, r), r.column.metric, "lower" if r.direction == "min" else "higher",
+                     label, fmt_cell(best), delta,
+                     _compete_label(t, second[0]) + _flag_note(t, second[0]) if second else DASH,
+                     fmt_cell(second[1]) if second else DASH])
     return rows
+
+
+# --- protocol and status ----------------------------------------------------------------------
+
+def dvc_stages(suite_path: Path, dvc_doc: dict, base: Path) -> dict[str, list[str]]:
+    """``{"run": [stage, ...], "report": [...]}``: stages of a dvc.yaml (loaded as ``dvc_doc``,
+    located in ``base``) whose command runs ``python -m benchmark run|report`` on this suite (by
+    file or by its directory)."""
+    target = Path(suite_path).resolve()
+    out: dict[str, list[str]] = {"run": [], "report": []}
+    for name, stage in (dvc_doc.get("stages") or {}).items():
+        cmds = stage.get("cmd") if isinstance(stage, dict) else None
+        for cmd in ([cmds] if isinstance(cmds, str) else cmds or []):
+            try:
+                tokens = shlex.split(str(cmd))
+            except ValueError:
+                continue
+            for i, tok in enumerate(tokens[:-1]):
+                if tok != "benchmark" or tokens[i + 1] not in out:
+                    continue
+                for arg in tokens[i + 2:]:
+                    if arg in ("&&", ";", "|"):
+                        break
+                    p = (base / arg).resolve()
+                    if (p == target or p == target.parent) and name not in out[tokens[i + 1]]:
+                        out[tokens[i + 1]].append(name)
+    return out
+
+
+def _find_dvc_stages(suite: Suite) -> dict[str, list[str]]:
+    """Search dvc.yaml upwards from the suite file; ``{}`` if there is none (or it does not parse)."""
+    import yaml
+
+    try:
+        start = Path(suite.source).resolve().parent
+    except OSError:
+        return {}
+    for d in (start, *start.parents):
+        f = d / "dvc.yaml"
+        if f.is_file():
+            try:
+                doc = yaml.safe_load(f.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                return {}
+            return dvc_stages(Path(suite.source), doc, d) if isinstance(doc, dict) else {}
+    return {}
+
+
+def _cache_line(col: Collected) -> str:
+    roots = Counter((r.job.args.get("cache_root"), r.envelope.provenance.cache_manifest_sha256) for r in col.rows
+                    if r.job.args.get("cache_root") is not None)
+    if not roots:
+        return DASH
+    return "; ".join(f"`{root}` (fingerprint `{(fp or 'unrecorded')[:12]}`: {n} result(s))"
+                     for (root, fp), n in sorted(roots.items(), key=lambda kv: str(kv[0])))
 
 
 def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path]) -> list[str]:
@@ -155,16 +288,19 @@ def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path]) -> list
     if suite.seed_arg:
         dims.append(f"{suite.seed_arg} ({len(suite.seed_values)})")
     params = ", ".join(f"`{k}`={json.dumps(v)}" for k, v in suite.params_used.items())
+    base_dir = col.jobs[0].out_json.parent if col.jobs else None
     table = [
         ["task", f"`{suite.task}`: {suite.kind.description}".rstrip(": ")],
         ["command", f"`{what}`"],
         ["suite file", f"`{suite.source}` (sha256 `{suite.source_sha256[:12]}`)"],
         ["params", f"`{suite.params_path}`: {params}" if params else "(no params references)"],
         ["matrix", " × ".join(dims) + f" = {len(col.jobs)} jobs" if dims else f"{len(col.jobs)} job(s)"],
-        ["reference", " ".join(f"{a}={v}" for a, v in suite.reference.items()) or DASH],
+        ["reference", _tags(suite.reference) or DASH],
         ["inputs", ", ".join(f"`{name}`" for name in suite.inputs) + " (content fingerprinted; a change re-runs)"
          if suite.inputs else DASH],
-        ["results", f"`{col.jobs[0].out_json.parent}/`" if col.jobs else DASH],
+        ["cache", _cache_line(col)],
+        ["results", f"`{base_dir}/*.json`: {len(col.rows)} of {len(col.jobs)} jobs (one file per job id; "
+                    f"job -> file in `{suite.name}.csv`)" if base_dir else DASH],
     ]
     opts = ""
     if suite.params_used and suite.params_path and suite.params_path != Path("params.yaml"):
@@ -175,10 +311,36 @@ def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path]) -> list
     out = ["## Protocol", "", _md(table, ["", ""]), "", "Reproduce:", "", "```bash",
            f"python -m benchmark run {src}{opts}",
            f"python -m benchmark report {src}{opts} --out reports/", "```", ""]
+    stages = _find_dvc_stages(suite)
+    if stages.get("run") or stages.get("report"):
+        hints = [f"`dvc repro {s}` (runs the suite)" for s in stages.get("run", [])]
+        hints += [f"`dvc repro {s}` (writes this report)" for s in stages.get("report", [])]
+        out += ["With DVC: " + "; ".join(hints) + ".", ""]
     if col.jobs:
         job = col.jobs[0]
         out += [f"Example job ({job.label}):", "", "```bash", _portable_argv(job.argv), "```", ""]
     return out
+
+
+def _status(suite: Suite, col: Collected) -> list[str]:
+    from .status import job_state
+
+    lines = ["## Status", "", f"- completed jobs: `{len(col.rows)} / {len(col.jobs)}`"]
+    if suite.axes:
+        axis = suite.axes[0]
+        done = Counter(str(r.tags.get(axis)) for r in col.rows)
+        total = Counter(str(j.tags.get(axis)) for j in col.jobs)
+        lines.append(f"- completion by {axis}:")
+        lines += [f"  - `{row}`: `{done[str(row)]}/{total[str(row)]}`" for row in suite.matrix[axis]]
+    if col.missing:
+        lines.append(f"- missing ({len(col.missing)}):")
+        for job in col.missing:
+            state = job_state(job)
+            detail = f"{state.state}" + (f": {state.detail}" if state.detail else "")
+            lines.append(f"  - {job.label} (`{job.job_id}`): {detail}")
+    else:
+        lines.append("- missing: none")
+    return lines + [""]
 
 
 def _provenance(col: Collected) -> list[str]:
@@ -203,67 +365,144 @@ def _provenance(col: Collected) -> list[str]:
     return ["Provenance of the results:", "", *lines, ""]
 
 
-def _flags(col: Collected) -> list[str]:
+# --- flags ------------------------------------------------------------------------------------
+
+def table_flags(tables: list[TableData]) -> list[tuple[str, str, list[str]]]:
+    """``[(flag, table title, [row labels])]`` raised per table: single-seed rows, mixed classes."""
+    out = []
+    for t in tables:
+        single = t.single_seed_rows()
+        if single:
+            out.append(("single_seed", t.title, [t.row_label(rk) for rk in single]))
+        if t.mixed:
+            rows = sorted({t.row_label(rk) for (rk, _, _), cell in t.cells.items() if cell.n and cell.segregation})
+            out.append(("mixed_target_transform", t.title,
+                        [f"{', '.join(rows)} under {'; '.join(_seg_text(s) for s in t.segregations() if s)}"]))
+    return out
+
+
+def _flags(col: Collected, tables: list[TableData]) -> list[str]:
     out = ["## Flags", ""]
-    jobs_by_flag: dict[str, list[str]] = {}
+    jobs_by_flag: dict[str, list[ResultRow]] = {}
     source: dict[str, set] = {}
     for r in col.rows:
         own = set(r.envelope.flags)
         for f in r.flags:
-            jobs_by_flag.setdefault(f, []).append(f"{r.job.label} (`{r.job.job_id}`)")
+            jobs_by_flag.setdefault(f, []).append(r)
             source.setdefault(f, set()).add("result" if f in own else "benchmark guard")
-    if not jobs_by_flag:
-        return out + [f"No flags raised by {len(col.rows)} result(s).", ""]
+    per_table = table_flags(tables)
+    if not jobs_by_flag and not per_table:
+        return out + [f"No flags raised by {len(col.rows)} result(s); no table guard fired.", ""]
     for flag in sorted(jobs_by_flag):
-        jobs = jobs_by_flag[flag]
-        out.append(f"- **{flag}** ({', '.join(sorted(source[flag]))}; {len(jobs)} job(s)): " + "; ".join(jobs))
+        rows = jobs_by_flag[flag]
+        severity = "; blocks promotion" if is_blocking(flag) else ""
+        out.append(f"- **{flag}** ({', '.join(sorted(source[flag]))}; {len(rows)} job(s){severity}): "
+                   + "; ".join(f"{r.job.label} (`{r.job.job_id}`)" for r in sorted(rows, key=lambda r: r.job.label)))
+        if describe(flag):
+            out.append(f"  - means: {describe(flag)}")
+        reasons = {r.job.job_id: r.reasons[flag] for r in rows if r.reasons.get(flag)}
+        if len(set(reasons.values())) == 1 and len(reasons) > 1:
+            out.append(f"  - all {len(reasons)}: {next(iter(reasons.values()))}")
+        else:
+            out += [f"  - `{job_id}`: {reason}" for job_id, reason in reasons.items()]
+    for flag, title, rows in per_table:
+        out.append(f"- **{flag}** (table guard; {title}): " + "; ".join(rows))
+        if describe(flag):
+            out.append(f"  - means: {describe(flag)}")
     return out + [""]
 
 
-def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] = None) -> SuiteReport:
+# --- promotion gate ---------------------------------------------------------------------------
+
+def guarded_gate(suite: Suite, col: Collected) -> tuple[GateResult, list[str]]:
+    """The gate's verdict on seed means, then vetoed by blocking flags on the compared results or
+    by candidate and reference of different segregation classes. Returns (result, advisory notes)."""
+    gate = evaluate_gate(suite.requirements, gate_comparisons(suite, col.rows), fmt=fmt_num)
+    cand, ref = gate_rows(suite, col.rows)
+    reasons, notes = list(gate.reasons), []
+    for who, rows in (("candidate", cand), ("reference", ref)):
+        counts = Counter(f for r in rows for f in r.flags)
+        for flag, n in sorted(counts.items()):
+            line = f"{n} {who} result(s) carry `{flag}`"
+            (reasons if is_blocking(flag) else notes).append(line + (" (blocking)" if is_blocking(flag) else ""))
+    segs_c, segs_r = {r.segregation for r in cand}, {r.segregation for r in ref}
+    if cand and ref and segs_c != segs_r:
+        reasons.append(f"candidate ({'; '.join(_seg_text(s) or 'default' for s in sorted(segs_c))}) and reference "
+                       f"({'; '.join(_seg_text(s) or 'default' for s in sorted(segs_r))}) are not comparable")
+    single = [who for who, rows in (("candidate", cand), ("reference", ref))
+              if rows and max(Counter(_other_tags(suite, r) for r in rows).values()) == 1]
+    if single:
+        notes.append(f"single-seed evidence ({', '.join(single)}): means of one seed")
+    checks = gate.checks + [f"✗ {r}" for r in reasons[len(gate.reasons):]]
+    return GateResult("REJECT" if reasons else "PROMOTE", reasons, checks), notes
+
+
+def _other_tags(suite: Suite, r: ResultRow) -> tuple:
+    return tuple(str(r.tags.get(a)) for a in suite.axes)
+
+
+def _gate_lines(suite: Suite, gate: GateResult, notes: list[str]) -> list[str]:
+    cand = _tags(suite.promote.candidate)
+    reqs = ", ".join(f"`{r.metric} {r.text}`" for r in suite.requirements)
+    lines = ["## Promotion gate", "", f"**{gate.decision}**: candidate {cand} vs reference {_tags(suite.reference)}; "
+             f"requires {reqs} (seed means) and no blocking flag on the compared results.", ""]
+    lines += [f"- {c}" for c in gate.checks]
+    lines += [f"- ⚠ {n}" for n in notes]
+    if gate.reasons:
+        lines += ["", "Reasons: " + "; ".join(gate.reasons) + "."]
+    return lines + [""]
+
+
+# --- the whole report ---------------------------------------------------------------------------
+
+def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] = None,
+                 live_cache_check: bool = True) -> SuiteReport:
     """Collect, validate and render one suite. If ``problems`` is non-empty, nothing is rendered."""
-    col = collect(suite, jobs)
+    col = collect(suite, jobs, live_cache_check=live_cache_check)
     rep = SuiteReport(suite=suite, collected=col)
     rep.problems = col.problems()
     if rep.problems:
         return rep
 
-    kind = suite.kind
     lines = [f"# {suite.name}", ""]
     if suite.description:
         lines += [suite.description.strip(), ""]
     lines += _protocol(suite, col, results_dir)
-    lines += [f"status: {len(col.rows)}/{len(jobs)} jobs complete", ""]
-    if col.missing:
-        lines += ["Missing:", ""] + [f"- {j.label} (`{j.job_id}`)" for j in col.missing] + [""]
+    lines += _status(suite, col)
     lines += _provenance(col)
 
-    tables = [build_table(suite, i, col.rows) for i in range(len(suite.tables))]
-    for t in tables:
+    rep.tables = [build_table(suite, i, col.rows) for i in range(len(suite.tables))]
+    for t in rep.tables:
         lines += render_table(t, suite.seed_arg)
 
-    lines += ["## Readout", "", "Best row per column and metric (by seed mean).", ""]
-    readout = [row for t in tables for row in readout_rows(t, kind.direction)]
+    rep.plots = [plot_data(suite, spec, col.rows) for spec in suite.plots]
+    if rep.plots:
+        lines += ["## Plots", ""]
+        for p in rep.plots:
+            lines += [f"![{p.title}]({p.stem}.png)", "",
+                      f"Data: `plots/{p.stem}.csv` ({len(p.series)} series; error bars: sample std over seeds; "
+                      f"{'log' if p.logx else 'linear'} x).", ""]
+
+    lines += ["## Readout", "", "Best row per column and metric by seed mean, among rows that differ only in "
+              "the reference axes (other rows are held fixed); Δ vs the reference row.", ""]
+    readout = [row for t in rep.tables for row in readout_rows(t, suite.kind.direction)]
+    headers = ["table", "within", "metric", "better", "best", "value", "Δ vs ref", "runner-up", "value"]
+    if len(rep.tables) == 1:  # one table: its title is the section's context, not a column
+        readout, headers = [row[1:] for row in readout], headers[1:]
     if readout:
-        lines += [_md(readout, ["table", "column", "metric", "better", "best", "value", "runner-up", "value"]), ""]
+        lines += [_md(readout, headers), ""]
     else:
         lines += ["No complete results yet.", ""]
 
-    lines += _flags(col)
+    lines += _flags(col, rep.tables)
 
     if suite.promote is not None:
-        gate = evaluate_gate(suite.requirements, gate_comparisons(suite, col.rows), fmt=fmt_num)
-        rep.gate = gate
-        cand = " ".join(f"{a}={v}" for a, v in suite.promote.candidate.items())
-        ref = " ".join(f"{a}={v}" for a, v in suite.reference.items())
-        reqs = ", ".join(f"`{r.metric} {r.text}`" for r in suite.requirements)
-        lines += ["## Promotion gate", "", f"**{gate.decision}**: candidate {cand} vs reference {ref}; "
-                  f"requires {reqs} (seed means).", ""]
-        lines += [f"- {c}" for c in gate.checks] + [""]
+        rep.gate, notes = guarded_gate(suite, col)
+        lines += _gate_lines(suite, rep.gate, notes)
 
     rep.markdown = "\n".join(lines).rstrip() + "\n"
     rep.csv_text = _csv(col)
-    rep.summary = _summary(suite, col, tables, rep.gate)
+    rep.summary = summarize(col, rep.tables, rep.gate)
     return rep
 
 
@@ -288,33 +527,36 @@ def _csv(col: Collected) -> str:
     return buf.getvalue()
 
 
-def _summary(suite: Suite, col: Collected, tables: list[TableData], gate: Optional[GateResult]) -> dict:
-    out: dict[str, Any] = {"complete": len(col.rows), "total": len(col.jobs)}
+def summarize(col: Collected, tables: list[TableData], gate: Optional[GateResult]) -> dict:
+    """The suite's entry of ``summary.json`` (for ``dvc metrics show/diff``): counts, flag counts,
+    and ``{metric: {"<where>/<row>/<col>": seed mean}}`` (numbers only, three levels at most)."""
+    out: dict[str, Any] = {"complete": len(col.rows), "total": len(col.jobs),
+                           "flagged": sum(bool(r.flags) for r in col.rows)}
+    flags = Counter(f for r in col.rows for f in r.flags)
+    if flags:
+        out["flags"] = dict(sorted(flags.items()))
     for t in tables:
-        entry: dict[str, Any] = {}
-        for rk in t.row_keys:
-            row: dict[str, Any] = {}
-            for c in t.columns:
+        where = [str(v) for v in t.spec.where.values()]
+        for c in t.columns:
+            for rk in t.row_keys:
                 mean = t.cell(rk, c.key, c.metric).mean
-                if mean is None:
-                    continue
-                label = t.col_label(c.key)
-                (row.setdefault(label, {}) if label else row)[c.metric] = mean
-            if row:
-                entry[t.row_label(rk)] = row
-        out[t.spec.title or f"table{t.index + 1}"] = entry
+                if mean is not None:
+                    key = "/".join([*where, *map(str, rk), *map(str, c.key)]) or "all"
+                    out.setdefault(c.metric, {})[key] = mean
     if gate is not None:
         out["promote"] = int(gate.decision == "PROMOTE")
     return out
 
 
 def write_report(rep: SuiteReport, out_dir: Path | str) -> list[Path]:
-    """Write ``<suite>.md`` and ``<suite>.csv`` and merge the suite into ``summary.json``."""
+    """Write ``<suite>.md``, ``<suite>.csv``, the plots (PNG + ``plots/*.csv``) and merge the
+    suite into ``summary.json``. Returns the paths written (Markdown first)."""
     out_dir = Path(out_dir)
     md = out_dir / f"{rep.suite.name}.md"
     csv_path = out_dir / f"{rep.suite.name}.csv"
     atomic_write_text(md, rep.markdown)
     atomic_write_text(csv_path, rep.csv_text)
+    plot_paths = [p for pair in write_plots(rep.plots, out_dir) for p in pair]
     summary_path = out_dir / "summary.json"
     try:
         summary = json.loads(summary_path.read_text())
@@ -324,4 +566,4 @@ def write_report(rep: SuiteReport, out_dir: Path | str) -> list[Path]:
         summary = {}
     summary[rep.suite.name] = rep.summary
     atomic_write_json(summary_path, summary)
-    return [md, csv_path, summary_path]
+    return [md, csv_path, *plot_paths, summary_path]

@@ -1,34 +1,38 @@
-"""Local runner: skip finished jobs, lock, launch subprocesses in a thread pool, record outcomes.
+"""Runner: skip finished jobs, lock, hand commands to an executor, judge and record outcomes.
 
-``run_job`` is the unit (lock -> subprocess -> validate -> unlock) and has no global state, so a
-distributed engine can call it on a worker and log the outcome from its client. ``run_jobs`` is
-the local pool; it alone prints and logs to MLflow (one writer).
+Everything but running the command happens here, in the client process: the skip decision, the
+per-job lock, moving invalid or stale results aside, validating fresh results, ``<id>.job.json``
+and MLflow logging (one writer). An executor (:mod:`benchmark.executors`: local slots, or a dask
+cluster) only runs the argv and reports exit code and timing. ``run_jobs`` is the loop;
+``claim_job`` / ``command_spec`` / ``finish_job`` are its steps, ``run_job`` runs one job here.
 """
 from __future__ import annotations
 
 import os
-import queue
 import socket
-import subprocess
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from .atomic import atomic_write_json
+from .collect import invalid_results
 from .errors import ResultError
+from .executors import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, Executor,  # noqa: F401
+                        LocalExecutor, execute_command, thread_share_env)
 from .expand import Job, expand, select
 from .inputs import fingerprints, stale_inputs
 from .locks import JobLock
-from .collect import invalid_results
 from .results import Envelope, load_result, move_aside
 from .suite import Suite
 from .tasks import TaskKind, get_task
 
 LOG_TAIL_LINES = 20
+#: The run loop wakes at least this often (an executor's capacity may grow: clusters scale).
+WAIT_POLL_S = 2.0
 
 
 @dataclass
@@ -47,6 +51,7 @@ class JobOutcome:
     moved_aside: Optional[Path] = None
     moved_why: str = ""
     gpu: Optional[str] = None
+    host: Optional[str] = None  # where the command ran
 
 
 @dataclass
@@ -74,30 +79,6 @@ class RunSummary:
         return text
 
 
-class _Procs:
-    """Live subprocesses, so that an interrupt can terminate them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
-
-    def add(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.add(proc)
-
-    def discard(self, proc: subprocess.Popen) -> None:
-        with self._lock:
-            self._procs.discard(proc)
-
-    def terminate_all(self) -> None:
-        with self._lock:
-            for proc in self._procs:
-                try:
-                    proc.terminate()
-                except OSError:
-                    pass
-
-
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -112,10 +93,15 @@ def _tail(path: Path, offset: int, n: int = LOG_TAIL_LINES) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines()[-n:]
 
 
+def job_env_vars(job: Job) -> dict[str, str]:
+    """Variables every job gets on top of its executor's environment: BENCHMARK_* ids."""
+    return {"BENCHMARK_SUITE": job.suite, "BENCHMARK_JOB_ID": job.job_id, "PYTHONUNBUFFERED": "1"}
+
+
 def job_env(job: Job, gpu: Optional[str] = None, base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     """Environment of a job: the runner's own, plus BENCHMARK_* ids and CUDA_VISIBLE_DEVICES."""
     env = dict(os.environ if base is None else base)
-    env.update(BENCHMARK_SUITE=job.suite, BENCHMARK_JOB_ID=job.job_id, PYTHONUNBUFFERED="1")
+    env.update(job_env_vars(job))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
@@ -162,165 +148,225 @@ def _judge(job: Job, rc: int, kind: TaskKind) -> tuple[str, str, Optional[Envelo
     return "done", "", env
 
 
-def run_job(job: Job, *, kind: Optional[TaskKind] = None, gpu: Optional[str] = None,
-            env: Optional[Mapping[str, str]] = None,
-            on_start: Optional[Callable[[Job, Optional[str]], None]] = None,
-            procs: Optional[_Procs] = None, prechecked: bool = False) -> JobOutcome:
-    """Run one job unless it is finished or locked by a live process. Never raises for job errors.
+@dataclass
+class Claim:
+    """A job this runner has locked to run; :func:`finish_job` records it and releases the lock."""
 
-    A finished job has a valid result JSON (envelope and task schema); an invalid one is moved
-    aside (never deleted) and the job re-runs. The lock is released whatever happens.
-    ``prechecked``: the caller already knows the result is absent or invalid (skip the fast path).
+    job: Job
+    lock: JobLock
+    started_iso: str
+    inputs: dict
+    moved: Optional[Path] = None
+    moved_why: str = ""
+    where: Optional[str] = None
+
+
+def claim_job(job: Job, kind: TaskKind, *,
+              prechecked: bool = False) -> tuple[Optional[JobOutcome], Optional[Claim]]:
+    """Decide whether ``job`` runs: ``(outcome, None)`` if it needs no run (finished: skipped;
+    locked by a live process: locked), else ``(None, claim)`` with the lock held.
+
+    An existing result is re-checked under the lock (another runner may have just finished it);
+    an invalid or stale one is moved aside (never deleted). ``prechecked``: the caller already
+    knows the result is absent, invalid or stale (skips the lock-free fast path).
     """
-    kind = kind or get_task(job.task)
     if (not prechecked and job.out_json.exists() and check_existing(job, kind) is None
             and not stale_inputs(job)):
-        return JobOutcome(job, "skipped", "done")
+        return JobOutcome(job, "skipped", "done"), None
     lock = JobLock(job.lock)
     holder = lock.acquire()
     if holder is not None:
-        return JobOutcome(job, "locked", f"running elsewhere ({holder.describe()})")
-    moved: Optional[Path] = None
-    moved_why = ""
+        return JobOutcome(job, "locked", f"running elsewhere ({holder.describe()})"), None
     try:
-        if job.out_json.exists():  # re-check under the lock: another runner may have finished it
+        moved: Optional[Path] = None
+        moved_why = ""
+        if job.out_json.exists():
             moved_why = check_existing(job, kind) or ""
             stale = [] if moved_why else stale_inputs(job)
             if not moved_why and not stale:
-                return JobOutcome(job, "skipped", "done")
+                lock.release()
+                return JobOutcome(job, "skipped", "done"), None
             if stale:
                 moved_why = f"input changed since it ran: {', '.join(stale)}"
             moved = move_aside(job.out_json, "stale" if stale else "invalid")
-        job.log.parent.mkdir(parents=True, exist_ok=True)
         job.out_json.parent.mkdir(parents=True, exist_ok=True)
-        started_iso = _now_iso()
-        inputs = fingerprints(job)
-        _write_job_json(job, status="running", started=started_iso, cuda_visible_devices=gpu, inputs=inputs)
-        if on_start:
-            on_start(job, gpu)
-        start = time.time()
-        with job.log.open("ab") as log:
-            offset = log.tell()
-            log.write(f"=== {started_iso} benchmark job {job.job_id} ({job.label})\n"
-                      f"=== argv: {job.argv}\n".encode())
-            log.flush()
-            try:
-                proc = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=job_env(job, gpu, env))
-            except OSError as exc:
-                rc, detail = None, f"cannot start: {exc}"
-            else:
-                if procs:
-                    procs.add(proc)
-                try:
-                    rc = proc.wait()
-                finally:
-                    if procs:
-                        procs.discard(proc)
-                detail = ""
-        end = time.time()
-        status, why, envelope = _judge(job, rc, kind) if rc is not None else ("failed", detail, None)
-        outcome = JobOutcome(job, status, why, returncode=rc, wall_s=end - start, start=start, end=end,
-                             envelope=envelope, moved_aside=moved, moved_why=moved_why, gpu=gpu)
-        if outcome.status == "failed":
-            outcome.log_tail = _tail(job.log, offset)
-        _write_job_json(job, status=outcome.status, started=started_iso, finished=_now_iso(),
-                        returncode=rc, wall_s=round(outcome.wall_s, 3), detail=outcome.detail,
-                        cuda_visible_devices=gpu, inputs=inputs)
+        return None, Claim(job, lock, _now_iso(), fingerprints(job), moved, moved_why)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def command_spec(claim: Claim) -> CommandSpec:
+    """The command of a claimed job, for an executor: argv, log, BENCHMARK_* variables."""
+    job = claim.job
+    header = (f"=== {claim.started_iso} benchmark job {job.job_id} ({job.label})\n"
+              f"=== argv: {job.argv}\n")
+    return CommandSpec(job_id=job.job_id, argv=list(job.argv), log=str(job.log), env=job_env_vars(job),
+                       header=header)
+
+
+def _gpu_of(where: Optional[str]) -> Optional[str]:
+    return where[4:] if where and where.startswith("gpu ") else None
+
+
+def mark_started(claim: Claim, where: Optional[str]) -> None:
+    """Record ``status: running`` in ``<id>.job.json``, with the input fingerprints."""
+    claim.where = where
+    _write_job_json(claim.job, status="running", started=claim.started_iso, where=where,
+                    cuda_visible_devices=_gpu_of(where), inputs=claim.inputs)
+
+
+def finish_job(claim: Claim, result: ExecResult, kind: TaskKind) -> JobOutcome:
+    """Judge a finished command (done only with exit 0 and a valid result), record it in
+    ``<id>.job.json`` and release the lock."""
+    job = claim.job
+    try:
+        if result.returncode is None:
+            status, why, envelope = "failed", result.error or "did not run", None
+        else:
+            status, why, envelope = _judge(job, result.returncode, kind)
+        outcome = JobOutcome(job, status, why, returncode=result.returncode, wall_s=result.end - result.start,
+                             start=result.start, end=result.end, envelope=envelope, moved_aside=claim.moved,
+                             moved_why=claim.moved_why, gpu=result.slot, host=result.host or None)
+        if status == "failed":
+            outcome.log_tail = _tail(job.log, result.log_offset)
+        _write_job_json(job, status=status, started=claim.started_iso, finished=_now_iso(),
+                        returncode=result.returncode, wall_s=round(outcome.wall_s, 3), detail=why,
+                        where=claim.where, exec_host=result.host or None, cuda_visible_devices=result.slot,
+                        inputs=claim.inputs)
         return outcome
     finally:
-        lock.release()
+        claim.lock.release()
 
 
-def _gpu_tokens(gpus: Optional[list[str]], jobs_per_gpu: int) -> Optional[queue.Queue]:
-    if not gpus:
-        return None
-    tokens: queue.Queue = queue.Queue()
-    for _ in range(max(1, jobs_per_gpu)):
-        for gpu in gpus:
-            tokens.put(gpu)
-    return tokens
-
-
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def thread_share_env(workers: int, env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """Give each of ``workers`` concurrent jobs its share of the CPU cores.
-
-    Numeric libraries start one thread per core in every process; N parallel jobs would then
-    run N x cores threads and oversubscribe the machine (measured: 2 fine-tuning jobs on 2 cores
-    ran 3-4x slower than one after the other). Variables the caller already set are kept.
-    """
-    out = dict(os.environ if env is None else env)
-    share = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
-    for var in THREAD_VARS:
-        out.setdefault(var, share)
-    return out
+def run_job(job: Job, *, kind: Optional[TaskKind] = None, gpu: Optional[str] = None,
+            env: Optional[Mapping[str, str]] = None,
+            on_start: Optional[Callable[[Job, Optional[str]], None]] = None,
+            prechecked: bool = False) -> JobOutcome:
+    """Run one job in this thread unless it is finished or locked by a live process. Never raises
+    for job errors. ``env``: base environment (default: this process's)."""
+    kind = kind or get_task(job.task)
+    outcome, claim = claim_job(job, kind, prechecked=prechecked)
+    if claim is None:
+        return outcome
+    try:
+        spec = command_spec(claim)
+        if gpu is not None:
+            spec = replace(spec, env={**spec.env, "CUDA_VISIBLE_DEVICES": gpu})
+        mark_started(claim, f"gpu {gpu}" if gpu is not None else None)
+        if on_start:
+            on_start(job, gpu)
+        result = replace(execute_command(spec, base_env=env), slot=gpu)
+    except BaseException:
+        claim.lock.release()
+        raise
+    return finish_job(claim, result, kind)
 
 
 def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int = 1,
              gpus: Optional[list[str]] = None, jobs_per_gpu: int = 1, tracker=None,
-             log: Callable[[str], None] = print, env: Optional[Mapping[str, str]] = None) -> RunSummary:
-    """Run ``jobs`` with ``n_jobs`` local workers (or ``len(gpus) * jobs_per_gpu`` with GPUs).
+             log: Callable[[str], None] = print, env: Optional[Mapping[str, str]] = None,
+             executor: Optional[Executor] = None) -> RunSummary:
+    """Run ``jobs`` through ``executor``; default: a :class:`LocalExecutor` with ``n_jobs`` slots
+    (``len(gpus) * jobs_per_gpu`` with GPUs) and base environment ``env``.
 
-    Prints one line per job and returns a :class:`RunSummary`; logs finished jobs to ``tracker``
-    (an :class:`~benchmark.tracking.MlflowTracker` or None) from this thread only.
+    This process alone skips, locks, validates, prints one line per job and logs finished jobs to
+    ``tracker`` (an :class:`~benchmark.tracking.MlflowTracker` or None); the executor only runs
+    commands. Returns a :class:`RunSummary` in job order. An interrupt terminates running
+    commands, records them, releases their locks and re-raises.
     """
+    own = executor is None
+    if executor is None:
+        executor = LocalExecutor(n_jobs=n_jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, env=env)
+    try:
+        return _run(jobs, executor, suite_name=suite_name, tracker=tracker, log=log)
+    finally:
+        if own:
+            executor.close()
+
+
+def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], tracker,
+         log: Callable[[str], None]) -> RunSummary:
+    """The client loop. Each turn: fill the executor's free capacity first (commands start at
+    once), then judge the commands that finished, print them, and log them to MLflow while the
+    new commands run."""
     t0 = time.time()
     name = suite_name or (jobs[0].suite if jobs else "(empty)")
-    tokens = _gpu_tokens(gpus, jobs_per_gpu)
-    workers = max(1, tokens.qsize() if tokens else n_jobs)
-    env = thread_share_env(workers, env)
-    procs = _Procs()
-    stop = threading.Event()
-    print_lock = threading.Lock()
     width = len(str(len(jobs)))
+    kinds: dict[str, TaskKind] = {}
+    results: dict[int, JobOutcome] = {}
+    in_flight: dict[Future, tuple[int, Claim]] = {}
+    finished: deque[tuple[int, Claim, Future]] = deque()  # command over, not judged yet
+    to_track: deque[JobOutcome] = deque()
 
-    def say(text: str) -> None:
-        with print_lock:
-            log(text)
+    def kind_of(job: Job) -> TaskKind:
+        if job.task not in kinds:
+            kinds[job.task] = get_task(job.task)
+        return kinds[job.task]
 
-    def on_start(job: Job, gpu: Optional[str]) -> None:
-        where = f" [gpu {gpu}]" if gpu is not None else ""
-        say(f"  start    {job.label}  {job.job_id}{where}")
+    def record(i: int, outcome: JobOutcome) -> None:
+        results[i] = outcome
+        log(_outcome_line(outcome, len(results), len(jobs), width))
+        if outcome.status in ("done", "failed") and tracker is not None:
+            to_track.append(outcome)
+
+    def fill() -> None:
+        while pending and len(in_flight) < executor.capacity():
+            i = pending.popleft()
+            job = jobs[i]
+            outcome, claim = claim_job(job, kind_of(job), prechecked=True)
+            if claim is None:
+                record(i, outcome)
+                continue
+            try:
+                fut, where = executor.submit(command_spec(claim))
+            except Exception as exc:  # noqa: BLE001 - e.g. the scheduler went away
+                record(i, finish_job(claim, ExecResult.not_started(f"cannot submit: {exc}"), kind_of(job)))
+                continue
+            in_flight[fut] = (i, claim)
+            mark_started(claim, where)
+            log(f"  start    {job.label}  {job.job_id}" + (f" [{where}]" if where else ""))
 
     bad = invalid_results(jobs)  # one pandera pass over every existing result
-
-    def work(job: Job) -> JobOutcome:
-        if stop.is_set():
-            return JobOutcome(job, "skipped", "interrupted")
+    pending: deque[int] = deque()
+    for i, job in enumerate(jobs):
         if job.out_json.exists() and job.job_id not in bad and not stale_inputs(job):
-            return JobOutcome(job, "skipped", "done")
-        gpu = tokens.get() if tokens else None
-        try:
-            if stop.is_set():
-                return JobOutcome(job, "skipped", "interrupted")
-            return run_job(job, gpu=gpu, env=env, on_start=on_start, procs=procs, prechecked=True)
-        finally:
-            if tokens:
-                tokens.put(gpu)
+            record(i, JobOutcome(job, "skipped", "done"))
+        else:
+            pending.append(i)
 
-    results: dict[int, JobOutcome] = {}
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bench")
     try:
-        futures = {pool.submit(work, job): i for i, job in enumerate(jobs)}
-        for k, fut in enumerate(as_completed(futures), 1):
-            outcome = fut.result()
-            results[futures[fut]] = outcome
-            say(_outcome_line(outcome, k, len(jobs), width))
-            if outcome.status in ("done", "failed") and tracker is not None:
-                tracker.log_job(outcome.job, status=outcome.status, envelope=outcome.envelope,
-                                start=outcome.start, end=outcome.end)
+        while pending or in_flight or finished:
+            fill()
+            while finished:
+                i, claim, fut = finished.popleft()
+                record(i, finish_job(claim, _result_of(fut), kind_of(claim.job)))
+            while to_track:
+                o = to_track.popleft()
+                tracker.log_job(o.job, status=o.status, envelope=o.envelope, start=o.start, end=o.end)
+            if in_flight:
+                done, _ = wait(in_flight, timeout=WAIT_POLL_S, return_when=FIRST_COMPLETED)
+                finished.extend((*in_flight.pop(fut), fut) for fut in done)
     except KeyboardInterrupt:
-        stop.set()
-        procs.terminate_all()
-        pool.shutdown(wait=True, cancel_futures=True)
+        executor.interrupt()
+        to_track.clear()  # nothing more is logged after an interrupt
+        done, _ = wait(in_flight, timeout=TERM_GRACE_S + 5.0)
+        finished.extend((*in_flight.pop(fut), fut) for fut in done)
+        while finished:
+            i, claim, fut = finished.popleft()
+            record(i, finish_job(claim, _result_of(fut), kind_of(claim.job)))
+        for i, claim in in_flight.values():  # still running after the grace: give the lock up
+            record(i, finish_job(claim, ExecResult.not_started("interrupted"), kind_of(claim.job)))
         raise
-    finally:
-        pool.shutdown(wait=True)
-    summary = RunSummary(name, [results[i] for i in sorted(results)], time.time() - t0)
-    return summary
+    return RunSummary(name, [results[i] for i in sorted(results)], time.time() - t0)
+
+
+def _result_of(fut: Future) -> ExecResult:
+    """The future's ExecResult; an executor error (worker lost, cancelled) is a not-run result."""
+    try:
+        return fut.result()
+    except BaseException as exc:  # noqa: BLE001 - CancelledError, remote errors, ...
+        return ExecResult.not_started(f"executor error: {type(exc).__name__}: {exc}")
 
 
 def _outcome_line(o: JobOutcome, k: int, total: int, width: int) -> str:

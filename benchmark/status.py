@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from collections import Counter
 from dataclasses import dataclass
+from typing import Optional
 
 from .expand import Job
 from .locks import lock_state
@@ -45,23 +46,37 @@ def job_state(job: Job, invalid: Optional[str] = None) -> JobState:
     return JobState(job, "pending")
 
 
-def status_lines(suite: Suite, jobs: list[Job]) -> list[str]:
-    """``name: n/N complete (failed k, running r)`` then per-axis-row completion lines."""
+def status_lines(suite: Suite, jobs: list[Job], limit: Optional[int] = 30) -> list[str]:
+    """Completion of ``jobs`` in the lab notes' form::
+
+        fewshot: completed jobs: 75 / 75 (running/locked: 0, failed: 0, stale: 0)
+          completion by method:
+            scratch: 15/15
+            ...
+          missing jobs (0)
+
+    then ``completion by <axis>`` for the other matrix axes, and one line per missing job (any
+    state but complete: running, failed, stale, invalid, pending), at most ``limit`` of them
+    (None: all). ``invalid`` appears in the head line only when some result is invalid.
+    """
     bad = invalid_results(jobs)
     states = [job_state(j, bad.get(j.job_id)) for j in jobs]
-    n = sum(s.state == "complete" for s in states)
-    failed = sum(s.state == "failed" for s in states)
-    running = sum(s.state == "running" for s in states)
-    invalid = sum(s.state == "invalid" for s in states)
-    stale = sum(s.state == "stale" for s in states)
-    extra = (f", invalid {invalid}" if invalid else "") + (f", stale {stale}" if stale else "")
-    lines = [f"{suite.name}: {n}/{len(jobs)} complete (failed {failed}, running {running}{extra})"]
+    count = Counter(s.state for s in states)
+    extra = f", invalid: {count['invalid']}" if count["invalid"] else ""
+    lines = [f"{suite.name}: completed jobs: {count['complete']} / {len(jobs)} "
+             f"(running/locked: {count['running']}, failed: {count['failed']}, stale: {count['stale']}{extra})"]
     for axis in suite.axes:
+        lines.append(f"  completion by {axis}:")
         for row in suite.matrix[axis]:
-            mine = [s for s in states if s.job.tags.get(axis) == row]
-            done = sum(s.state == "complete" for s in mine)
-            lines.append(f"  {axis}={row}: {done}/{len(mine)}")
-    for s in states:
-        if s.state in ("failed", "invalid", "stale"):
-            lines.append(f"  {s.state}: {s.job.label}  {s.job.job_id}  {s.detail}".rstrip())
+            mine = [s for s in states if str(s.job.tags.get(axis)) == str(row)]
+            if mine:
+                done = sum(s.state == "complete" for s in mine)
+                lines.append(f"    {row}: {done}/{len(mine)}")
+    missing = [s for s in states if s.state != "complete"]
+    lines.append(f"  missing jobs ({len(missing)})" + (":" if missing else ""))
+    shown = missing if limit is None else missing[:max(0, limit)]
+    for s in shown:
+        lines.append(f"    {s.state:<8} {s.job.label}  {s.job.job_id}  {s.detail}".rstrip())
+    if len(shown) < len(missing):
+        lines.append(f"    ... and {len(missing) - len(shown)} more (`status --all` lists every one)")
     return lines

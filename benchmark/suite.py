@@ -6,6 +6,7 @@ names the file, the key path (``matrix.ckpt.ref``) and what was expected.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -63,9 +64,36 @@ def _seed_value(value: Any) -> Any:
     return value
 
 
+def _seed_spec(value: Any) -> Any:
+    """``[0, 1, 2]`` (fixed seeds, passed as written) or ``3`` (replicates seeded from root_seed)."""
+    if isinstance(value, list):
+        for i, seed in enumerate(value):
+            try:
+                _seed_value(seed)
+            except ValueError as exc:
+                raise ValueError(f"[{i}]: {exc}") from None
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"expected a replicate count >= 1; got {value}")
+        return value
+    raise ValueError("expected a list of fixed seeds ([0, 1, 2]) or a replicate count (3, with "
+                     f"root_seed); got {_describe(value)}")
+
+
+def _root_seed(value: Any) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer; got {_describe(value)}")
+    return value
+
+
 ArgValue = Annotated[Any, AfterValidator(_arg_value)]
 MatrixRow = Annotated[Any, AfterValidator(_matrix_row)]
 SeedValue = Annotated[Any, AfterValidator(_seed_value)]
+SeedSpec = Annotated[Any, AfterValidator(_seed_spec)]
+RootSeed = Annotated[Any, AfterValidator(_root_seed)]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")]
 
 
@@ -88,6 +116,20 @@ class PromoteSpec(BaseModel):
     require: dict[str, str]
 
 
+class PlotSpec(BaseModel):
+    """A PNG plot: metric ``y`` vs the numeric matrix axis ``x``, one line per row of ``series``
+    (error bars: sample std over seeds). See :mod:`benchmark.plots`."""
+
+    model_config = ConfigDict(extra="forbid")
+    x: str
+    y: str
+    series: Optional[str] = None
+    x_arg: Optional[str] = None  # the arg holding x when the axis rows are mappings
+    where: dict[str, str] = {}
+    logx: Optional[bool] = None  # None: log x when positive values span a decade or more
+    title: Optional[str] = None
+
+
 class Suite(BaseModel):
     """A validated suite. Values are already interpolated from params.yaml."""
 
@@ -99,12 +141,14 @@ class Suite(BaseModel):
     description: str = ""
     args: dict[str, ArgValue] = {}
     matrix: dict[str, dict[str, MatrixRow]] = {}
-    seeds: dict[str, list[SeedValue]] = {}
+    seeds: dict[str, SeedSpec] = {}
+    root_seed: Optional[RootSeed] = None
     reference: dict[str, str] = {}
     tables: list[TableSpec] = []
     out_flag: str = "--out_json"
     promote: Optional[PromoteSpec] = None
     inputs: list[str] = []
+    plots: list[PlotSpec] = []
 
     _source: Path = PrivateAttr(default=Path("<memory>"))
     _source_sha256: str = PrivateAttr(default="")
@@ -152,8 +196,18 @@ class Suite(BaseModel):
         return next(iter(self.seeds), None)
 
     @property
+    def seeds_derived(self) -> bool:
+        """True if the seed arg's values are derived from ``root_seed`` (``seeds: {arg: N}``)."""
+        return self.seed_arg is not None and not isinstance(self.seeds[self.seed_arg], list)
+
+    @property
     def seed_values(self) -> list[Any]:
-        return list(self.seeds[self.seed_arg]) if self.seed_arg else []
+        """Values of the seed axis: the fixed seeds, or replicate indices ``0..N-1`` if derived
+        (the job's tag is the index; its arg is ``seeds.derive_seed(root_seed, identity)``)."""
+        if not self.seed_arg:
+            return []
+        spec = self.seeds[self.seed_arg]
+        return list(spec) if isinstance(spec, list) else list(range(spec))
 
     @property
     def requirements(self) -> list[Requirement]:
@@ -209,7 +263,12 @@ def _allowed_keys(loc: tuple) -> list[str]:
         model = TableSpec
     elif loc and loc[0] == "promote":
         model = PromoteSpec
+    elif loc and loc[0] == "plots":
+        model = PlotSpec
     return list(model.model_fields)
+
+
+_INDEX_PREFIX = re.compile(r"^\[(\d+)\]: ")
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
@@ -222,6 +281,9 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
             text = "required key is missing"
         elif kind == "value_error":
             text = msg.removeprefix("Value error, ")
+            index = _INDEX_PREFIX.match(text)  # "[3]: ..." from a validator of a whole list
+            if index:
+                loc, text = (*loc, int(index.group(1))), text[index.end():]
         else:
             text = f"{msg[0].lower()}{msg[1:]}; got {_describe(err.get('input'))}"
         lines.append(f"{path}: {_loc(loc)}: {text}")
@@ -253,13 +315,14 @@ def _cross_check(suite: Suite, path: Path) -> None:
         fail("seeds", f"expected one seed arg -> list of values; got {len(suite.seeds)} keys "
                       f"({', '.join(suite.seeds)})")
     if suite.seed_arg is not None:
-        values = suite.seeds[suite.seed_arg]
+        values = suite.seed_values
         if not values:
             fail(f"seeds.{suite.seed_arg}", "expected a non-empty list of seeds")
         if len(set(map(str, values))) != len(values):
             fail(f"seeds.{suite.seed_arg}", f"duplicate seed values in {values}")
         if suite.seed_arg in suite.matrix:
             fail(f"seeds.{suite.seed_arg}", "the seed arg must not also be a matrix axis")
+    _check_root_seed(suite, fail)
 
     known_args = set(suite.args) | {a for a, rows in suite.matrix.items()
                                      if any(not isinstance(v, dict) for v in rows.values())}
@@ -323,3 +386,30 @@ def _cross_check(suite: Suite, path: Path) -> None:
             except ValueError as exc:
                 fail(f"promote.require.{metric}", str(exc))
         suite._requirements = reqs
+
+    from .plots import plot_problems
+
+    for key, text in plot_problems(suite):
+        fail(key, text)
+
+
+def _check_root_seed(suite: Suite, fail) -> None:
+    """Derived seeds need ``root_seed``; ``root_seed`` needs something to derive; a derived seed
+    arg must not also be fixed by ``args`` or a matrix row."""
+    arg = suite.seed_arg
+    if suite.seeds_derived:
+        if suite.root_seed is None:
+            fail(f"seeds.{arg}", f"a replicate count ({suite.seeds[arg]}) derives each seed from "
+                                 "`root_seed`; add `root_seed: <int>` or list fixed seeds ([0, 1, 2])")
+        if arg in suite.args:
+            fail(f"args.{arg}", f"fixes the seed arg that seeds.{arg} derives from root_seed; remove "
+                                "one of them")
+        for axis, rows in suite.matrix.items():
+            for row, value in rows.items():
+                if isinstance(value, dict) and arg in value:
+                    fail(f"matrix.{axis}.{row}.{arg}", f"fixes the seed arg that seeds.{arg} derives "
+                                                       "from root_seed; remove one of them")
+    elif suite.root_seed is not None:
+        fail("root_seed", "no seed is derived from it: write `seeds: {ARG: N}` (N replicates seeded "
+                          "from root_seed and the job's identity) or drop root_seed (fixed seeds "
+                          "are passed as written)")

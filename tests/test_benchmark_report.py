@@ -1,4 +1,5 @@
-"""Report: seed means ± sample std equal a hand computation; deltas, readout, flags, gate, outputs."""
+"""Report: seed means ± sample std equal a hand computation; deltas, readout, flags, gate, outputs,
+protocol block (commands, DVC stage, result files), status, summary.json for ``dvc metrics``."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from benchutil import write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
-from benchmark.report import build_report, fmt_cell  # noqa: E402
+from benchmark.report import build_report, dvc_stages, fmt_cell  # noqa: E402
 from benchmark.aggregate import Cell  # noqa: E402
 from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
@@ -65,25 +66,35 @@ def test_table_means_stds_n_and_deltas_match_hand_computation(tmp_path, capsys):
     md = (out_dir / "demo.md").read_text()
     header = _header(md, "ckpt")
     assert header == ["ckpt", "n(seed)", "plain score", "plain score [nn]", "plain loss",
-                      "shift score", "shift score [nn]", "shift loss"]
+                      "shift score", "shift score [nn]", "shift loss", "flags"]
     a, b = _rows(md, "a")[0], _rows(md, "b")[0]
     assert a == ["a", "3", "2.0000 ± 1.0000", "1.0000 ± 0.5000", "8.0000 ± 1.0000",
-                 "12.0000 ± 1.0000", "6.0000 ± 0.5000", "-2.0000 ± 1.0000"]
+                 "12.0000 ± 1.0000", "6.0000 ± 0.5000", "-2.0000 ± 1.0000", "—"]
     assert b[:5] == ["b", "3", "4.0000 ± 2.0000", "2.0000 ± 1.0000", "6.0000 ± 2.0000"]
+    assert b[-1] == "suspicious (6/6)"  # the row's flags: every result of b carries one
+    assert "n(seed)=3 for all rows." in md
     # Δ vs reference table: second row starting with "a"/"b"
     assert _rows(md, "a")[1] == ["a", "ref", "ref", "ref", "ref"]
     assert _rows(md, "b")[1] == ["b", "+2.0000", "-2.0000", "+2.0000", "-2.0000"]
-    assert "status: 12/12 jobs complete" in md
+    # status in the lab notes' words: completed jobs, completion per first-axis row
+    assert "- completed jobs: `12 / 12`\n- completion by ckpt:\n  - `a`: `6/6`\n  - `b`: `6/6`\n- missing: none" in md
+    # protocol: the commands, one expanded job argv, the result files (glob + count)
     assert f"python -m benchmark run {path}" in md and "--out_json" in md
-    # readout: higher score is better, lower loss is better -> b wins both
-    readout = {(r[1], r[2]): r for r in _rows(md, "Main")}
-    assert readout[("plain", "score")][3:6] == ["higher", "ckpt=b", "4.0000 ± 2.0000"]
-    assert readout[("plain", "loss")][3:6] == ["lower", "ckpt=b", "6.0000 ± 2.0000"]
+    assert f"| results    | `{tmp_path / 'results' / 'demo'}/*.json`: 12 of 12 jobs" in md
+    # readout: higher score is better, lower loss is better -> b wins both; flagged winners say so
+    readout = {(r[0], r[1]): r for r in _rows(md, "plain") + _rows(md, "shift")}
+    assert readout[("plain", "score")][2:7] == ["higher", "ckpt=b (⚑ suspicious)", "4.0000 ± 2.0000", "+2.0000",
+                                                "ckpt=a"]
+    assert readout[("plain", "loss")][2:7] == ["lower", "ckpt=b (⚑ suspicious)", "6.0000 ± 2.0000", "-2.0000",
+                                               "ckpt=a"]
     # flags are listed with their jobs
-    assert "**suspicious** (result; 6 job(s))" in md and "ckpt=b q=plain seed=1" in md
-    # summary.json (for dvc metrics) and the CSV
+    assert "**suspicious** (result; 6 job(s)): ckpt=b q=plain seed=1" in md
+    # summary.json (for dvc metrics): counts, flag counts, {metric: {"row/col": mean}}
     summary = json.loads((out_dir / "summary.json").read_text())["demo"]
-    assert summary["complete"] == 12 and summary["Main"]["ckpt=b"]["shift"]["score"] == 14.0
+    assert summary["complete"] == 12 and summary["total"] == 12 and summary["flagged"] == 6
+    assert summary["flags"] == {"suspicious": 6}
+    assert summary["score"]["b/shift"] == 14.0 and summary["loss"]["a/plain"] == 8.0
+    assert summary["baseline/nn/score"]["a/plain"] == 1.0
     csv_lines = (out_dir / "demo.csv").read_text().splitlines()
     assert len(csv_lines) == 13 and csv_lines[0].startswith("suite,job_id,ckpt,q,seed,score,loss,hit@1")
     # deterministic bytes
@@ -99,8 +110,8 @@ def test_single_seed_and_missing_results(tmp_path):
     rep = build_report(suite, jobs)
     assert not rep.problems
     md = rep.markdown
-    assert "status: 7/8 jobs complete" in md
-    assert "- ckpt=a q=plain seed=7" in md
+    assert "- completed jobs: `7 / 8`" in md and "  - `a`: `3/4`" in md
+    assert f"- missing (1):\n  - ckpt=a q=plain seed=7 (`{missing.job_id}`): pending" in md
     a = _rows(md, "a")[0]
     assert a[1] == "1–2"  # n(seed) differs across the row's columns
     assert a[2] == "5.0000 (n=1)" and "± 0" not in a[2]
@@ -125,6 +136,42 @@ def test_where_filter_and_metrics_as_columns(tmp_path):
     _, suite, jobs = _report(tmp_path, tables=[{"rows": ["ckpt"], "where": {"q": "shift"},
                                                  "metrics": ["score", "near/score"]}])
     md = build_report(suite, jobs).markdown
-    assert _header(md, "ckpt") == ["ckpt", "n(seed)", "score", "score [nn]", "near/score"]
-    assert _rows(md, "a")[0] == ["a", "3", "12.0000 ± 1.0000", "6.0000 ± 0.5000", "6.0000 ± 0.5000"]
+    assert _header(md, "ckpt") == ["ckpt", "n(seed)", "score", "score [nn]", "near/score", "flags"]
+    assert _rows(md, "a")[0] == ["a", "3", "12.0000 ± 1.0000", "6.0000 ± 0.5000", "6.0000 ± 0.5000", "—"]
     assert "Restricted to q=shift." in md
+
+
+def test_readout_compares_rows_within_the_other_axes(tmp_path):
+    """Rows compete only across the reference axis (methods at one K, as the lab notes read "best
+    per K"); ties are shown as ties."""
+    matrix = {"ckpt": {"a": {"scale": 1}, "b": {"scale": 2}, "c": {"scale": 1, "tag": "copy"}},
+              "q": {"lo": {"offset": 0}, "hi": {"offset": 100}}}
+    _, suite, jobs = _report(tmp_path, matrix=matrix, tables=[{"rows": ["q", "ckpt"], "metrics": ["score"]}])
+    md = build_report(suite, jobs).markdown
+    # q=lo: a 2, b 4, c 2 -> b best, then the tie a = c; q=hi: 102, 104, 102. "hi" beats "lo" but never competes
+    assert _rows(md, "q=lo") == [["q=lo", "score", "higher", "ckpt=b", "4.0000 ± 2.0000", "+2.0000", "ckpt=a",
+                                  "2.0000 ± 1.0000"]]
+    assert _rows(md, "q=hi")[0][3:5] == ["ckpt=b", "104.0000 ± 2.0000"]
+    lows = [r for r in _rows(md, "lo")]
+    assert [r[1] for r in lows[:3]] == ["a", "b", "c"]
+    tie = tmp_path / "tie"
+    tie.mkdir()
+    _, suite, jobs = _report(tie, matrix={"ckpt": {"a": {"scale": 1}, "c": {"scale": 1, "tag": "copy"}}},
+                             tables=[{"rows": ["ckpt"], "metrics": ["score"]}])
+    md = build_report(suite, jobs).markdown
+    assert _rows(md, "—")[0][:6] == ["—", "score", "higher", "ckpt=a = ckpt=c (tie)", "2.0000 ± 1.0000", "ref"]
+
+
+def test_dvc_stage_hint(tmp_path):
+    path, suite, jobs = _report(tmp_path)
+    doc = {"stages": {"suite_demo": {"cmd": f"python -m benchmark run {path.name} --jobs ${{bench.jobs}}"},
+                      "other": {"cmd": "python -m benchmark run other.yaml"},
+                      "report": {"cmd": ["echo hi", f"python -m benchmark report other.yaml {path.name} --out reports"]},
+                      "all": {"cmd": f"python -m benchmark run {tmp_path} && echo done {path.name}"}}}
+    assert dvc_stages(path, doc, tmp_path) == {"run": ["suite_demo", "all"], "report": ["report"]}
+    import yaml
+
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    md = build_report(suite, jobs).markdown
+    assert ("With DVC: `dvc repro suite_demo` (runs the suite); `dvc repro all` (runs the suite); "
+            "`dvc repro report` (writes this report).") in md

@@ -87,8 +87,8 @@ def test_failed_job_does_not_stop_others_and_exits_1(tmp_path, capsys):
     assert all(j.out_json.exists() for j in ok)
     # status knows which failed; results already written stay
     lines = status_lines(suite, jobs)
-    assert lines[0] == "demo: 3/6 complete (failed 3, running 0)"
-    assert "  ckpt=a: 3/3" in lines and "  ckpt=b: 0/3" in lines
+    assert lines[0] == "demo: completed jobs: 3 / 6 (running/locked: 0, failed: 3, stale: 0)"
+    assert lines[1:4] == ["  completion by ckpt:", "    a: 3/3", "    b: 0/3"]
     # a second run re-runs the failed ones only
     summary, _ = _run(jobs)
     assert (summary.count("skipped"), summary.count("failed")) == (3, 3)
@@ -152,7 +152,8 @@ def test_cli_only_dry_run_and_status_running(tmp_path, capsys):
     finally:
         lock.release()
     out = capsys.readouterr().out.splitlines()
-    assert out[:3] == ["demo: 2/6 complete (failed 0, running 1)", "  ckpt=a: 0/3", "  ckpt=b: 2/3"]
+    assert out[:4] == ["demo: completed jobs: 2 / 6 (running/locked: 1, failed: 0, stale: 0)",
+                       "  completion by ckpt:", "    a: 0/3", "    b: 2/3"]
 
 
 def test_changed_input_file_makes_results_stale(tmp_path):
@@ -168,7 +169,7 @@ def test_changed_input_file_makes_results_stale(tmp_path):
     assert record["path"] == str(ckpt_a) and record["fingerprint"].startswith("sha256:")
     assert _run(jobs)[0].count("skipped") == 4
     ckpt_a.write_bytes(b"weights v2, re-trained")  # same path, new contents
-    assert status_lines(suite, jobs)[0] == "demo: 2/4 complete (failed 0, running 0, stale 2)"
+    assert status_lines(suite, jobs)[0] == "demo: completed jobs: 2 / 4 (running/locked: 0, failed: 0, stale: 2)"
     from benchmark.collect import collect
 
     assert {tuple(r.derived) for r in collect(suite, jobs).rows if r.tags["ckpt"] == "a"} == {("stale_input:ckpt",)}

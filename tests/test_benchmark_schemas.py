@@ -81,7 +81,7 @@ def test_ucpr_r1_above_one_is_rejected_naming_the_file(tmp_path, capsys):
     assert len(list(bad_job.out_json.parent.glob(f"{bad_job.job_id}.json.invalid-*"))) == 1
     from benchmark.status import status_lines
 
-    assert status_lines(suite, jobs)[0] == "demo: 1/2 complete (failed 0, running 0, invalid 1)"
+    assert status_lines(suite, jobs)[0] == "demo: completed jobs: 1 / 2 (running/locked: 0, failed: 0, stale: 0, invalid: 1)"
 
 
 def test_cpac_rules(tmp_path):
