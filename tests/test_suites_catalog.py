@@ -1,0 +1,382 @@
+"""The suite catalog: one suite per lab-notes protocol, each expanding to the lab notes' table.
+
+The expected layouts below are copied from the lab notes (/work/shared/lab-notes/active-track.md
+and completion-ablations.md): for every table its row axes and row names, column axes, the
+fixed (`where`) rows and the metrics, plus the job count. The checks also parse every job's argv
+with the real CLI parser of its module, and check the DVC stage graph statically (every suite has
+a stage whose deps name the checkpoints it evaluates and whose params are exactly what it reads;
+the report stage covers every suite; every checkpoint is produced by a pretraining stage).
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.expand import expand
+from benchmark.suite import load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = REPO / "suites"
+PARAMS = REPO / "params.yaml"
+
+M1_METHODS = ["scratch", "shapenet_nepa", "shapenet_mesh_udf_nepa", "shapenet_mix_nepa", "shapenet_mix_mae"]
+M1_K = ["0", "1", "5", "10", "20"]
+UCPR_PAIRS = ["mesh2udf", "udf2mesh", "mesh2pc", "pc2udf"]
+QA = ["qa_nodual", "qa_dualmask"]
+QUERY = ["pool", "grid_near08"]
+A_PILOT = ["pool_uniform", "grid_uniform", "grid_near08", "hybrid50_uniform", "hybrid50_near08",
+           "hybrid50_near08_trunc01"]
+B1_SWEEP = ["lip0", "lip1e-4_pairs1024", "lip3e-4_pairs1024", "lip1e-3_pairs1024", "lip1e-3_pairs16384"]
+CPAC3 = ["mae", "rmse", "iou@0.03"]
+NEAR_IOU = "near@0.05/iou@0.03"
+R4 = ["r@1", "r@5", "r@10", "mAP"]
+
+
+def T(rows, cols=(), where=None, metrics=(), **axes):
+    """An expected table: row/col axes with their row names (in order), fixed rows, metrics."""
+    return {"rows": list(rows), "cols": list(cols), "where": dict(where or {}), "metrics": list(metrics),
+            "axes": axes}
+
+
+def cpac_pool_grid(ckpts):
+    return [T(["ckpt"], where={"query": "pool"}, metrics=CPAC3, ckpt=ckpts),
+            T(["ckpt"], where={"query": "grid_near08"}, metrics=CPAC3, ckpt=ckpts)]
+
+
+# suite -> (job count, seeds, [tables]); a comment names the lab-notes table(s) mirrored.
+EXPECTED = {
+    # active-track §6: Method | K | n(seed) | test_acc
+    "m1_fewshot": (75, [0, 1, 2], [
+        T(["method", "K"], metrics=["test_acc"], method=M1_METHODS, K=M1_K),
+        T(["method", "K"], metrics=["best_val_acc", "test_majority_rate"], method=M1_METHODS, K=M1_K)]),
+    # active-track §8.9 main: Pair | NoDual R@1/R@5/R@10/mAP | DualMask ...
+    "ucpr_main": (8, [0], [T(["pair"], ["ckpt"], metrics=R4, pair=UCPR_PAIRS, ckpt=QA)]),
+    # active-track §8.9 ablation: Model | Base | ablate_point_xyz | ablate_point_dist (R@1/mAP)
+    "ucpr_ablation": (6, [0], [T(["ckpt"], ["ablation"], metrics=["r@1", "mAP"], ckpt=QA,
+                                 ablation=["base", "ablate_point_xyz", "ablate_point_dist"])]),
+    # active-track §8.3 non-transductive post-fix rows + §8.10: Model | MAE | RMSE | IoU@0.03
+    "cpac_main": (4, [0], [T(["ckpt"], metrics=CPAC3,
+                             ckpt=["shapenet_mix_nepa", "shapenet_mix_mae", "qa_nodual", "qa_dualmask"])]),
+    # A-Pilot full matrix: Setting | MAE | RMSE | IoU | Near-MAE | Near-IoU | NN-copy
+    "cpac_a_pilot": (18, [0, 1, 2], [T(["setting"], metrics=CPAC3 + ["near@0.05/mae", NEAR_IOU],
+                                       setting=A_PILOT)]),
+    # B-1 quick sweep: Setting | MAE | RMSE | IoU@0.03
+    "cpac_b1_lipschitz": (5, [0], [T(["lipschitz"], metrics=CPAC3, lipschitz=B1_SWEEP)]),
+    # B-1 full size: Setting | MAE | RMSE | IoU | Near-IoU (mean ± std, eval seeds 0,1,2)
+    "cpac_b1_lipschitz_full": (6, [0, 1, 2], [T(["setting"], metrics=CPAC3 + [NEAR_IOU],
+                                                setting=["baseline", "lipschitz"])]),
+    # B-2/B-3 fixed-256 quick pilot: Model | MAE | RMSE | IoU | Near-IoU
+    "b23_quick": (4, [0], [T(["ckpt"], metrics=CPAC3 + [NEAR_IOU], ckpt=["qa_dualmask", "b2", "b3", "b23"])]),
+    # B-2 longer confirm, CPAC: CKPT | MAE | RMSE | IoU | Near-IoU
+    "b2_long": (2, [0], [T(["ckpt"], metrics=CPAC3 + [NEAR_IOU], ckpt=["qa_dualmask", "b2_long"])]),
+    # C-0 quick compare: pool table and grid near08 table
+    "c0_quick": (6, [0], cpac_pool_grid(["qa_dualmask", "b2_long", "c0"])),
+    # C-1/C-2 quick compare: pool table and grid near08 table
+    "c12_quick": (10, [0], cpac_pool_grid(["qa_dualmask", "b2_long", "c0", "c1", "c2"])),
+    # B-2 + C-2 joint confirm: pool table and grid near08 table
+    "b2c2_joint": (6, [0], cpac_pool_grid(["b2_long", "c2", "b2c2"])),
+    # D/E quick compare: pool table and grid near08 table
+    "de_quick": (8, [0], cpac_pool_grid(["qa_dualmask", "b2c2", "d", "e"])),
+    # B-3 full-protocol fill: Model | Query | MAE | RMSE | IoU (query-major row order)
+    "b3_full": (8, [0], [T(["query", "ckpt"], metrics=CPAC3, query=QUERY,
+                           ckpt=["qa_dualmask", "b2", "b3", "b23"])]),
+    # UCPR hard-pair tables of "B-2 Longer Confirm", "C-1/C-2" and "B-2 + C-2 Joint Confirm"
+    "ucpr_hardpair_quick": (6, [0], [
+        T(["pair"], where={"ckpt": "b2_long"}, metrics=R4, pair=["mesh2udf", "mesh2pc"]),
+        T(["pair"], where={"ckpt": "c2"}, metrics=R4, pair=["mesh2udf", "mesh2pc"]),
+        T(["pair", "ckpt"], metrics=["r@1", "mAP"], pair=["mesh2udf", "mesh2pc"],
+          ckpt=["b2_long", "c2", "b2c2"])]),
+    # 6 Scale Quick: pool table and grid near08 table (pre-scale vs scale)
+    "scale6": (4, [0], cpac_pool_grid(["b2c2", "scale"])),
+    # A-1: grid_sample_mode | MAE | RMSE | IoU | Near-IoU
+    "a1_coarse_to_fine": (3, [0], [T(["grid_sample_mode"], metrics=CPAC3 + [NEAR_IOU],
+                                     grid_sample_mode=["uniform", "near_surface", "coarse_to_fine"])]),
+}
+
+MODULE_PARSERS = {
+    "nepa3d.train.finetune_cls": "nepa3d.train.finetune_cls",
+    "nepa3d.analysis.retrieval_ucpr": "nepa3d.analysis.retrieval_ucpr",
+    "nepa3d.analysis.completion_cpac_udf": "nepa3d.analysis.completion_cpac_udf",
+}
+
+
+def _suite(name):
+    return load_suite(SUITES / f"{name}.yaml", PARAMS)
+
+
+def _params():
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def _dvc():
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _parse(module: str, argv: list[str]):
+    import importlib
+
+    mod = importlib.import_module(module)
+    try:
+        return mod.build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse reports the bad flag on stderr
+        raise AssertionError(f"{module} rejects {argv}") from exc
+
+
+# --- every suite file ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_suite_validates_and_expands(path, tmp_path):
+    suite = load_suite(path, PARAMS)
+    jobs = expand(suite, tmp_path)
+    assert jobs and len({j.job_id for j in jobs}) == len(jobs)
+
+
+def test_catalog_has_every_lab_notes_protocol():
+    missing = sorted(n for n in EXPECTED if not (SUITES / f"{n}.yaml").is_file())
+    assert not missing, f"suites missing from suites/: {missing}"
+
+
+# --- layout vs the lab notes ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_suite_layout_matches_lab_notes(name, tmp_path):
+    n_jobs, seeds, tables = EXPECTED[name]
+    suite = _suite(name)
+    assert suite.name == name
+    assert len(expand(suite, tmp_path)) == n_jobs
+    assert suite.seed_values == seeds
+    assert len(suite.tables) == len(tables), [t.title for t in suite.tables]
+    for i, (got, want) in enumerate(zip(suite.tables, tables)):
+        where = f"{name}.tables[{i}]"
+        assert got.rows == want["rows"], where
+        assert got.cols == want["cols"], where
+        assert dict(got.where) == want["where"], where
+        assert got.metrics == want["metrics"], where
+        for axis in got.rows + got.cols:
+            assert suite.axis_rows(axis) == want["axes"][axis], f"{where}: rows of axis {axis}"
+        # the rendered row labels, in order: the product of the row axes' rows
+        labels = list(itertools.product(*(suite.axis_rows(a) for a in got.rows)))
+        expected = list(itertools.product(*(want["axes"][a] for a in want["rows"])))
+        assert labels == expected, where
+        # every matrix axis is placed (rows, cols or a fixed where row): nothing silently averaged
+        assert set(got.rows) | set(got.cols) | set(got.where) == set(suite.axes), where
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_job_parses_with_its_cli(name, tmp_path):
+    suite = _suite(name)
+    for job in expand(suite, tmp_path):
+        assert job.argv[1:3] == ["-m", suite.module]
+        _parse(suite.module, job.argv[3:])
+
+
+def test_m1_fewshot_seed_rule(tmp_path):
+    """K=0: fewshot_seed 0; K>0: the K-shot subset follows the seed (-1); val/eval seeds fixed."""
+    from nepa3d.train.finetune_cls import fewshot_seed
+
+    jobs = expand(_suite("m1_fewshot"), tmp_path)
+    for job in jobs:
+        args = _parse("nepa3d.train.finetune_cls", job.argv[3:])
+        k = int(job.tags["K"])
+        assert args.fewshot_k == k
+        assert fewshot_seed(args) == (0 if k == 0 else job.tags["seed"])
+        assert (args.val_seed, args.eval_seed) == (0, 0)
+    methods = {j.tags["method"]: j.args["ckpt"] for j in jobs}
+    assert methods["scratch"] == "runs/scratch/last.pt"
+    for m in M1_METHODS[1:]:
+        assert methods[m] == f"runs/pretrain_{m}/last.pt"
+
+
+def test_ucpr_independent_sampling_and_ablation_flags(tmp_path):
+    for name in ("ucpr_main", "ucpr_ablation", "ucpr_hardpair_quick"):
+        for job in expand(_suite(name), tmp_path):
+            args = _parse("nepa3d.analysis.retrieval_ucpr", job.argv[3:])
+            assert (args.eval_seed, args.eval_seed_gallery, args.split) == (0, 999, "eval")
+            assert args.pooling == ("mean_a" if name == "ucpr_hardpair_quick" else "eos")
+    pairs = {j.tags["pair"]: (j.args["query_backend"], j.args["gallery_backend"])
+             for j in expand(_suite("ucpr_main"), tmp_path)}
+    assert pairs == {"mesh2udf": ("mesh", "udfgrid"), "udf2mesh": ("udfgrid", "mesh"),
+                     "mesh2pc": ("mesh", "pointcloud_noray"), "pc2udf": ("pointcloud_noray", "udfgrid")}
+    for job in expand(_suite("ucpr_ablation"), tmp_path):
+        args = _parse("nepa3d.analysis.retrieval_ucpr", job.argv[3:])
+        assert (args.query_backend, args.gallery_backend) == ("pointcloud_noray", "udfgrid")
+        assert (args.ablate_point_xyz, args.ablate_point_dist) == (
+            job.tags["ablation"] == "ablate_point_xyz", job.tags["ablation"] == "ablate_point_dist")
+
+
+def test_cpac_suites_are_non_transductive_with_lab_query_settings(tmp_path):
+    cpac = [n for n in EXPECTED if _suite(n).task == "cpac"]
+    for name in cpac:
+        for job in expand(_suite(name), tmp_path):
+            a = _parse("nepa3d.analysis.completion_cpac_udf", job.argv[3:])
+            assert (a.split, a.head_train_split, a.head_train_backend, a.context_backend) == (
+                "eval", "train_udf", "udfgrid", "pointcloud_noray"), name
+            assert (a.disjoint_context_query, a.context_mode_train, a.context_mode_test, a.rep_source) == (
+                1, "normal", "normal", "h"), name
+            if a.query_source == "grid" and a.grid_sample_mode == "near_surface":
+                assert (a.grid_near_tau, a.grid_near_frac) == (0.05, 0.8), name  # "near08"
+            if any(NEAR_IOU in t.metrics for t in _suite(name).tables):
+                assert a.report_near_tau == 0.05, name
+    # nn_copy baselines exactly where the lab tables show them
+    with_baseline = {n for n in cpac if all(j.args.get("baseline") == "nn_copy"
+                                            for j in expand(_suite(n), tmp_path))}
+    assert with_baseline == {"cpac_main", "cpac_a_pilot"}
+    trunc = [j for j in expand(_suite("cpac_a_pilot"), tmp_path) if j.args.get("target_transform")]
+    assert [j.tags["setting"] for j in trunc if j.tags["eval_seed"] == 0] == ["hybrid50_near08_trunc01"]
+    lip = {j.tags["lipschitz"]: (j.args["ridge_lipschitz_lambda"], j.args["ridge_lipschitz_pairs"])
+           for j in expand(_suite("cpac_b1_lipschitz"), tmp_path)}
+    assert lip == {"lip0": (0.0, 1024), "lip1e-4_pairs1024": (1e-4, 1024), "lip3e-4_pairs1024": (3e-4, 1024),
+                   "lip1e-3_pairs1024": (1e-3, 1024), "lip1e-3_pairs16384": (1e-3, 16384)}
+    c2f = {j.tags["grid_sample_mode"]: j.args for j in expand(_suite("a1_coarse_to_fine"), tmp_path)}
+    assert all(a["grid_res_schedule"] == "16,32,64" and a["grid_c2f_expand"] == 1 for a in c2f.values())
+
+
+def test_scale_eval_resizes_positional_embedding():
+    """6 scale: pre-scale and scaled checkpoints are evaluated at the scaled context with an
+    explicit max_len = 1 + 2 (n_context + n_query) + 1 (the lab's 1538 for 512 + 256)."""
+    p = _params()
+    assert p["scale_eval"]["max_len"] == 2 * (p["scale_eval"]["n_context"] + p["cpac"]["n_query"]) + 2
+    assert p["scale_eval"]["n_context"] == p["pretrain_continuations"]["scale"]["args"]["n_point"]
+    assert p["scale_eval"]["n_context"] == 2 * p["pretrain"]["n_point"]
+
+
+# --- pretraining variants ------------------------------------------------------------------
+
+def _variant_argv(stage: dict, key: str, item: dict, params: dict) -> list[str]:
+    """Render a foreach stage's cmd like DVC does (dict args -> --k v; $((a + b)) evaluated)."""
+    ctx = {**params, "key": key, "item": item}
+
+    def lookup(expr: str):
+        value = ctx
+        for part in expr.split("."):
+            value = value[part]
+        if isinstance(value, dict):
+            return " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in value.items() if v is not False)
+        return str(value)
+
+    cmd = re.sub(r"\$\{([^}]+)\}", lambda m: lookup(m.group(1)), stage["do"]["cmd"])
+    cmd = re.sub(r"\$\(\(\s*(\d+)\s*\+\s*(\d+)\s*\)\)", lambda m: str(int(m.group(1)) + int(m.group(2))), cmd)
+    tokens = cmd.split()
+    assert tokens[:3] == ["python", "-m", "nepa3d.train.pretrain"], cmd
+    return tokens[3:]
+
+
+def test_pretrain_variant_commands_parse_and_chain():
+    from nepa3d.train.pretrain import build_parser
+
+    params, stages = _params(), _dvc()
+    roots, conts = params["pretrain_variants"], params["pretrain_continuations"]
+    assert set(M1_METHODS[1:]) | set(QA) <= set(roots)
+    assert {"b2", "b3", "b23", "b2_long", "c0", "c1", "c2", "b2c2", "d", "e", "scale"} <= set(conts)
+    assert not set(roots) & set(conts)
+    ends = {name: 0 for name in roots}  # epochs past the root's last epoch
+    for name, item in roots.items():
+        args = build_parser().parse_args(_variant_argv(stages["pretrain"], name, item, params))
+        assert args.save_dir == f"runs/pretrain_{name}" and not args.resume
+        assert args.epochs == params["pretrain"]["epochs"]
+        assert (REPO / item["mix_config"]).is_file()
+    m1 = {n: build_parser().parse_args(_variant_argv(stages["pretrain"], n, roots[n], params))
+          for n in M1_METHODS[1:]}
+    assert [a.objective for a in m1.values()] == ["nepa", "nepa", "nepa", "mae"]
+    assert m1["shapenet_mix_nepa"].mix_config == m1["shapenet_mix_mae"].mix_config
+    assert len({a.mix_config for a in m1.values()}) == 3
+    qa = {n: build_parser().parse_args(_variant_argv(stages["pretrain"], n, roots[n], params)) for n in QA}
+    assert (qa["qa_dualmask"].qa_tokens, qa["qa_dualmask"].dual_mask_near, qa["qa_dualmask"].dual_mask_far) == (1, 0.4, 0.1)
+    assert (qa["qa_nodual"].qa_tokens, qa["qa_nodual"].dual_mask_near, qa["qa_nodual"].dual_mask_far) == (1, 0.0, 0.0)
+    pending = dict(conts)
+    while pending:  # continuations of continuations: a base must be resolved first
+        ready = [n for n, it in pending.items() if it["base"] in ends]
+        assert ready, f"continuations with an unknown or cyclic base: {sorted(pending)}"
+        for name in ready:
+            item = pending.pop(name)
+            args = build_parser().parse_args(_variant_argv(stages["pretrain_cont"], name, item, params))
+            assert args.resume == f"runs/pretrain_{item['base']}/last.pt"
+            assert args.save_dir == f"runs/pretrain_{name}"
+            assert item["epochs_after_root"] > ends[item["base"]], name  # trains at least one epoch
+            assert args.epochs == params["pretrain"]["epochs"] + item["epochs_after_root"]
+            assert (args.objective, args.qa_tokens, args.dual_mask_near, args.dual_mask_far) == (
+                "nepa", 1, 0.4, 0.1), name  # all continue the Q/A dual-mask recipe
+            ends[name] = item["epochs_after_root"]
+    assert ends["scale"] == ends["b2c2"] + 1 and conts["scale"]["base"] == "b2c2"
+    assert ends["b2_long"] == 5 and all(ends[n] == 1 for n in ("b2", "b3", "b23", "c0", "c1", "c2", "b2c2", "d", "e"))
+
+
+# --- the DVC graph ---------------------------------------------------------------------------
+
+def _produced_dirs(params: dict) -> set[str]:
+    return ({f"runs/pretrain_{k}" for k in params["pretrain_variants"]}
+            | {f"runs/pretrain_{k}" for k in params["pretrain_continuations"]} | {"runs/scratch"})
+
+
+def _covers(entry: str, key: str) -> bool:
+    return key == entry or key.startswith(entry + ".")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_suite_stage_deps_and_params(name, tmp_path):
+    params, stages = _params(), _dvc()
+    stage = stages.get(f"suite_{name}")
+    assert stage, f"dvc.yaml has no stage suite_{name}"
+    assert stage["cmd"].split()[:5] == ["python", "-m", "benchmark", "run", f"suites/{name}.yaml"]
+    suite = _suite(name)
+    ckpt_dirs = {str(Path(j.args["ckpt"]).parent) for j in expand(suite, tmp_path)}
+    assert ckpt_dirs <= _produced_dirs(params), name
+    deps = set(stage["deps"])
+    assert f"suites/{name}.yaml" in deps
+    run_deps = {d for d in deps if d.startswith("runs/")}
+    assert run_deps == ckpt_dirs, f"{name}: deps {sorted(run_deps)} vs checkpoints {sorted(ckpt_dirs)}"
+    used = {k for k in suite.params_used if not k.startswith("data.")}
+    listed = stage["params"]
+    uncovered = sorted(k for k in used if not any(_covers(p, k) for p in listed))
+    assert not uncovered, f"{name}: params read by the suite but not listed in its stage: {uncovered}"
+    extra = sorted(p for p in listed if not any(_covers(p, k) for k in used))
+    assert not extra, f"{name}: stage params the suite does not read (needless re-runs): {extra}"
+    for key in suite.params_used:
+        if key.startswith("data."):
+            assert "${" + key + "}" in deps, f"{name}: data path {key} is not a dep"
+
+
+def test_report_stage_covers_every_suite():
+    stages = _dvc()
+    report = stages["report"]
+    named = re.findall(r"suites/(\w+)\.yaml", report["cmd"])
+    assert sorted(named) == sorted(EXPECTED)
+    assert "--out reports" in report["cmd"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o for o in report["outs"]}
+    tables = {f"reports/{n}.{ext}" for n in EXPECTED for ext in ("md", "csv")}
+    plots = set()
+    for n in EXPECTED:  # every declared plot: its PNG and its dvc-plots CSV are outputs too
+        for p in _suite(n).plots:
+            stem = f"{n}_{p.y}_vs_{p.x}"
+            plots |= {f"reports/{stem}.png", f"reports/plots/{stem}.csv"}
+    assert outs == tables | plots
+    assert plots, "at least the M1 seed sweep is plotted"
+    top = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    declared = {next(iter(p)) if isinstance(p, dict) else p for p in top}
+    assert declared == plots, "dvc plots show every plot the reports draw"
+    assert {f"results/{n}" for n in EXPECTED} <= set(report["deps"])
+    metrics = {next(iter(o)) if isinstance(o, dict) else o for o in report["metrics"]}
+    assert metrics == {"reports/summary.json"}
+    # the report shows the params every suite read: it re-renders when any of them changes
+    used = set()
+    for n in EXPECTED:
+        used |= {k for k in _suite(n).params_used if not k.startswith("data.")}
+    assert all(any(_covers(p, k) for p in report["params"]) for k in used)
+    # every suite stage is upstream of the report
+    suite_stages = {s for s in stages if s.startswith("suite_")}
+    assert suite_stages == {f"suite_{n}" for n in EXPECTED}
+
+
+def test_pretrain_stages_track_their_variant_params():
+    stages = _dvc()
+    for stage, mapping in (("pretrain", "pretrain_variants"), ("pretrain_cont", "pretrain_continuations")):
+        do = stages[stage]["do"]
+        assert stages[stage]["foreach"] == "${" + mapping + "}"
+        assert f"{mapping}." + "${key}" in do["params"]
+        assert "runs/pretrain_${key}" in do["outs"]
+        assert "${item.mix_config}" in do["deps"]
+    assert "runs/pretrain_${item.base}" in stages["pretrain_cont"]["do"]["deps"]
