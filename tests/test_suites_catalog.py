@@ -53,6 +53,10 @@ EXPECTED = {
     "m1_fewshot": (75, [0, 1, 2], [
         T(["method", "K"], metrics=["test_acc"], method=M1_METHODS, K=M1_K),
         T(["method", "K"], metrics=["best_val_acc", "test_majority_rate"], method=M1_METHODS, K=M1_K)]),
+    # pretrained vs scratch with a converged fine-tune (issue 4's acceptance table)
+    "fewshot_converged": (12, [0, 1, 2], [
+        T(["method", "K"], metrics=["test_acc", "best_val_acc", "test_majority_rate"],
+          method=["scratch", "shapenet_mix_nepa"], K=["5", "10"])]),
     # active-track §8.9 main: Pair | NoDual R@1/R@5/R@10/mAP | DualMask ...
     "ucpr_main": (8, [0], [T(["pair"], ["ckpt"], metrics=R4, pair=UCPR_PAIRS, ckpt=QA)]),
     # active-track §8.9 ablation: Model | Base | ablate_point_xyz | ablate_point_dist (R@1/mAP)
