@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     exact_grid = TriangleDistanceIndex(v, f).query(grid_pts)[0].reshape((cfg.df_grid,) * 3)
     t_grid = time.perf_counter() - t0
     e_grid = trilinear_sample(exact_grid, pool) - exact
-    print(f"\n[4] cost of exactness (full profile, one process):")
+    print("\n[4] cost of exactness (full profile, one process):")
     print(f"    pt_dist_mode=mesh: pt_dist stage {t_exact_mode:.4f} s (kdtree {med['pt_dist_kdtree']:.4f} s); "
           f"|err| p99 {np.percentile(np.abs(e_mesh), 99):.2e} max {np.abs(e_mesh).max():.2e}")
     print(f"    exact UDF at the {cfg.df_grid}^3 voxel centres: {t_grid:.3f} s; trilinear |err| "
