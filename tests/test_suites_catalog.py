@@ -96,6 +96,12 @@ EXPECTED = {
           ckpt=["b2_long", "c2", "b2c2"])]),
     # 6 Scale Quick: pool table and grid near08 table (pre-scale vs scale)
     "scale6": (4, [0], cpac_pool_grid(["b2c2", "scale"])),
+    # 6 scale longer attempt + stability retry: Model | Query | MAE | RMSE | IoU@0.03 at the
+    # scaled context (512) and the doubled one (1024)
+    "scale6_long": (12, [0], [
+        T(["ckpt", "query"], where={"context": c}, metrics=CPAC3,
+          ckpt=["scale", "scale_long", "scale_stab"], query=["pool", "grid_near08"])
+        for c in ("c512", "c1024")]),
     # grid_sample_mode | MAE | RMSE | IoU | Near-IoU
     "a1_coarse_to_fine": (3, [0], [T(["grid_sample_mode"], metrics=CPAC3 + [NEAR_IOU],
                                      grid_sample_mode=["uniform", "near_surface", "coarse_to_fine"])]),
