@@ -58,7 +58,9 @@ from scipy.spatial import cKDTree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sphere_rays import sphere_rays  # noqa: E402
 from nepa3d.analysis import completion_cpac_udf, retrieval_ucpr  # noqa: E402
 from nepa3d.data.cache import save_cache  # noqa: E402
 from nepa3d.token.types import required_len  # noqa: E402
@@ -123,15 +125,7 @@ def sphere_cache(rng: np.random.RandomState, P: int, M: int, G: int, n_pc: int) 
     c = -1 + (np.arange(G) + 0.5) * 2 / G
     cx, cy, cz = np.meshgrid(c, c, c, indexing="ij")
     udf = np.abs(np.sqrt(cx ** 2 + cy ** 2 + cz ** 2) - r)
-    o = rng.normal(size=(M, 3))
-    o = o / np.linalg.norm(o, axis=1, keepdims=True) * 2.2
-    d = -o / 2.2 + rng.normal(0, 0.2, (M, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    b = (o * d).sum(1)
-    disc = b ** 2 - ((o * o).sum(1) - r * r)
-    hit = disc > 0
-    t = np.where(hit, -b - np.sqrt(np.maximum(disc, 0)), 0.0)
-    n = np.where(hit[:, None], (o + t[:, None] * d) / r, 0.0)
+    o, d, hit, t, n = sphere_rays(rng, M, r)
     f = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
     return {"pc_xyz": f(pc), "pc_n": f(nrm), "pt_xyz_pool": f(pool), "pt_dist_pool": f(dist),
             "pt_dist_pc_pool": f(pc_dist), "pt_dist_udf_pool": f(dist),

@@ -57,7 +57,9 @@ import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sphere_rays import sphere_rays  # noqa: E402
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa  # noqa: E402
 from nepa3d.token import types as tt  # noqa: E402
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence  # noqa: E402
@@ -93,15 +95,7 @@ def sphere_pools(rng: np.random.RandomState, P: int = 2048, M: int = 1024) -> di
     r = rng.uniform(0.3, 0.8)
     pts = rng.uniform(-1, 1, (P, 3)).astype(np.float32)
     dist = np.abs(np.linalg.norm(pts, axis=1) - r).astype(np.float32)
-    o = rng.normal(size=(M, 3))
-    o = o / np.linalg.norm(o, axis=1, keepdims=True) * 2.2
-    d = -o / 2.2 + rng.normal(0, 0.2, (M, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    b = (o * d).sum(1)
-    disc = b ** 2 - ((o * o).sum(1) - r * r)
-    hit = disc > 0
-    t = np.where(hit, -b - np.sqrt(np.maximum(disc, 0)), 0.0)
-    n = np.where(hit[:, None], (o + t[:, None] * d) / r, 0.0)
+    o, d, hit, t, n = sphere_rays(rng, M, r)
     f = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
     return {"pt_xyz_pool": pts, "pt_dist_pool": dist, "ray_o_pool": f(o), "ray_d_pool": f(d),
             "ray_hit_pool": f(hit), "ray_t_pool": f(t), "ray_n_pool": f(n), "ray_available": True}
