@@ -16,6 +16,7 @@ import torch
 from nepa3d.analysis import completion_cpac_udf as cpac
 from nepa3d.analysis import retrieval_ucpr as ucpr
 from nepa3d.analysis.metrics import udf_metrics
+from nepa3d.data.analytic_sphere import sphere_cache_arrays
 from nepa3d.data.cache import save_cache
 from nepa3d.utils.seeding import path_rng
 from planted import corrupted_copy, tiny_checkpoint
@@ -25,37 +26,8 @@ N_EVAL, N_TRAIN = 12, 12
 
 
 def sphere_arrays(rng: np.random.RandomState) -> dict:
-    """A valid mesh-kind cache of a sphere of radius r ~ U(0.3, 0.8)."""
-    r = rng.uniform(0.3, 0.8)
-    v = rng.normal(size=(N_PC, 3))
-    nrm = v / np.linalg.norm(v, axis=1, keepdims=True)
-    pc = nrm * r
-    n_uni = P // 2
-    pool = np.concatenate([rng.uniform(-1, 1, (n_uni, 3)),
-                           pc[rng.choice(N_PC, P - n_uni)] + rng.normal(0, 0.02, (P - n_uni, 3))])
-    pool = np.clip(pool, -1, 1)
-    dist = np.abs(np.linalg.norm(pool, axis=1) - r)
-    pc_dist = np.sqrt(((pool[:, None, :] - pc[None, :, :]) ** 2).sum(-1)).min(1)  # >= dist
-    c = -1 + (np.arange(G) + 0.5) * 2 / G
-    cx, cy, cz = np.meshgrid(c, c, c, indexing="ij")
-    udf = np.abs(np.sqrt(cx ** 2 + cy ** 2 + cz ** 2) - r)
-    az = rng.normal(size=(M, 3))
-    o = az / np.linalg.norm(az, axis=1, keepdims=True) * 2.2
-    d = -o / 2.2 + rng.normal(0, 0.2, (M, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    b = (o * d).sum(1)
-    disc = b ** 2 - ((o * o).sum(1) - r * r)
-    hit = disc > 0
-    t = np.where(hit, -b - np.sqrt(np.maximum(disc, 0)), 0.0)
-    n = np.where(hit[:, None], (o + t[:, None] * d) / r, 0.0)
-    f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
-    return {"pc_xyz": f32(pc), "pc_n": f32(nrm), "pt_xyz_pool": f32(pool),
-            "pt_dist_pool": f32(dist), "pt_dist_pc_pool": f32(pc_dist), "pt_dist_udf_pool": f32(dist),
-            "udf_grid": udf.astype(np.float16), "occ_grid": (udf <= 2 / G).astype(np.uint8),
-            "df_grid": np.array([G], np.int32), "df_dilate": np.array([1], np.int32),
-            "ray_o_pool": f32(o), "ray_d_pool": f32(d), "ray_hit_pool": f32(hit),
-            "ray_t_pool": f32(t), "ray_n_pool": f32(n), "ray_hit_pc_pool": f32(hit),
-            "ray_t_pc_pool": f32(t), "ray_n_pc_pool": f32(n)}
+    """A valid mesh-kind cache of a sphere of radius r ~ U(0.3, 0.8) (analytic answers)."""
+    return sphere_cache_arrays(rng, P, M, G, N_PC)
 
 
 @pytest.fixture(scope="module")

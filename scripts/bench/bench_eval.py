@@ -54,14 +54,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads it when first imported 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sphere_rays import sphere_rays  # noqa: E402
 from nepa3d.analysis import completion_cpac_udf, retrieval_ucpr  # noqa: E402
+from nepa3d.data.analytic_sphere import sphere_cache_arrays  # noqa: E402
 from nepa3d.data.cache import save_cache  # noqa: E402
 from nepa3d.token.types import required_len  # noqa: E402
 from nepa3d.train import scratch_ckpt  # noqa: E402
@@ -109,40 +107,13 @@ def embedded_defaults() -> dict:
 # Planted cache
 # --------------------------------------------------------------------------------------------
 
-def sphere_cache(rng: np.random.RandomState, P: int, M: int, G: int, n_pc: int) -> dict:
-    """A valid mesh-kind cache of a sphere of radius r: mesh / UDF distances are |‖x‖ - r|,
-    the point-cloud distance is the NN distance to the n_pc surface samples."""
-    r = rng.uniform(0.3, 0.8)
-    v = rng.normal(size=(n_pc, 3))
-    nrm = v / np.linalg.norm(v, axis=1, keepdims=True)
-    pc = nrm * r
-    n_uni = P // 2
-    pool = np.clip(np.concatenate([rng.uniform(-1, 1, (n_uni, 3)),
-                                   pc[rng.choice(n_pc, P - n_uni)]
-                                   + rng.normal(0, 0.02, (P - n_uni, 3))]), -1, 1)
-    dist = np.abs(np.linalg.norm(pool, axis=1) - r)
-    pc_dist = cKDTree(pc).query(pool, k=1)[0]  # observation-derived, >= dist
-    c = -1 + (np.arange(G) + 0.5) * 2 / G
-    cx, cy, cz = np.meshgrid(c, c, c, indexing="ij")
-    udf = np.abs(np.sqrt(cx ** 2 + cy ** 2 + cz ** 2) - r)
-    o, d, hit, t, n = sphere_rays(rng, M, r)
-    f = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
-    return {"pc_xyz": f(pc), "pc_n": f(nrm), "pt_xyz_pool": f(pool), "pt_dist_pool": f(dist),
-            "pt_dist_pc_pool": f(pc_dist), "pt_dist_udf_pool": f(dist),
-            "udf_grid": udf.astype(np.float16), "occ_grid": (udf <= 2 / G).astype(np.uint8),
-            "df_grid": np.array([G], np.int32), "df_dilate": np.array([1], np.int32),
-            "ray_o_pool": f(o), "ray_d_pool": f(d), "ray_hit_pool": f(hit), "ray_t_pool": f(t),
-            "ray_n_pool": f(n), "ray_hit_pc_pool": f(hit), "ray_t_pc_pool": f(t),
-            "ray_n_pc_pool": f(n)}
-
-
 _SPLIT_SEED = {"eval": 0, "train_udf": 1}
 
 
 def _write_one(job) -> None:
     root, split, i, P, M, G, n_pc = job
     rng = np.random.RandomState((_SPLIT_SEED[split] * 1_000_003 + i) & 0xFFFFFFFF)  # per file
-    save_cache(Path(root) / split / f"cls{i % 4}" / f"s{i:05d}.npz", sphere_cache(rng, P, M, G, n_pc))
+    save_cache(Path(root) / split / f"cls{i % 4}" / f"s{i:05d}.npz", sphere_cache_arrays(rng, P, M, G, n_pc))
 
 
 def write_planted(root: Path, n_eval: int, n_train: int, P: int, M: int, G: int, n_pc: int,

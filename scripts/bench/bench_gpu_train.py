@@ -57,9 +57,8 @@ import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sphere_rays import sphere_rays  # noqa: E402
+from nepa3d.data.analytic_sphere import sphere_rays  # noqa: E402
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa  # noqa: E402
 from nepa3d.token import types as tt  # noqa: E402
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence  # noqa: E402
