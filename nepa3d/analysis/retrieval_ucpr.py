@@ -64,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pooling", default="eos", choices=POOLINGS)
     ap.add_argument("--max_files", type=int, default=0, help="0: all files of the split")
     ap.add_argument("--chunk", type=int, default=256, help="query rows per scoring chunk")
-    ap.add_argument("--voxel_grid", type=int, default=64, help="voxel backend setting")
-    ap.add_argument("--voxel_dilate", type=int, default=1, help="voxel backend setting")
-    ap.add_argument("--voxel_max_steps", type=int, default=0, help="voxel backend setting")
+    VoxelConfig.add_args(ap)
     ap.add_argument("--tie_break_eps", type=float, default=1e-6)
     ap.add_argument("--sanity_constant_embed", action="store_true",
                     help="replace every embedding by a constant: R@1 should be about 1/N")

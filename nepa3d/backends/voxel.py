@@ -42,6 +42,17 @@ class VoxelConfig:
         if int(self.dilate) < 0:
             raise ValueError(f"voxel_dilate must be >= 0, got {self.dilate}")
 
+    @staticmethod
+    def add_args(parser) -> None:
+        """``--voxel_grid 64 --voxel_dilate 1 --voxel_max_steps 0`` on an argparse parser or group."""
+        d = VoxelConfig()
+        parser.add_argument("--voxel_grid", type=int, default=d.grid,
+                            help="voxel backend: occupancy grid side")
+        parser.add_argument("--voxel_dilate", type=int, default=d.dilate,
+                            help="voxel backend: 6-connected dilations")
+        parser.add_argument("--voxel_max_steps", type=int, default=d.max_steps,
+                            help="voxel backend: DDA budget (0 = 3 x grid)")
+
     @classmethod
     def from_args(cls, args) -> "VoxelConfig":
         """From an argparse namespace with ``voxel_grid/voxel_dilate/voxel_max_steps``."""

@@ -155,23 +155,12 @@ def query_tree(points, tri, box, leaf_starts, depth):
             c1 = c0 + 1
             d0 = _box_sqdist(px, py, pz, box, c0)
             d1 = _box_sqdist(px, py, pz, box, c1)
-            if d0 <= d1:  # push the farther child first: the nearer one is visited next
-                if d1 <= best:
-                    stack_node[top] = c1
-                    stack_dist[top] = d1
-                    top += 1
-                if d0 <= best:
-                    stack_node[top] = c0
-                    stack_dist[top] = d0
-                    top += 1
-            else:
-                if d0 <= best:
-                    stack_node[top] = c0
-                    stack_dist[top] = d0
-                    top += 1
-                if d1 <= best:
-                    stack_node[top] = c1
-                    stack_dist[top] = d1
+            if d1 < d0:  # order (near, far); push far first so near is visited next
+                c0, c1, d0, d1 = c1, c0, d1, d0
+            for c, dc in ((c1, d1), (c0, d0)):
+                if dc <= best:
+                    stack_node[top] = c
+                    stack_dist[top] = dc
                     top += 1
         out_d[i] = best
         out_i[i] = best_pos

@@ -118,30 +118,24 @@ def make_batch(batch: int, seq_len: int, seed: int = 0) -> tuple[torch.Tensor, t
 # Models
 # --------------------------------------------------------------------------------------------
 
-class NaiveNepa(nn.Module):
-    """The stock-PyTorch way: same token embedding, ``nn.TransformerEncoder`` (pre-LN, fp32),
-    an explicit additive causal mask, a linear prediction head."""
+class NaiveNepa(QueryNepa):
+    """The stock-PyTorch way: QueryNepa's token embedding and prediction head around an
+    ``nn.TransformerEncoder`` (pre-LN, fp32) with an explicit additive causal mask."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
+        super().__init__(cfg)
         d = cfg.d_model
-        self.token_mlp = nn.Sequential(nn.Linear(cfg.feat_dim, d), nn.GELU(), nn.Linear(d, d))
-        self.type_emb = nn.Embedding(cfg.n_types, d)
-        nn.init.normal_(self.type_emb.weight, std=cfg.type_emb_std)
-        self.pos_emb = nn.Parameter(torch.zeros(1, cfg.max_len, d))
-        nn.init.trunc_normal_(self.pos_emb, std=0.02)
         layer = nn.TransformerEncoderLayer(d, cfg.nhead, dim_feedforward=int(d * cfg.mlp_ratio),
                                            dropout=cfg.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
-        self.enc = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
-        self.pred_head = nn.Linear(d, d)
+        self.backbone = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(cfg.max_len),
                              persistent=False)
 
-    def forward(self, feat, type_id):
+    def forward(self, feat, type_id, blocked=None):
         T = feat.shape[1]
-        z = self.token_mlp(feat) + self.type_emb(type_id) + self.pos_emb[:, :T]  # (B, T, C)
-        h = self.enc(z, mask=self.mask[:T, :T])
+        z = self.embed_tokens(feat, type_id)                                     # (B, T, C)
+        h = self.backbone(z, mask=self.mask[:T, :T])
         return z, self.pred_head(h), h
 
 
