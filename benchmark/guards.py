@@ -12,8 +12,9 @@ Per result (:func:`derive`, each flag with a one-line reason):
   ``easy_pair_saturated`` (retrieval R@1 >= 0.98: an easy pair, not alignment evidence),
   ``majority_collapse`` (few-shot accuracy within a tolerance of the majority-class rate),
   ``target_transform:<name>`` (metrics of a transformed target),
-  ``transductive_probe`` (probe head fit on the evaluation split) and ``context_query_overlap``
-  (context and query points not disjoint);
+  ``transductive_probe`` (probe head fit on the evaluation split), ``context_query_overlap``
+  (context and query points not disjoint) and ``probe_not_above_nn_copy`` (a completion probe whose
+  MAE is no better than copying the nearest context point's distance);
 * ``dirty_worktree``, ``args_mismatch:<key>`` (the recorded args differ from the job's: a result
   from elsewhere, e.g. another ``cache_root``), ``provenance_mismatch:<key>`` (provenance such as
   ``cache_root`` differs from the job's arg of the same name).
@@ -51,6 +52,9 @@ EASY_PAIR_R1 = 0.98
 #: Few-shot accuracy within this much of the majority-class rate counts as collapse (lab notes 7:
 #: ``test_acc=0.1115`` vs majority ``0.11147``).
 MAJORITY_TOL = 0.005
+
+#: The baseline a completion probe must beat (``--baseline nn_copy``).
+NN_COPY = "nn_copy"
 
 #: Backend values that make a point-cloud modality (prefix match), and distance sources that are
 #: not derived from the observed point cloud (the "leakage fix" of the lab notes).
@@ -208,6 +212,22 @@ def check_transductive(env: Envelope) -> Optional[str]:
     return None
 
 
+def check_probe_vs_nn_copy(env: Envelope) -> Optional[str]:
+    """The probe's MAE is not below the nn_copy baseline's on the same queries: the frozen
+    features carry less about the distance than the nearest context point does (lab notes
+    8.3: the probe's value is its margin over nn_copy). Not for ``baseline_only`` results,
+    whose metrics *are* the baseline's."""
+    if not _falsy(protocol_fields(env).get("baseline_only", False)):
+        return None
+    flat = env.flat()
+    probe, base = flat.get("mae"), flat.get(f"baseline/{NN_COPY}/mae")
+    if probe is None or base is None or math.isnan(probe) or math.isnan(base):
+        return None
+    if probe >= base:
+        return f"mae {probe:.4f} >= nn_copy mae {base:.4f}"
+    return None
+
+
 def check_context_query_overlap(env: Envelope) -> Optional[str]:
     value = protocol_fields(env).get("disjoint_context_query")
     if _falsy(value):
@@ -226,6 +246,10 @@ register_guard(ProtocolGuard("target_transform:", check_target_transform,
                              "metrics of a transformed target (report as auxiliary)"))
 register_guard(ProtocolGuard("transductive_probe", check_transductive,
                              "the probe head was fit on the evaluation split", blocking=True))
+register_guard(ProtocolGuard("probe_not_above_nn_copy", check_probe_vs_nn_copy,
+                             "the probe's MAE is not below the nearest-context-copy baseline's "
+                             "(the features add nothing over copying a neighbour)",
+                             tasks=("cpac",)))
 register_guard(ProtocolGuard("context_query_overlap", check_context_query_overlap,
                              "context and query points are not disjoint", blocking=True))
 

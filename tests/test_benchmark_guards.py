@@ -26,7 +26,8 @@ def env(task="cpac", metrics=None, args=None, **over) -> Envelope:
 def plant(tmp_path, task, rows, *, seeds=(0,), args=None, tables=None, write=None, **suite_kw):
     """A suite with one matrix row per entry of ``rows`` and hand-written results.
 
-    ``rows``: ``{row: {"args": {...}, "metrics": {...}, "extra": {...}, "provenance": {...}}}``;
+    ``rows``: ``{row: {"args": {...}, "metrics": {...}, "extra": {...}, "baselines": {...},
+    "provenance": {...}}}``;
     each result records the job's own args updated with the row's ``args`` (a planted deviation).
     ``write(job)`` may return False to leave a job's result missing.
     """
@@ -44,8 +45,9 @@ def plant(tmp_path, task, rows, *, seeds=(0,), args=None, tables=None, write=Non
             metrics = metrics(job)
         doc = envelope(task=task, metrics=metrics, args={**job.args, **spec.get("args", {})})
         doc["provenance"].update(spec.get("provenance", {}))
-        if "extra" in spec:
-            doc["extra"] = spec["extra"]
+        for block in ("extra", "baselines"):
+            if block in spec:
+                doc[block] = spec[block]
         write_json(job.out_json, doc)
     return suite, jobs
 
@@ -186,6 +188,28 @@ def test_transductive_probe_and_context_query_overlap(tmp_path):
     for row in ("ok", "legacy", "on_eval", "extra", "overlap"):  # flagged, never dropped
         assert cells(md, row)[0][:3] == [row, "1", "0.1000 (n=1)"]
     assert cells(md, "overlap")[0][-1] == "args_mismatch:disjoint_context_query (1/1), context_query_overlap (1/1)"
+
+
+def test_probe_not_above_nn_copy(tmp_path):
+    nn = {"nn_copy": {"mae": 0.0902, "rmse": 0.14, "iou@0.03": 0.54}}
+    suite, jobs = plant(tmp_path, "cpac", {
+        "worse": {"metrics": {**CPAC, "mae": 0.1364}, "baselines": nn},   # cpac_main, embedded
+        "equal": {"metrics": {**CPAC, "mae": 0.0902}, "baselines": nn},
+        "better": {"metrics": {**CPAC, "mae": 0.0251}, "baselines": nn},  # lab notes: 0.025 vs 0.062
+        "no_baseline": {"metrics": {**CPAC, "mae": 0.5}},
+        "baseline_only": {"metrics": {**CPAC, "mae": 0.0902}, "baselines": nn,
+                          "extra": {"baseline_only": True}}})
+    rows = flags_by_row(suite, jobs)
+    assert {k: r.derived for k, r in rows.items()} == {
+        "worse": ["probe_not_above_nn_copy"], "equal": ["probe_not_above_nn_copy"], "better": [],
+        "no_baseline": [], "baseline_only": []}
+    assert rows["worse"].reasons["probe_not_above_nn_copy"] == "mae 0.1364 >= nn_copy mae 0.0902"
+    assert not guards.is_blocking("probe_not_above_nn_copy")  # advisory: rows stay comparable
+    # another task's metric named mae is not a completion probe
+    (tmp_path / "ucpr").mkdir()
+    other, other_jobs = plant(tmp_path / "ucpr", "ucpr", {
+        "r": {"metrics": {**UCPR, "mae": 1.0}, "baselines": {"nn_copy": {"mae": 0.1}}}})
+    assert flags_by_row(other, other_jobs)["r"].derived == []
 
 
 def test_blocking_flag_on_candidate_rejects_the_gate(tmp_path):
