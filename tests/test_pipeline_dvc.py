@@ -39,7 +39,8 @@ TINY = {
     "scale_eval": {"n_context": 32, "max_len": 98},
 }
 TINY["pretrain_continuations"]["scale"]["args"] = {"n_point": 32}
-TINY["pretrain_continuations"]["qa_nodual_e_long"] = {"mix_num_samples": 16, "epochs_after_root": 2}
+for _name in ("qa_nodual_long", "qa_nodual_e_long"):
+    TINY["pretrain_continuations"][_name] = {"mix_num_samples": 16, "epochs_after_root": 2}
 
 TARGETS = ["suite_cpac_main", "suite_scale6", "suite_ucpr_main"]
 
@@ -101,7 +102,7 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
     scale_log = (work / "runs" / "pretrain_scale" / "train_log.jsonl").read_text()
     assert json.loads(scale_log.splitlines()[-1])["n_point"] == 32
     cpac = results(work, "cpac_main")
-    assert len(cpac) == 5 and all("nn_copy" in r["baselines"] for r in cpac)
+    assert len(cpac) == 6 and all("nn_copy" in r["baselines"] for r in cpac)
     assert len(results(work, "scale6")) == 4 and len(results(work, "ucpr_main")) == 8
 
     t0 = time.time()
@@ -115,7 +116,7 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
     out = sh([dvc, "exp", "run", "-S", "cpac.ridge_lambda=1000", *TARGETS], work, env)
     assert ran_stages(out) == {"suite_cpac_main", "suite_scale6"}, out
     lams = sorted(r["args"]["ridge_lambda"] for r in results(work, "cpac_main"))
-    assert lams == [0.001] * 5 + [1000.0] * 5  # earlier results persist; new jobs were added
+    assert lams == [0.001] * 6 + [1000.0] * 6  # earlier results persist; new jobs were added
     # one continuation's setting: that variant and the suite evaluating it, nothing else
     out = sh([dvc, "exp", "run", "-S", "pretrain_continuations.scale.args.n_point=24", *TARGETS],
              work, env)

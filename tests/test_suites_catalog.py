@@ -63,9 +63,9 @@ EXPECTED = {
     "ucpr_ablation": (6, [0], [T(["ckpt"], ["ablation"], metrics=["r@1", "mAP"], ckpt=QA,
                                  ablation=["base", "ablate_point_xyz", "ablate_point_dist"])]),
     # active-track §8.3 non-transductive post-fix rows + §8.10: Model | MAE | RMSE | IoU@0.03
-    "cpac_main": (5, [0], [T(["ckpt"], metrics=CPAC3,
+    "cpac_main": (6, [0], [T(["ckpt"], metrics=CPAC3,
                              ckpt=["shapenet_mix_nepa", "shapenet_mix_mae", "qa_nodual", "qa_dualmask",
-                                   "qa_nodual_e_long"])]),
+                                   "qa_nodual_long", "qa_nodual_e_long"])]),
     # A-Pilot full matrix: Setting | MAE | RMSE | IoU | Near-MAE | Near-IoU | NN-copy
     "cpac_a_pilot": (18, [0, 1, 2], [T(["setting"], metrics=CPAC3 + ["near@0.05/mae", NEAR_IOU],
                                        setting=A_PILOT)]),
@@ -318,7 +318,8 @@ def test_pretrain_variant_commands_parse_and_chain():
             assert recipe[:2] == ("nepa", 1), name
             ends[name] = item["epochs_after_root"]
     assert ends["scale"] == ends["b2c2"] + 1 and conts["scale"]["base"] == "b2c2"
-    assert conts["qa_nodual_e_long"]["base"] == "qa_nodual" and ends["qa_nodual_e_long"] == 64
+    assert all(conts[n]["base"] == "qa_nodual" and ends[n] == 64
+               for n in ("qa_nodual_long", "qa_nodual_e_long"))
     assert ends["b2_long"] == 5 and all(ends[n] == 1 for n in ("b2", "b3", "b23", "c0", "c1", "c2", "b2c2", "d", "e"))
 
 
