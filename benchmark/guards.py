@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .expand import Job
-from .results import Envelope
+from .results import BASELINE_PREFIX, Envelope
 from .tasks import TaskKind
 
 PROVENANCE_KEYS = ("cache_root", "cache_manifest_sha256", "ckpt_sha256")
@@ -220,7 +220,7 @@ def check_probe_vs_nn_copy(env: Envelope) -> Optional[str]:
     if not _falsy(protocol_fields(env).get("baseline_only", False)):
         return None
     flat = env.flat()
-    probe, base = flat.get("mae"), flat.get(f"baseline/{NN_COPY}/mae")
+    probe, base = flat.get("mae"), flat.get(f"{BASELINE_PREFIX}/{NN_COPY}/mae")
     if probe is None or base is None or math.isnan(probe) or math.isnan(base):
         return None
     if probe >= base:
