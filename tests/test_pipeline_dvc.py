@@ -2,8 +2,9 @@
 re-run only the stages depending on the changed parameter.
 
 The full graph (every pretraining variant, every suite, the report) is too long for a test, so the
-test repros three suite stages and what they need: the data stages, the four pretraining variants
-cpac_main evaluates, and the continuation chain qa_dualmask -> b2c2 -> scale of the 6-scale suite.
+test repros three suite stages and what they need: the data stages, the four pretraining roots and
+two long continuations cpac_main evaluates, and the continuation chain qa_dualmask -> b2c2 -> scale
+of the 6-scale suite.
 The report stage's definition is checked statically in test_suites_catalog.py."""
 
 import json
@@ -28,8 +29,9 @@ TINY = {
                    "scanobjectnn": {"pt_pool": 400, "ray_pool": 16}},
     "model": {"d_model": 32, "layers": 1, "heads": 2},
     "pretrain": {"mix_num_samples": 32, "epochs": 1, "batch": 16, "n_point": 16, "n_ray": 8},
-    "pretrain_continuations": {name: {"mix_num_samples": 16} for name in (
-        "b2", "b3", "b23", "b2_long", "c0", "c1", "c2", "b2c2", "d", "e", "scale")},
+    # every continuation at a tiny epoch size (derived, so a new one cannot run full size here)
+    "pretrain_continuations": {name: {"mix_num_samples": 16} for name in yaml.safe_load(
+        (REPO / "params.yaml").read_text())["pretrain_continuations"]},
     "finetune": {"epochs": 2, "mc_eval_k_test": 1},
     "ucpr": {"max_files": 8},
     "cpac": {"max_shapes": 6, "head_train_max_shapes": 8, "n_context": 16, "n_query": 16},
@@ -39,8 +41,8 @@ TINY = {
     "scale_eval": {"n_context": 32, "max_len": 98},
 }
 TINY["pretrain_continuations"]["scale"]["args"] = {"n_point": 32}
-for _name in ("qa_nodual_long", "qa_nodual_e_long"):
-    TINY["pretrain_continuations"][_name] = {"mix_num_samples": 16, "epochs_after_root": 2}
+for _name in ("qa_nodual_long", "qa_nodual_e_long"):  # 64 epochs in params: 2 are enough here
+    TINY["pretrain_continuations"][_name]["epochs_after_root"] = 2
 
 TARGETS = ["suite_cpac_main", "suite_scale6", "suite_ucpr_main"]
 

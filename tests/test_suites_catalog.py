@@ -285,17 +285,18 @@ def test_pretrain_variant_commands_parse_and_chain():
     assert {"b2", "b3", "b23", "b2_long", "c0", "c1", "c2", "b2c2", "d", "e", "scale"} <= set(conts)
     assert not set(roots) & set(conts)
     ends = {name: 0 for name in roots}  # epochs past the root's last epoch
+    parsed = {}  # variant -> its parsed pretrain command line
     for name, item in roots.items():
-        args = build_parser().parse_args(_variant_argv(stages["pretrain"], name, item, params))
+        args = parsed[name] = build_parser().parse_args(
+            _variant_argv(stages["pretrain"], name, item, params))
         assert args.save_dir == f"runs/pretrain_{name}" and not args.resume
         assert args.epochs == params["pretrain"]["epochs"]
         assert (REPO / item["mix_config"]).is_file()
-    m1 = {n: build_parser().parse_args(_variant_argv(stages["pretrain"], n, roots[n], params))
-          for n in M1_METHODS[1:]}
+    m1 = {n: parsed[n] for n in M1_METHODS[1:]}
     assert [a.objective for a in m1.values()] == ["nepa", "nepa", "nepa", "mae"]
     assert m1["shapenet_mix_nepa"].mix_config == m1["shapenet_mix_mae"].mix_config
     assert len({a.mix_config for a in m1.values()}) == 3
-    qa = {n: build_parser().parse_args(_variant_argv(stages["pretrain"], n, roots[n], params)) for n in QA}
+    qa = {n: parsed[n] for n in QA}
     assert (qa["qa_dualmask"].qa_tokens, qa["qa_dualmask"].dual_mask_near, qa["qa_dualmask"].dual_mask_far) == (1, 0.4, 0.1)
     assert (qa["qa_nodual"].qa_tokens, qa["qa_nodual"].dual_mask_near, qa["qa_nodual"].dual_mask_far) == (1, 0.0, 0.0)
     pending = dict(conts)
@@ -304,15 +305,14 @@ def test_pretrain_variant_commands_parse_and_chain():
         assert ready, f"continuations with an unknown or cyclic base: {sorted(pending)}"
         for name in ready:
             item = pending.pop(name)
-            args = build_parser().parse_args(_variant_argv(stages["pretrain_cont"], name, item, params))
+            args = parsed[name] = build_parser().parse_args(
+                _variant_argv(stages["pretrain_cont"], name, item, params))
             assert args.resume == f"runs/pretrain_{item['base']}/last.pt"
             assert args.save_dir == f"runs/pretrain_{name}"
             assert item["epochs_after_root"] > ends[item["base"]], name  # trains at least one epoch
             assert args.epochs == params["pretrain"]["epochs"] + item["epochs_after_root"]
             recipe = (args.objective, args.qa_tokens, args.dual_mask_near, args.dual_mask_far)
-            base = build_parser().parse_args(_variant_argv(
-                stages["pretrain" if item["base"] in roots else "pretrain_cont"], item["base"],
-                {**roots, **conts}[item["base"]], params))
+            base = parsed[item["base"]]  # resolved before its continuations
             assert recipe == (base.objective, base.qa_tokens, base.dual_mask_near,
                               base.dual_mask_far), name  # a continuation keeps its base's recipe
             assert recipe[:2] == ("nepa", 1), name
