@@ -169,6 +169,31 @@ def build_table(suite: Suite, index: int, rows: list[ResultRow]) -> TableData:
                      reference=dict(suite.reference), results=results)
 
 
+def baseline_columns(t: TableData) -> list[Column]:
+    """The table's baseline columns (``mae [nn_copy]``), in display order."""
+    return [c for c in t.columns if c.baseline is not None]
+
+
+def paired_baseline_cell(t: TableData, row: Key, col: Column) -> tuple[Cell, int]:
+    """Per-result differences ``metric - baseline metric`` for one row and baseline column.
+
+    Both numbers come from the same result (same seed, same queries), so the spread is that of
+    the paired differences, not of either side. Returns (cell of differences, number of results
+    where the metric is strictly lower than its baseline); NaN on either side is skipped.
+    """
+    cell, lower = Cell(), 0
+    for r in t.results.get(row, []):
+        if tuple(r.tags[a] for a in t.col_axes) != col.key:
+            continue
+        mine, base = r.metrics.get(col.base_metric), r.metrics.get(col.metric)
+        if mine is None or base is None or math.isnan(mine) or math.isnan(base):
+            continue
+        cell.values.append(mine - base)
+        cell.classes.add(tuple(getattr(r, "segregation", ())))
+        lower += mine < base
+    return cell, lower
+
+
 # --- readout: the best row per column, among rows that compete --------------------------------
 
 @dataclass

@@ -24,8 +24,8 @@ from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
-from .aggregate import (Cell, Readout, TableData, build_table, competing_axes, gate_comparisons, gate_rows,
-                        readout)
+from .aggregate import (Cell, Readout, TableData, baseline_columns, build_table, competing_axes,
+                        gate_comparisons, gate_rows, paired_baseline_cell, readout)
 from .atomic import atomic_write_json, atomic_write_text
 from .collect import Collected, ResultRow, collect
 from .expand import Job, command_of
@@ -140,8 +140,10 @@ def _seed_note(t: TableData, seed_arg: Optional[str]) -> str:
     return text + (f" Restricted to {where}." if where else "")
 
 
-def render_table(t: TableData, seed_arg: Optional[str]) -> list[str]:
-    """Markdown lines of one table and its Δ-vs-reference companion."""
+def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str]) -> list[str]:
+    """Markdown lines of one table, its Δ-vs-reference companion and, when the results carry
+    baselines, the paired row-minus-baseline companion (``direction``: the task's metric
+    direction, "min" or "max")."""
     out = [f"## {t.title}", "", _seed_note(t, seed_arg), ""]
     marks = _marks(t)
 
@@ -174,6 +176,31 @@ def render_table(t: TableData, seed_arg: Optional[str]) -> list[str]:
             body.append([*(map(str, rk) if rk else ["all"]),
                          *(_delta_text(t, rk, c, refs[(rk, c.key)]) for c in t.main_columns)])
         out += [_md(body, [*row_headers, *(f"Δ {_column_header(t, c)}" for c in t.main_columns)]), ""]
+    out += _render_vs_baseline(t, row_headers, direction)
+    return out
+
+
+def _render_vs_baseline(t: TableData, row_headers: list[str], direction: Callable[[str], str]) -> list[str]:
+    """The companion table "vs baseline, paired by seed": mean ± std of per-result differences
+    and on how many results the row is better than the baseline (metric direction from the task)."""
+    cols = baseline_columns(t)
+    if not cols:
+        return []
+    out = [f"### {t.title}: vs baseline, paired by seed", "",
+           "Each result carries its baseline on the same queries: cells are mean ± sample std of the "
+           "per-seed differences (row minus baseline) and `better k/n` counts the seeds where the row "
+           "beats the baseline.", ""]
+    body = []
+    for rk in t.row_keys:
+        cells = []
+        for c in cols:
+            cell, lower = paired_baseline_cell(t, rk, c)
+            better = lower if direction(c.base_metric) == "min" else sum(v > 0 for v in cell.values)
+            cells.append(f"{fmt_cell(cell)}, better {better}/{cell.n}" if cell.n else DASH)
+        body.append([*(map(str, rk) if rk else ["all"]), *cells])
+    headers = [*row_headers, *(f"{_column_header(t, c).replace(f' [{c.baseline}]', '')} − {c.baseline}"
+                               for c in cols)]
+    out += [_md(body, headers), ""]
     return out
 
 
@@ -473,7 +500,7 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
 
     rep.tables = [build_table(suite, i, col.rows) for i in range(len(suite.tables))]
     for t in rep.tables:
-        lines += render_table(t, suite.seed_arg)
+        lines += render_table(t, suite.seed_arg, suite.kind.direction)
 
     rep.plots = [plot_data(suite, spec, col.rows) for spec in suite.plots]
     if rep.plots:

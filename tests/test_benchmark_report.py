@@ -103,6 +103,45 @@ def test_table_means_stds_n_and_deltas_match_hand_computation(tmp_path, capsys):
     assert (out_dir / "demo.md").read_text() == md
 
 
+def test_vs_baseline_companion_is_paired_by_seed(tmp_path):
+    """fake_job's baseline nn is score / 2 from the same result, so score - nn = score / 2 per seed:
+    a plain 0.5, 1, 1.5 -> 1.0000 ± 0.5000; a shift (11, 12, 13) / 2 -> 6.0000 ± 0.5000;
+    b plain 1, 2, 3 -> 2.0000 ± 1.0000; b shift (12, 14, 16) / 2 -> 7.0000 ± 1.0000. Higher score is
+    better and every difference is > 0, so every row beats the baseline on 3/3 seeds. (A difference
+    of the two columns' means would be right here, its std would not: paired std 0.5 against the
+    score column's 1.0.)"""
+    _, suite, jobs = _report(tmp_path)
+    md = build_report(suite, jobs, results_dir=tmp_path / "results").markdown
+    assert "### Main: vs baseline, paired by seed" in md
+    paired = [r for r in _rows(md, "a") + _rows(md, "b") if len(r) == 3]
+    assert paired == [["a", "1.0000 ± 0.5000, better 3/3", "6.0000 ± 0.5000, better 3/3"],
+                      ["b", "2.0000 ± 1.0000, better 3/3", "7.0000 ± 1.0000, better 3/3"]]
+    headers = [h for h in (_rows(md, "ckpt")) if len(h) == 3]
+    assert headers == [["ckpt", "plain score − nn", "shift score − nn"]]
+
+
+def test_vs_baseline_counts_lower_is_better(tmp_path):
+    """For a lower-is-better metric the count is of seeds where row < baseline. Hand case:
+    mae 5, 2, 7 against baseline 4, 4, 4 -> differences +1, -2, +3 (mean 0.6667, sample std
+    2.5166) -> better 1/3. A result whose baseline is NaN is skipped."""
+    from types import SimpleNamespace
+
+    from benchmark.aggregate import baseline_columns, build_table
+    from benchmark.report import _render_vs_baseline
+
+    path = write_suite(tmp_path, args={}, matrix={"ckpt": {"a": {}}}, seeds={"seed": [1, 2, 3, 4]},
+                       tables=[{"rows": ["ckpt"], "cols": [], "metrics": ["mae"]}])
+    suite = load_suite(path, tmp_path / "params.yaml")
+    rows = [SimpleNamespace(tags={"ckpt": "a", "seed": i}, segregation=(), flags=[],
+                            metrics={"mae": float(v), "baseline/nn_copy/mae": b})
+            for i, v, b in ((1, 5, 4.0), (2, 2, 4.0), (3, 7, 4.0), (4, 1, float("nan")))]
+    t = build_table(suite, 0, rows)
+    assert [c.metric for c in baseline_columns(t)] == ["baseline/nn_copy/mae"]
+    md = "\n".join(_render_vs_baseline(t, ["ckpt"], lambda m: "min"))
+    assert _rows(md, "a") == [["a", "0.6667 ± 2.5166, better 1/3"]]
+    assert _rows(md, "ckpt") == [["ckpt", "mae − nn_copy"]]
+
+
 def test_single_seed_and_missing_results(tmp_path):
     path, suite, jobs = _report(tmp_path, seeds={"seed": [5, 7]})
     missing = [j for j in jobs if j.tags == {"ckpt": "a", "q": "plain", "seed": 7}][0]

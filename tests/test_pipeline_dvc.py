@@ -34,7 +34,8 @@ TINY = {
         (REPO / "params.yaml").read_text())["pretrain_continuations"]},
     "finetune": {"epochs": 2, "mc_eval_k_test": 1},
     "ucpr": {"max_files": 8},
-    "cpac": {"max_shapes": 6, "head_train_max_shapes": 8, "n_context": 16, "n_query": 16},
+    "cpac": {"max_shapes": 6, "head_train_max_shapes": 8, "n_context": 16, "n_query": 16,
+             "main_eval_seeds": [0]},  # the lab's single seed: 6 cpac_main jobs
     "cpac_quick": {"max_shapes": 4, "head_train_max_shapes": 6},
     "cpac_b1": {"max_shapes": 4, "head_train_max_shapes": 6},
     # scaled context: 2 x pretrain.n_point; max_len = 1 + 2 (n_context + n_query) + 1

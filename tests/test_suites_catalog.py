@@ -63,7 +63,8 @@ EXPECTED = {
     "ucpr_ablation": (6, [0], [T(["ckpt"], ["ablation"], metrics=["r@1", "mAP"], ckpt=QA,
                                  ablation=["base", "ablate_point_xyz", "ablate_point_dist"])]),
     # active-track §8.3 non-transductive post-fix rows + §8.10: Model | MAE | RMSE | IoU@0.03
-    "cpac_main": (6, [0], [T(["ckpt"], metrics=CPAC3,
+    # (the lab's seed 0 plus 1 and 2: params.yaml cpac.main_eval_seeds)
+    "cpac_main": (18, [0, 1, 2], [T(["ckpt"], metrics=CPAC3,
                              ckpt=["shapenet_mix_nepa", "shapenet_mix_mae", "qa_nodual", "qa_dualmask",
                                    "qa_nodual_long", "qa_nodual_e_long"])]),
     # A-Pilot full matrix: Setting | MAE | RMSE | IoU | Near-MAE | Near-IoU | NN-copy
