@@ -174,14 +174,13 @@ def baseline_columns(t: TableData) -> list[Column]:
     return [c for c in t.columns if c.baseline is not None]
 
 
-def paired_baseline_cell(t: TableData, row: Key, col: Column) -> tuple[Cell, int]:
+def paired_baseline_cell(t: TableData, row: Key, col: Column) -> Cell:
     """Per-result differences ``metric - baseline metric`` for one row and baseline column.
 
     Both numbers come from the same result (same seed, same queries), so the spread is that of
-    the paired differences, not of either side. Returns (cell of differences, number of results
-    where the metric is strictly lower than its baseline); NaN on either side is skipped.
+    the paired differences, not of either side. A NaN on either side skips that result.
     """
-    cell, lower = Cell(), 0
+    cell = Cell()
     for r in t.results.get(row, []):
         if tuple(r.tags[a] for a in t.col_axes) != col.key:
             continue
@@ -190,8 +189,7 @@ def paired_baseline_cell(t: TableData, row: Key, col: Column) -> tuple[Cell, int
             continue
         cell.values.append(mine - base)
         cell.classes.add(tuple(getattr(r, "segregation", ())))
-        lower += mine < base
-    return cell, lower
+    return cell
 
 
 # --- readout: the best row per column, among rows that compete --------------------------------

@@ -194,8 +194,9 @@ def _render_vs_baseline(t: TableData, row_headers: list[str], direction: Callabl
     for rk in t.row_keys:
         cells = []
         for c in cols:
-            cell, lower = paired_baseline_cell(t, rk, c)
-            better = lower if direction(c.base_metric) == "min" else sum(v > 0 for v in cell.values)
+            cell = paired_baseline_cell(t, rk, c)
+            lower = direction(c.base_metric) == "min"
+            better = sum((d < 0) if lower else (d > 0) for d in cell.values)
             cells.append(f"{fmt_cell(cell)}, better {better}/{cell.n}" if cell.n else DASH)
         body.append([*(map(str, rk) if rk else ["all"]), *cells])
     headers = [*row_headers, *(f"{_column_header(t, c).replace(f' [{c.baseline}]', '')} − {c.baseline}"

@@ -13,7 +13,9 @@ objective and epoch count, and the test says so in its output.
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -37,8 +39,6 @@ _CKPT = re.compile(r"^runs/(?P<run>[^/]+)/ckpt_ep(?P<ep>\d+)\.pt$")
 
 
 def _main(module: str):
-    import importlib
-
     return importlib.import_module(module).main
 
 
@@ -64,7 +64,8 @@ def _pretrain_fallback(ckpt: str) -> list[str]:
             "--save_dir", f"runs/{run}", "--seed", "0", *L.TINY_MODEL]
 
 
-def _ok(module: str, ret) -> bool:
+def _ok(ret) -> bool:
+    """A CLI's success: exit code 0 / None, or the result dict the evaluators return."""
     return ret in (0, None) or isinstance(ret, dict)
 
 
@@ -72,8 +73,6 @@ def _ok(module: str, ret) -> bool:
 def lab_tree(tmp_path_factory):
     """The sandbox after the data and pretraining commands: (root, {origin: outcome})."""
     root = tmp_path_factory.mktemp("lab")
-    import os
-
     old = os.getcwd()
     os.chdir(root)
     try:
@@ -89,7 +88,7 @@ def lab_tree(tmp_path_factory):
         def run(module, argv, origin):
             try:
                 ret = _main(module)(argv)
-                outcome[origin] = "ok" if _ok(module, ret) else f"returned {ret!r}"
+                outcome[origin] = "ok" if _ok(ret) else f"returned {ret!r}"
             except SystemExit as e:  # argparse or a CLI error exit
                 outcome[origin] = f"exit {e.code}"
             except Exception as e:  # noqa: BLE001 - reported per command by the tests below
@@ -119,9 +118,9 @@ def lab_tree(tmp_path_factory):
             if c.module in EVALUATORS and not Path(c.flag("--ckpt")).exists():
                 print(f"[lab] training stand-in for {c.flag('--ckpt')}")
                 run(PRETRAIN, _pretrain_fallback(c.flag("--ckpt")), f"stand-in {c.flag('--ckpt')}")
-        yield root, outcome
     finally:
         os.chdir(old)
+    return root, outcome
 
 
 def test_fixture_has_every_protocol_command():
