@@ -40,12 +40,13 @@ TINY = {
     "cpac_b1": {"max_shapes": 4, "head_train_max_shapes": 6},
     # scaled context: 2 x pretrain.n_point; max_len = 1 + 2 (n_context + n_query) + 1
     "scale_eval": {"n_context": 32, "max_len": 98},
+    "qualitative": {"grid_res": 8, "max_shapes": 2, "png_dpi": 30},
 }
 TINY["pretrain_continuations"]["scale"]["args"] = {"n_point": 32}
 for _name in ("qa_nodual_long", "qa_nodual_e_long"):  # 64 epochs in params: 2 are enough here
     TINY["pretrain_continuations"][_name]["epochs_after_root"] = 2
 
-TARGETS = ["suite_cpac_main", "suite_scale6", "suite_ucpr_main"]
+TARGETS = ["suite_cpac_main", "suite_scale6", "suite_ucpr_main", "qualitative_cpac"]
 
 
 def deep_update(d: dict, u: dict) -> dict:
@@ -107,6 +108,10 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
     cpac = results(work, "cpac_main")
     assert len(cpac) == 6 and all("nn_copy" in r["baselines"] for r in cpac)
     assert len(results(work, "scale6")) == 4 and len(results(work, "ucpr_main")) == 8
+    qual = json.loads((work / "results" / "qual_mc" / "summary.json").read_text())
+    page = (work / "reports" / "qualitative_cpac.md").read_text()
+    assert qual["n_eval_shapes"] == 2 and qual["grid_res"] == 8
+    assert page.count("](qualitative_cpac/") == 2 and qual["ckpt"].endswith("pretrain_qa_nodual_e_long/last.pt")
 
     t0 = time.time()
     out = sh([dvc, "repro", *TARGETS], work, env)
@@ -117,7 +122,7 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
     sh(["git", "commit", "-qm", "results"], work, env)
     # a probe setting: only the CPAC suites that read it re-run (no pretraining, no UCPR)
     out = sh([dvc, "exp", "run", "-S", "cpac.ridge_lambda=1000", *TARGETS], work, env)
-    assert ran_stages(out) == {"suite_cpac_main", "suite_scale6"}, out
+    assert ran_stages(out) == {"suite_cpac_main", "suite_scale6", "qualitative_cpac"}, out
     lams = sorted(r["args"]["ridge_lambda"] for r in results(work, "cpac_main"))
     assert lams == [0.001] * 6 + [1000.0] * 6  # earlier results persist; new jobs were added
     # one continuation's setting: that variant and the suite evaluating it, nothing else

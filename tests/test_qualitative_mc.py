@@ -46,8 +46,9 @@ def test_files_meshes_and_metrics(planted, tmp_path):
     assert [p["name"] for p in s["per_shape"]] == ["box_0000", "sphere_0000"]
     assert s["n_eval_shapes"] == 2 and s["n_head_train_shapes"] == 4
     assert s["qa_tokens"] is True and s["add_eos"] is True
-    # max_len 128: (128 - 1 - 1 - 2·16) // 2 = 47 queries per pass -> G³ = 4096 in 88 chunks
-    assert s["max_query_per_pass"] == 47
+    # max_len 128 leaves (128 - 1 - 1 - 2·16) // 2 = 47 query slots; the default pass holds the
+    # 16 positions the head was fitted on (n_query_probe)
+    assert s["max_query_per_pass"] == 16
     w = np.load(out / "ridge_w.npy")
     assert w.shape == (33, 1) and w.dtype == np.float32
     for k in ("ckpt", "cache_root", "split", "head_train_split", "head_train_backend",
@@ -144,3 +145,55 @@ def test_shapes_without_udf_grid_are_skipped(planted, tmp_path):
     assert [p["name"] for p in s["per_shape"]] == ["box_0000", "sphere_0000"]
     assert [k["reason"] for k in s["skipped_shapes"]] == ["no udf_grid"] * 2
     assert s["n_eval_shapes"] == 2
+
+
+def test_queries_per_pass_rule():
+    """Default: the head's own query positions (n_query_probe) capped by the room; 0: the room
+    (the reference's rule); k: min(k, room). Lab sizes: room (1026 - 2 - 512) // 2 = 256 = probe."""
+    assert qmc.queries_per_pass(47, 16, -1) == 16
+    assert qmc.queries_per_pass(10, 16, -1) == 10
+    assert qmc.queries_per_pass(47, 16, 0) == 47
+    assert qmc.queries_per_pass(47, 16, 30) == 30 and qmc.queries_per_pass(47, 16, 99) == 47
+    room = qmc.max_queries_per_pass(1026, 256, qa_tokens=True, add_eos=True)
+    assert room == 256 and qmc.queries_per_pass(room, 256, -1) == qmc.queries_per_pass(room, 256, 0)
+
+
+def test_reference_fill_rule_from_the_cli(planted, tmp_path):
+    root, ckpt = planted
+    s = _run(root, ckpt, tmp_path / "fill", "--grid_res", "8", "--max_shapes", "1",
+             "--save_png", "0", "--queries_per_pass", "0")
+    assert s["max_query_per_pass"] == 47  # (128 - 1 - 1 - 2·16) // 2
+
+
+def test_report_page_from_a_run(planted, tmp_path):
+    """The page lists every shape with the summary's metrics (4 decimals), the mean row, the
+    mesh-skip reason, and links previews that exist next to it."""
+    from nepa3d.analysis import qualitative_report as qr
+
+    root, ckpt = planted
+    run = tmp_path / "run"
+    s = _run(root, ckpt, run, "--grid_res", "8", "--png_dpi", "30")
+    page = tmp_path / "reports" / "qualitative_cpac.md"
+    page.parent.mkdir()
+    assert qr.main(["--run_dir", str(run), "--out", str(page)]) == 0
+    md = page.read_text()
+    for si, p in enumerate(s["per_shape"]):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {si} "))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == p["name"] and cells[3] == f"{p['mae_grid']:.4f}"
+        assert cells[5] == f"{p['iou@level']:.4f}"
+        png = page.parent / "qualitative_cpac" / f"{si:03d}_{p['name']}.png"
+        assert png.read_bytes() == (run / f"{si:03d}_{p['name']}" / "preview.png").read_bytes()
+        assert f"(qualitative_cpac/{png.name})" in md
+    mean = next(line for line in md.splitlines() if line.startswith("| mean"))
+    assert f"{np.mean([p['mae_grid'] for p in s['per_shape']]):.4f}" in mean
+    # a skipped mesh says why
+    s["per_shape"][0]["mc_skipped"] = {"pred_mc": "level 0.03 outside volume range [0.08, 1.0]"}
+    assert "pred_mc: level 0.03 outside volume range" in qr.render(s, "imgs")
+
+
+def test_report_page_missing_summary(tmp_path):
+    from nepa3d.analysis import qualitative_report as qr
+
+    with pytest.raises(SystemExit, match="summary.json"):
+        qr.main(["--run_dir", str(tmp_path / "nope"), "--out", str(tmp_path / "q.md")])

@@ -3,7 +3,9 @@
 A ridge head is fit on head-train shapes exactly as in the CPAC probe (grid / uniform queries,
 context from ``--head_train_backend``, seed ``eval_seed``); then, for a few evaluation shapes,
 one context (``--context_backend``, seed ``eval_seed + 999``) is followed by the voxel centres
-of a ``grid_res``³ lattice, in chunks of as many queries as one sequence can hold, and the
+of a ``grid_res``³ lattice, in chunks of ``--queries_per_pass`` queries (default: as many as
+the head saw per sequence, n_query_probe, capped by the room ``max_len`` leaves; the reference
+fills the room, which is the same at the lab's sizes, see :func:`queries_per_pass`), and the
 head predicts the UDF at every centre. Ground truth is the cache's ``udf_grid`` (trilinearly
 resampled when ``grid_res`` differs from its side). Both volumes are meshed with marching
 cubes at ``--mc_level`` (the UDF iso-shell).
@@ -61,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--n_context", type=int, default=256)
     ap.add_argument("--n_query_probe", type=int, default=256,
                     help="grid queries per head-train shape")
+    ap.add_argument("--queries_per_pass", type=int, default=-1,
+                    help="lattice queries per forward: -1 = min(room, n_query_probe), the token "
+                         "positions the head was fitted on; 0 = all the room max_len leaves "
+                         "(the reference's rule); k > 0 = min(k, room)")
     ap.add_argument("--grid_res", type=int, default=32)
     ap.add_argument("--mc_level", type=float, default=0.02)
     ap.add_argument("--ridge_lambda", type=float, default=1e-3)
@@ -99,6 +105,21 @@ def max_queries_per_pass(max_len: int, n_ctx: int, qa_tokens: bool, add_eos: boo
     """(max_len − 1 − eos − 2·n_ctx) // 2 (QA) or max_len − 1 − eos − n_ctx (legacy)."""
     free = max_len - 1 - int(bool(add_eos))
     return (free - 2 * n_ctx) // 2 if qa_tokens else free - n_ctx
+
+
+def queries_per_pass(room: int, n_query_probe: int, requested: int) -> int:
+    """Lattice queries per forward pass.
+
+    The ridge head sees query tokens only at the n_query_probe positions after the context during
+    its fit; a query placed further along the sequence meets positional embeddings the head never
+    saw (with a checkpoint whose point slots end there too, its features drift, and the lattice
+    shows bands with the chunk period). So the default (-1) is min(room, n_query_probe). At the
+    lab's sizes (max_len 1026, 256 context, 256 probe queries) the room is 256 and the two rules
+    agree. ``requested`` 0 = the room (the reference's rule); k > 0 = min(k, room).
+    """
+    if requested < 0:
+        return min(room, max(1, n_query_probe))
+    return room if requested == 0 else min(room, requested)
 
 
 def marching_cubes(vol: np.ndarray, level: float):
@@ -269,10 +290,11 @@ def run(args) -> dict:
                          seq_len=lambda lb: required_len(args.n_context, max(1, args.n_query_probe),
                                                          lb.qa_tokens, lb.add_eos))
     max_len = int(lb.model.pos_emb.shape[1])
-    max_q = max_queries_per_pass(max_len, args.n_context, lb.qa_tokens, lb.add_eos)
-    if max_q < 1:
+    room = max_queries_per_pass(max_len, args.n_context, lb.qa_tokens, lb.add_eos)
+    if room < 1:
         raise CheckpointError(args.ckpt, f"max_len {max_len} leaves no room for queries after "
                                          f"{args.n_context} context points")
+    max_q = queries_per_pass(room, args.n_query_probe, args.queries_per_pass)
     load = cpac.ArrayLoader(max_items=max(16, len(sel) + 1))
     # validate every selected evaluation shape before anything is written
     eval_arrays = {i: load(all_eval[i]) for i in sel}

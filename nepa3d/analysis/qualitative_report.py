@@ -1,0 +1,94 @@
+"""Markdown page for a marching-cubes qualitative run (``qualitative_cpac_marching_cubes``).
+
+Reads ``<run_dir>/summary.json``, copies each shape's ``preview.png`` next to the page and writes
+a table of the per-shape grid metrics (MAE, RMSE, IoU at the marching-cubes level) with the
+reason a mesh could not be extracted, the run's protocol and a mean row. Meshes and volumes stay
+in ``run_dir`` (DVC output); only the page and the previews go to ``reports/``.
+
+    python -m nepa3d.analysis.qualitative_report --run_dir results/qual_mc \
+        --out reports/qualitative_cpac.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+PROTOCOL_KEYS = ("ckpt", "cache_root", "split", "context_backend", "n_context", "head_train_split",
+                 "head_train_backend", "n_head_train_shapes", "n_query_probe", "max_query_per_pass",
+                 "ridge_lambda", "rep_source", "grid_res", "mc_level", "eval_seed")
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{float(x):.4f}"
+
+
+def _mesh_text(shape: dict) -> str:
+    skipped = shape.get("mc_skipped") or {}
+    return "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "both meshed"
+
+
+def render(summary: dict, image_dir: str) -> str:
+    """The page's Markdown. ``image_dir``: the previews' folder relative to the page."""
+    level = summary["mc_level"]
+    lines = ["# CPAC qualitatives: marching cubes on predicted UDF grids", "",
+             f"Ridge probe on `h`, dense {summary['grid_res']}³ lattice, iso-shell at level {level}. "
+             "Top row of each panel: context points, predicted mesh, ground-truth mesh; bottom row: "
+             "mid-z slices of the predicted and true UDF and their absolute difference.", "",
+             "## Protocol", ""]
+    lines += [tabulate([[k, f"`{summary[k]}`"] for k in PROTOCOL_KEYS if k in summary],
+                       headers=["setting", "value"], tablefmt="pipe", disable_numparse=True), ""]
+    rows = []
+    for si, s in enumerate(summary["per_shape"]):
+        cls = Path(s["path"]).parent.name
+        rows.append([str(si), cls, s["name"], _num(s["mae_grid"]), _num(s["rmse_grid"]),
+                     _num(s["iou@level"]), _mesh_text(s)])
+    if "mean_mae_grid" in summary:
+        rows.append(["mean", "", "", _num(summary["mean_mae_grid"]), _num(summary["mean_rmse_grid"]),
+                     _num(summary["mean_iou@level"]), ""])
+    lines += ["## Shapes", "",
+              tabulate(rows, headers=["#", "class", "shape", "mae (grid)", "rmse (grid)",
+                                      f"iou@{level}", "meshes"],
+                       tablefmt="pipe", disable_numparse=True), ""]
+    if summary.get("skipped_shapes"):
+        lines += [f"Skipped (no `udf_grid`): {', '.join(map(str, summary['skipped_shapes']))}", ""]
+    for si, s in enumerate(summary["per_shape"]):
+        lines += [f"### {si}: {s['name']}", "", f"![{s['name']}]({image_dir}/{si:03d}_{s['name']}.png)", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(run_dir: Path, out: Path) -> Path:
+    """Write ``out`` and its previews folder (``<out stem>/``); return the page's path."""
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: {summary_path}: cannot read the qualitative summary ({e})")
+    images = out.parent / out.stem
+    if images.exists():
+        shutil.rmtree(images)
+    images.mkdir(parents=True)
+    for si, s in enumerate(summary["per_shape"]):
+        png = Path(s["out_dir"]) / "preview.png"
+        if png.exists():
+            shutil.copyfile(png, images / f"{si:03d}_{s['name']}.png")
+    out.write_text(render(summary, images.name))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run_dir", type=Path, required=True, help="the qualitative tool's --out_dir")
+    ap.add_argument("--out", type=Path, required=True, help="Markdown page to write")
+    args = ap.parse_args(argv)
+    print(f"[qualitative_report] {write(args.run_dir, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
