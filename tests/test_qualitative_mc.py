@@ -187,9 +187,12 @@ def test_report_page_from_a_run(planted, tmp_path):
         assert f"(qualitative_cpac/{png.name})" in md
     mean = next(line for line in md.splitlines() if line.startswith("| mean"))
     assert f"{np.mean([p['mae_grid'] for p in s['per_shape']]):.4f}" in mean
-    # a skipped mesh says why
+    # a skipped mesh says why; a checkpoint under the base directory is shown relative to it
     s["per_shape"][0]["mc_skipped"] = {"pred_mc": "level 0.03 outside volume range [0.08, 1.0]"}
-    assert "pred_mc: level 0.03 outside volume range" in qr.render(s, "imgs")
+    s["ckpt"] = str(tmp_path / "runs" / "x" / "last.pt")
+    md2 = qr.render(s, "imgs", base=tmp_path)
+    assert "pred_mc: level 0.03 outside volume range" in md2
+    assert "`runs/x/last.pt`" in md2 and str(tmp_path) not in md2
 
 
 def test_report_page_missing_summary(tmp_path):

@@ -24,6 +24,17 @@ PROTOCOL_KEYS = ("ckpt", "cache_root", "split", "context_backend", "n_context", 
                  "ridge_lambda", "rep_source", "grid_res", "mc_level", "eval_seed")
 
 
+def _portable(value, base: Path):
+    """A path under ``base`` shown relative to it (the page must not depend on the checkout's
+    location); anything else unchanged."""
+    if isinstance(value, str) and Path(value).is_absolute():
+        try:
+            return str(Path(value).relative_to(base))
+        except ValueError:
+            return value
+    return value
+
+
 def _num(x) -> str:
     return "—" if x is None else f"{float(x):.4f}"
 
@@ -33,15 +44,17 @@ def _mesh_text(shape: dict) -> str:
     return "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "both meshed"
 
 
-def render(summary: dict, image_dir: str) -> str:
-    """The page's Markdown. ``image_dir``: the previews' folder relative to the page."""
+def render(summary: dict, image_dir: str, base: Path | None = None) -> str:
+    """The page's Markdown. ``image_dir``: the previews' folder relative to the page; ``base``:
+    paths under it are shown relative (default: the working directory)."""
+    base = Path.cwd() if base is None else base
     level = summary["mc_level"]
     lines = ["# CPAC qualitatives: marching cubes on predicted UDF grids", "",
              f"Ridge probe on `h`, dense {summary['grid_res']}³ lattice, iso-shell at level {level}. "
              "Top row of each panel: context points, predicted mesh, ground-truth mesh; bottom row: "
              "mid-z slices of the predicted and true UDF and their absolute difference.", "",
              "## Protocol", ""]
-    lines += [tabulate([[k, f"`{summary[k]}`"] for k in PROTOCOL_KEYS if k in summary],
+    lines += [tabulate([[k, f"`{_portable(summary[k], base)}`"] for k in PROTOCOL_KEYS if k in summary],
                        headers=["setting", "value"], tablefmt="pipe", disable_numparse=True), ""]
     rows = []
     for si, s in enumerate(summary["per_shape"]):
