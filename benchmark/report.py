@@ -18,7 +18,7 @@ import json
 import shlex
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -199,7 +199,7 @@ def _render_vs_baseline(t: TableData, row_headers: list[str], direction: Callabl
             better = sum((d < 0) if lower else (d > 0) for d in cell.values)
             cells.append(f"{fmt_cell(cell)}, better {better}/{cell.n}" if cell.n else DASH)
         body.append([*(map(str, rk) if rk else ["all"]), *cells])
-    headers = [*row_headers, *(f"{_column_header(t, c).replace(f' [{c.baseline}]', '')} − {c.baseline}"
+    headers = [*row_headers, *(f"{_column_header(t, replace(c, baseline=None))} − {c.baseline}"
                                for c in cols)]
     out += [_md(body, headers), ""]
     return out

@@ -17,6 +17,7 @@ flag and value stays as written, so the command keeps its meaning.
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import shlex
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def parse_commands(text: str) -> list[LabCommand]:
     """Fixture text -> every ``python -m nepa3d...`` command, loops expanded, in order."""
     cmds: list[LabCommand] = []
     origin, base_line = "?", 0
-    logical: list[tuple[int, str]] = []
+    logical: list[tuple[str, str]] = []  # (origin "note:line", one logical shell line)
     buf, start = "", 0
     for i, raw in enumerate(text.splitlines()):
         if raw.startswith("# @origin "):
@@ -109,22 +110,10 @@ def parse_commands(text: str) -> list[LabCommand]:
         if raw.rstrip().endswith("\\"):
             buf += raw.rstrip()[:-1] + " "
             continue
-        logical.append((start, f"{origin}:{start}", buf + raw))
+        logical.append((f"{origin}:{start}", buf + raw))
         buf = ""
-    loops: list[tuple[str, list[str]]] = []
-
-    def expand(env_stack, idx):
-        # all combinations of the active loop variables
-        if idx == len(loops):
-            yield dict(env_stack)
-            return
-        var, values = loops[idx]
-        for v in values:
-            env_stack[var] = v
-            yield from expand(env_stack, idx + 1)
-        env_stack.pop(var, None)
-
-    for _, where, line in logical:
+    loops: list[tuple[str, list[str]]] = []  # the enclosing for-loops: (variable, values)
+    for where, line in logical:
         s = line.strip()
         m = _FOR.match(s)
         if m:
@@ -135,7 +124,8 @@ def parse_commands(text: str) -> list[LabCommand]:
             continue
         if "-m nepa3d" not in s or s.startswith("#"):
             continue
-        for env in expand({}, 0):
+        for values in itertools.product(*(vals for _, vals in loops)):
+            env = dict(zip((var for var, _ in loops), values))
             tokens = shlex.split(_eval_cmdsub(_substitute(s, env)))
             mi = tokens.index("-m")
             tag = where + "".join(f" {k}={v}" for k, v in env.items())

@@ -165,7 +165,8 @@ def test_lab_setup_command_runs(lab_tree, cmd):
         assert (root / cmd.flag("--save_dir") / f"ckpt_ep{ep:03d}.pt").exists()
 
 
-def _unique_evaluator_runs() -> list[tuple[L.LabCommand, tuple[str, ...]]]:
+def _unique_evaluator_runs() -> list[L.LabCommand]:
+    """Evaluator commands, one per distinct argv at test size (first occurrence kept)."""
     seen, out = set(), []
     for c in COMMANDS:
         if c.module in EVALUATORS:
