@@ -29,3 +29,26 @@ def test_dirty_ignores_pipeline_owned_files(tmp_path):
 
 def test_outside_git(tmp_path):
     assert git_state(tmp_path) == (None, None)
+
+
+def test_provenance_records_the_cache_corpus(tmp_path):
+    """Every result envelope says which corpus produced it (None when the cache has no record),
+    and the engine's envelope model keeps the field."""
+    from benchmark.results import Envelope
+
+    from nepa3d.data.corpus_meta import write_cache_corpus
+    from nepa3d.utils.results import ResultTimer, build_result
+
+    cache = tmp_path / "cache"
+    (cache / "train").mkdir(parents=True)
+    timer = ResultTimer()
+    assert timer.provenance(cache_root=cache)["corpus"] is None
+    assert timer.provenance()["corpus"] is None
+    desc = {"synthetic": True, "name": "embedded procedural corpus (nepa3d.data.synthetic)",
+            "generator": "nepa3d.data.synthetic", "args": {"seed": 0, "scan_bg_frac": [0.1, 0.25]},
+            "variant": "main_split_nobg", "source": "/x/ScanObjectNN/h5_files/main_split_nobg"}
+    write_cache_corpus(cache, desc)
+    prov = timer.provenance(seed=0, cache_root=cache)
+    assert prov["corpus"] == desc
+    env = Envelope.model_validate(build_result("t", {}, {"acc": 1.0}, prov))
+    assert env.provenance.model_dump()["corpus"] == desc

@@ -21,13 +21,16 @@ from scipy.spatial import cKDTree
 from nepa3d.data import synthetic
 from nepa3d.data.synthetic import CLASSES, build_mesh, generate, scan_object
 
+NAMES = [c[0] for c in CLASSES]
+
 SMALL = dict(n_per_class=2, scan_train_per_class=2, scan_test_per_class=1, scan_points=512)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
+    """SMALL corpus written by the CLI with every scan option at its default (no flag given)."""
     root = tmp_path_factory.mktemp("synth") / "a"
-    generate(root, seed=0, **SMALL)
+    synthetic.main(["--out_root", str(root), "--seed", "0"] + [f"--{k}={v}" for k, v in SMALL.items()])
     return root
 
 
@@ -248,3 +251,266 @@ def test_cli_prints_summary(tmp_path, capsys):
     assert len(out) == 1 and "classes" in out[0] and "meshes" in out[0] and "scans" in out[0]
     assert summary["classes"] == len(CLASSES) and summary["meshes"] == len(CLASSES)
     assert summary["scans_train"] == summary["scans_test"] == len(CLASSES)
+
+
+# --------------------------------------------------------------------------- default bytes unchanged
+
+# Digests of the SMALL seed-0 corpus written with every scan option at its default. Obtained by
+# running the generator as it was BEFORE the scan options existed (commit 2f6070e,
+# `generate(root, seed=0, n_per_class=2, scan_train_per_class=2, scan_test_per_class=1,
+# scan_points=512)`) and hashing with `_dataset_digest` / `_objs_digest` below. The full
+# default corpus (24/16/8/2048) was also compared file by file: identical.
+PRE_OPTION_H5_DIGESTS = {
+    "main_split/test_objectdataset.h5:data": "b6b3b4232599709ae671fa260de9f4d063c62c772d3aa1e90afd6f056c9f6b57",
+    "main_split/test_objectdataset.h5:label": "7dd67388abdd31cdec5032422dcb048cd919f350be9ebd9cf4d593d696ee2afb",
+    "main_split/test_objectdataset.h5:mask": "2ab642b5af196491e6233f8d816ee927462d592f7853b129d8fd80e5029ead56",
+    "main_split/training_objectdataset.h5:data": "8e3dbdc1fdf75139a508f17ca24af48f42c0545e3628fef5983e8c1e87358c7a",
+    "main_split/training_objectdataset.h5:label": "23985e88d04854727eedb1718cd3ed04d2dd386ef3749ce1b572846fb2c1cc97",
+    "main_split/training_objectdataset.h5:mask": "3bb02021d0121d523cfef9a10360fdcb76d6483bf874678f4fdc669561c7e713",
+}
+PRE_OPTION_OBJS_DIGEST = "335d060ec6db2f67893f899fc3b91b68d4560b10298cd5bb22a472e937d0675e"  # 24 OBJ files
+
+
+def _dataset_digest(array: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def _objs_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.obj")):
+        h.update(f"{p.relative_to(root)}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def test_default_options_reproduce_the_pre_option_corpus(corpus):
+    h5_root = corpus / "ScanObjectNN" / "h5_files"
+    got = {}
+    for path in sorted((h5_root / "main_split").glob("*.h5")):
+        with h5py.File(path) as f:
+            got.update({f"main_split/{path.name}:{k}": _dataset_digest(f[k][:]) for k in f})
+    assert got == PRE_OPTION_H5_DIGESTS
+    assert _objs_digest(corpus) == PRE_OPTION_OBJS_DIGEST and len(_obj_paths(corpus)) == 24
+
+
+def test_corpus_json_names_the_corpus_and_lists_variants(corpus):
+    meta = json.loads((corpus / "corpus.json").read_text())
+    assert meta["name"] == "embedded procedural corpus (nepa3d.data.synthetic)" and meta["synthetic"] is True
+    assert meta["args"]["scan_bg_frac"] == [0.10, 0.25] and meta["args"]["scan_heading_deg"] == 360
+    assert meta["args"]["scan_variants"] == ["main_split", "main_split_nobg"]
+    n = {"train": SMALL["scan_train_per_class"] * len(CLASSES), "test": SMALL["scan_test_per_class"] * len(CLASSES)}
+    for variant in ("main_split", "main_split_nobg"):
+        rec = meta["variants"][variant]
+        assert rec["path"] == f"ScanObjectNN/h5_files/{variant}" and rec["counts"] == n
+        for split, rel in rec["files"].items():
+            with h5py.File(corpus / rel) as f:
+                assert len(f["label"]) == n[split]
+
+
+# --------------------------------------------------------------------------- background fraction
+
+
+def _bg_counts(arrays: dict) -> np.ndarray:
+    return (arrays["mask"] == -1).sum(axis=1)
+
+
+def test_background_fraction_follows_the_range():
+    points = 200
+    arrays = synthetic.make_scans(4, synthetic.STREAM_SCAN_TRAIN, 1, points, bg_frac=(0.30, 0.40))
+    n_bg = _bg_counts(arrays)
+    assert len(n_bg) == len(CLASSES)
+    assert (n_bg >= np.floor(0.30 * points)).all() and (n_bg <= np.ceil(0.40 * points)).all(), n_bg
+    assert len(set(n_bg.tolist())) > 1  # drawn, not fixed
+    # the object points carry the label, background -1: nothing else
+    for mask, label in zip(arrays["mask"], arrays["label"]):
+        assert set(np.unique(mask).tolist()) <= {-1, int(label)}
+
+
+def test_zero_background_fraction_gives_object_only_scans(tmp_path):
+    generate(tmp_path, seed=1, n_per_class=0, scan_train_per_class=1, scan_test_per_class=1, scan_points=64,
+             scan_bg_frac=(0.0, 0.0), scan_variants=["main_split"])
+    for split in ("train", "test"):
+        with h5py.File(synthetic.scan_h5_path(tmp_path, split)) as f:
+            mask, label = f["mask"][:], f["label"][:]
+        assert (mask != -1).all() and (mask == label[:, None]).all()
+
+
+# --------------------------------------------------------------------------- heading
+
+
+def test_draw_yaw_ranges():
+    for heading in (0.0, 10.0, 90.0, 200.0):
+        rng = np.random.default_rng(0)
+        yaws = np.degrees([synthetic.draw_yaw(rng, heading) for _ in range(2000)])
+        assert (np.abs(yaws) <= heading / 2 + 1e-9).all()
+        if heading:  # uses the whole range
+            assert yaws.min() < -0.45 * heading and yaws.max() > 0.45 * heading
+    # 360 is the original draw, value for value: uniform [0, 2 pi) from the same stream
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [synthetic.draw_yaw(a, 360.0) for _ in range(5)] == [b.uniform(0.0, 2.0 * np.pi) for _ in range(5)]
+    # one draw whatever the heading: the rest of the item's stream is unchanged
+    for heading in (0.0, 45.0, 360.0):
+        rng = np.random.default_rng(8)
+        synthetic.draw_yaw(rng, heading)
+        assert rng.random() == np.random.default_rng(8).random(2)[1]
+
+
+def _principal_angle(xyz: np.ndarray) -> float:
+    """Angle (degrees, in [0, 180)) of the main horizontal (x-z) axis of a point set."""
+    xz = xyz[:, [0, 2]] - xyz[:, [0, 2]].mean(axis=0)
+    axis = np.linalg.eigh(xz.T @ xz)[1][:, -1]
+    return float(np.degrees(np.arctan2(axis[1], axis[0])) % 180.0)
+
+
+def _wrap90(deg: float) -> float:
+    return (deg + 90.0) % 180.0 - 90.0
+
+
+@pytest.mark.parametrize("heading", [0.0, 40.0])
+def test_heading_measured_from_geometry(heading):
+    """The yaw actually applied -- the turn of the placed object's main horizontal axis against
+    the canonical mesh's (rotation-covariant, scale/translation invariant) -- stays within
+    [-H/2, H/2]; H=0 leaves the canonical orientation."""
+    measured = []
+    for name in ("bench", "display", "bookshelf", "bathtub"):
+        ci = NAMES.index(name)
+        for i in range(3):
+            canonical = build_mesh(name, synthetic.item_rng(6, 1, ci, i))
+            rng = synthetic.item_rng(6, 1, ci, i)
+            _, _, obj = scan_object(build_mesh(name, rng), ci, rng, 128, heading_deg=heading)
+            measured.append(_wrap90(_principal_angle(obj.vertices) - _principal_angle(canonical.vertices)))
+    measured = np.asarray(measured)
+    assert (np.abs(measured) <= heading / 2 + 0.5).all(), measured
+    if heading:
+        assert np.abs(measured).max() > 2.0  # really turned
+
+
+def test_canonical_heading_visible_in_the_scanned_points():
+    """Benches are long along x: at H=0 the scanned object points keep that axis (up to the
+    bias of a one-sided view); at H=360 they do not."""
+    ci = NAMES.index("bench")
+
+    def angles(heading: float) -> np.ndarray:
+        out = []
+        for i in range(6):
+            rng = synthetic.item_rng(5, 1, ci, i)
+            points, mask, _ = scan_object(build_mesh("bench", rng), ci, rng, 256, heading_deg=heading)
+            out.append(_wrap90(_principal_angle(points[mask == ci])))
+        return np.abs(out)
+
+    assert angles(0.0).max() < 20.0
+    assert angles(360.0).max() > 30.0
+
+
+# --------------------------------------------------------------------------- object-only variant
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path) as f:
+        return {k: f[k][:] for k in f}
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_nobg_variant_same_instances_object_points_only(corpus, split):
+    main = _read(synthetic.scan_h5_path(corpus, split, "main_split"))
+    nobg = _read(synthetic.scan_h5_path(corpus, split, "main_split_nobg"))
+    assert (corpus / "ScanObjectNN/h5_files/main_split_nobg" / synthetic.SCAN_SPLIT_FILES[split]).is_file()
+    n, p = len(main["label"]), SMALL["scan_points"]
+    assert nobg["data"].shape == (n, p, 3) and nobg["data"].dtype == np.float32 and np.isfinite(nobg["data"]).all()
+    assert nobg["label"].dtype == main["label"].dtype and np.array_equal(nobg["label"], main["label"])
+    assert nobg["mask"].shape == (n, p) and nobg["mask"].dtype == np.int32
+    assert (nobg["mask"] != -1).all() and (nobg["mask"] == nobg["label"][:, None]).all()
+    for i in range(n):
+        obj = main["data"][i][main["mask"][i] >= 0]
+        bg = main["data"][i][main["mask"][i] == -1]
+        other = main["data"][(i + 1) % n][main["mask"][(i + 1) % n] >= 0]
+        diag = float(np.linalg.norm(obj.max(axis=0) - obj.min(axis=0)))
+        d_same = np.median(cKDTree(obj).query(nobg["data"][i])[0])
+        assert d_same < 0.03 * diag, (i, d_same / diag)  # the same scanned instance ...
+        assert d_same < 0.5 * np.median(cKDTree(other).query(nobg["data"][i])[0])  # ... not its neighbour
+        assert d_same < 0.5 * np.median(cKDTree(bg).query(nobg["data"][i])[0])  # ... and not the background
+
+
+def test_nobg_points_lie_on_the_object():
+    for name in ("chair", "lamp", "sofa"):
+        ci = NAMES.index(name)
+        rng = np.random.default_rng([12, ci])
+        scan = synthetic.simulate_scan(build_mesh(name, rng), ci, rng, 512)
+        points, mask = synthetic.object_only(scan, np.random.default_rng([12, ci, 1]), 512)
+        assert points.shape == (512, 3) and (mask == ci).all()
+        diag = float(np.linalg.norm(scan.obj.extents))
+        surface = trimesh.sample.sample_surface(scan.obj, 20000, seed=0)[0]
+        d = cKDTree(surface).query(points)[0] / diag
+        assert np.percentile(d, 90) < 0.035, name
+
+
+def test_variant_choice_does_not_change_main_split(tmp_path):
+    both = synthetic.make_scan_variants(2, synthetic.STREAM_SCAN_TEST, 1, 64)
+    only = synthetic.make_scans(2, synthetic.STREAM_SCAN_TEST, 1, 64)
+    assert all(np.array_equal(both["main_split"][k], only[k]) for k in only)
+    # regenerate without nobg: the stale nobg files of the earlier run go, corpus.json follows
+    small = dict(seed=2, n_per_class=0, scan_train_per_class=1, scan_test_per_class=1, scan_points=64)
+    generate(tmp_path, **small)
+    assert synthetic.scan_h5_path(tmp_path, "train", "main_split_nobg").is_file()
+    generate(tmp_path, **small, scan_variants=["main_split"])
+    assert not list(synthetic.scan_dir(tmp_path, "main_split_nobg").glob("*.h5"))
+    meta = json.loads((tmp_path / "corpus.json").read_text())
+    assert list(meta["variants"]) == ["main_split"] and meta["args"]["scan_variants"] == ["main_split"]
+
+
+# --------------------------------------------------------------------------- validation
+
+BAD_OPTIONS = [
+    (["--scan_heading_deg", "400"], "synthetic.scan_heading_deg (--scan_heading_deg): 400 is outside [0, 360]"),
+    (["--scan_heading_deg", "-1"], "synthetic.scan_heading_deg (--scan_heading_deg): -1 is outside [0, 360]"),
+    (["--scan_heading_deg", "nan"], "synthetic.scan_heading_deg (--scan_heading_deg): nan is not finite"),
+    (["--scan_bg_frac", "0.3", "0.2"], "synthetic.scan_bg_frac (--scan_bg_frac): LO 0.3 is above HI 0.2 (need LO <= HI)"),
+    (["--scan_bg_frac", "0", "1.5"], "synthetic.scan_bg_frac (--scan_bg_frac): 1.5 is outside [0, 1]"),
+    (["--scan_bg_frac", "-0.1", "0.2"], "synthetic.scan_bg_frac (--scan_bg_frac): -0.1 is outside [0, 1]"),
+    (["--scan_bg_frac", "0.1", "inf"], "synthetic.scan_bg_frac (--scan_bg_frac): inf is not finite"),
+    (["--scan_bg_frac", "0.1"], "synthetic.scan_bg_frac (--scan_bg_frac): expected 2 arguments"),
+    (["--n_per_class", "-1"], "synthetic.n_per_class (--n_per_class): -1 is outside [0, inf)"),
+    (["--scan_train_per_class", "-2"], "synthetic.scan_train_per_class (--scan_train_per_class): -2 is outside [0, inf)"),
+    (["--scan_test_per_class", "-3"], "synthetic.scan_test_per_class (--scan_test_per_class): -3 is outside [0, inf)"),
+    (["--scan_points", "0"], "synthetic.scan_points (--scan_points): 0 is outside [1, inf)"),
+    (["--scan_points", "1.5"], "synthetic.scan_points (--scan_points): '1.5' is not an integer"),
+    (["--seed", "-1"], "synthetic.seed (--seed): -1 is outside [0, inf)"),
+    (["--scan_variants", "main_split", "pb_t50_rs"],
+     "synthetic.scan_variants (--scan_variants): 'pb_t50_rs' is not one of main_split, main_split_nobg"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_option_is_refused_before_writing(tmp_path, capsys, argv, message):
+    out_root = tmp_path / "corpus"
+    with pytest.raises(SystemExit) as exc:
+        synthetic.main(["--out_root", str(out_root), "--n_per_class", "1", "--scan_train_per_class", "1",
+                        "--scan_test_per_class", "1", "--scan_points", "64", *argv])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"error: {message}"] and captured.out == ""
+    assert not out_root.exists()
+
+
+def test_generate_raises_the_same_text_before_writing(tmp_path):
+    cases = [(dict(scan_heading_deg=400), BAD_OPTIONS[0][1]), (dict(scan_bg_frac=(0.3, 0.2)), BAD_OPTIONS[3][1]),
+             (dict(n_per_class=-1), BAD_OPTIONS[8][1]), (dict(scan_bg_frac=(0.1, float("inf"))), BAD_OPTIONS[6][1])]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as exc:
+            generate(tmp_path / "g", **kwargs)
+        assert str(exc.value) == message
+    assert not (tmp_path / "g").exists()
+    assert synthetic.validate_args() == synthetic.DEFAULTS
+
+
+def test_bad_option_cli_exit_status_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "nepa3d.data.synthetic", "--out_root", str(tmp_path / "x"),
+                        "--scan_heading_deg", "400"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"error: {BAD_OPTIONS[0][1]}\n"
+    assert not (tmp_path / "x").exists()

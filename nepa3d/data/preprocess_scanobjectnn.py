@@ -28,6 +28,8 @@ Per sample: centroid / unit-sphere normalisation; ``pc_xyz`` = all points, ``pc_
 samples -- the pool is drawn even for a skipped (existing) output, so resumed runs are
 identical; ``pt_dist_pool`` = ``pt_dist_pc_pool`` = NN distance to ``pc_xyz``; ray pools are
 zeros. Output ``<out_root>/<split>/class_{label:03d}/{h5stem}_{idx:06d}.npz`` (atomic).
+After a successful run, ``<out_root>/_meta/corpus.json`` records which corpus ``scan_root``
+belongs to (:mod:`nepa3d.data.corpus_meta`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from collections import defaultdict
 import numpy as np
 
 from nepa3d.data.cache import save_cache
+from nepa3d.data.corpus_meta import describe_source, write_cache_corpus
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_centroid_unit_sphere
 from nepa3d.geometry.pools import point_query_pool
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
               f"fail={c['fail']} total={c['total']} seconds={time.time() - t0:.1f}", flush=True)
         if c["total"] and c["fail"] == c["total"]:
             rc = 1
+    if rc == 0:  # record which corpus this cache came from (read back into result provenance)
+        write_cache_corpus(args.out_root, describe_source(args.scan_root))
     return rc
 
 

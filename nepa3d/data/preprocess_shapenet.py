@@ -8,7 +8,9 @@ Example (the active-track profile, which is the default)::
 
 Layout: ``<out_root>/<train|test>/<synset>/<model>.npz``; split manifest
 ``<out_root>/_splits/{train,test}.txt`` (always written for all meshes); failures of the
-last run in ``<out_root>/_meta/preprocess_failures.txt`` (``path<TAB>reason`` per line).
+last run in ``<out_root>/_meta/preprocess_failures.txt`` (``path<TAB>reason`` per line); after a
+successful run ``<out_root>/_meta/corpus.json`` records which corpus ``shapenet_root`` belongs
+to (:mod:`nepa3d.data.corpus_meta`).
 
 Split: per synset, models sorted by id; ``n_test = int(round(test_ratio * n))``, at least 1
 when ``n >= 10``, capped at ``n``; the ``n_test`` models with the smallest
@@ -37,6 +39,7 @@ import sys
 import time
 from collections import defaultdict
 
+from nepa3d.data.corpus_meta import describe_source, write_cache_corpus
 from nepa3d.data.mesh_pipeline import PT_DIST_MODES, MeshCacheConfig, preprocess_mesh, require_embree
 
 PROG = "preprocess_shapenet"
@@ -292,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if failures and ok == 0 and skip == 0:
         print(f"[{PROG}] error: all {len(failures)} meshes failed", file=sys.stderr)
         return 1
+    # record which corpus this cache came from (read back into result provenance)
+    write_cache_corpus(args.out_root, describe_source(args.shapenet_root))
     return 0
 
 

@@ -9,20 +9,35 @@ preprocessing code serves both::
     <out_root>/ShapeNetCore.v2/<synset>/<model_id>/models/model_normalized.obj
     <out_root>/ScanObjectNN/h5_files/main_split/training_objectdataset.h5
     <out_root>/ScanObjectNN/h5_files/main_split/test_objectdataset.h5
+    <out_root>/ScanObjectNN/h5_files/main_split_nobg/training_objectdataset.h5
+    <out_root>/ScanObjectNN/h5_files/main_split_nobg/test_objectdataset.h5
     <out_root>/corpus.json
+
+``main_split`` holds object + background scans (mask -1 = background), ``main_split_nobg``
+the same instances (same labels, same order) with object points only, like the real data
+set's two folders (``--scan_variants`` picks which are written).
 
 Frames: meshes are y-up, bbox-centred, bbox diagonal 1 (like ``model_normalized.obj``).
 Scans are y-up, object bbox centre at the origin, object bbox diagonal 1.4-2.0 (not
-normalised; the preprocessor normalises), with floor / wall / clutter points around it.
+normalised; the preprocessor normalises), with floor / wall / clutter points around it
+(``scan_bg_frac`` of the points) and the object yawed uniformly in
+[-scan_heading_deg/2, scan_heading_deg/2] degrees (360: any heading; 0: canonical).
 
 Everything is deterministic from ``seed``: each item draws from its own generator
 ``default_rng([seed, stream, class_index, item_index])`` (stream 0 = ShapeNet meshes,
-1 = scan train, 2 = scan test), so the same arguments give byte-identical files.
+1 = scan train, 2 = scan test), so the same arguments give byte-identical files. The
+object-only variant draws its subsample and noise from ``default_rng([seed, stream,
+class_index, item_index, 1])``, so writing it leaves ``main_split`` unchanged.
+
+Every option is validated by :func:`validate_args` (the :data:`RULES` table) before
+anything is written; each CLI flag ``--<name>`` is the params.yaml key ``synthetic.<name>``.
+Bad input exits with status 2 and one line ``error: synthetic.<name> (--<name>): <cause>``.
 
 CLI::
 
     python -m nepa3d.data.synthetic --out_root data/synthetic --seed 0 \\
-        --n_per_class 24 --scan_train_per_class 16 --scan_test_per_class 8 --scan_points 2048
+        --n_per_class 24 --scan_train_per_class 16 --scan_test_per_class 8 --scan_points 2048 \\
+        --scan_bg_frac 0.10 0.25 --scan_heading_deg 360 --scan_variants main_split main_split_nobg
 """
 
 from __future__ import annotations
@@ -30,12 +45,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import numbers
 import os
 import shutil
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
@@ -80,6 +99,11 @@ TAXONOMY_NAMES: dict[str, str] = {
 STREAM_SHAPENET, STREAM_SCAN_TRAIN, STREAM_SCAN_TEST = 0, 1, 2
 SCAN_SPLIT_FILES = {"train": "training_objectdataset.h5", "test": "test_objectdataset.h5"}
 MARKER = ".nepa3d_synthetic"  # marks a ShapeNetCore.v2 folder as generated (safe to prune)
+CORPUS_NAME = "embedded procedural corpus (nepa3d.data.synthetic)"
+# ScanObjectNN-style variants, named like the real data set's h5_files/<folder>:
+# main_split = object + background (OBJ_BG), main_split_nobg = object only (OBJ_ONLY).
+SCAN_VARIANTS = ("main_split", "main_split_nobg")
+NOBG_TAG = 1  # 5th entropy word of the object-only variant's per-item generator
 
 assert [c[0] for c in CLASSES] == sorted(BUILDERS), "CLASSES and synthetic_shapes.BUILDERS disagree"
 
@@ -101,9 +125,147 @@ def shapenet_root(out_root: str | os.PathLike) -> Path:
     return Path(out_root) / "ShapeNetCore.v2"
 
 
-def scan_h5_path(out_root: str | os.PathLike, split: str) -> Path:
-    """Path of the ``split`` ("train" / "test") ScanObjectNN main_split h5 file."""
-    return Path(out_root) / "ScanObjectNN" / "h5_files" / "main_split" / SCAN_SPLIT_FILES[split]
+def scan_dir(out_root: str | os.PathLike, variant: str = "main_split") -> Path:
+    """Folder of one ScanObjectNN-style variant (``main_split`` / ``main_split_nobg``)."""
+    if variant not in SCAN_VARIANTS:
+        raise KeyError(f"unknown scan variant {variant!r}; expected one of {SCAN_VARIANTS}")
+    return Path(out_root) / "ScanObjectNN" / "h5_files" / variant
+
+
+def scan_h5_path(out_root: str | os.PathLike, split: str, variant: str = "main_split") -> Path:
+    """Path of the ``split`` ("train" / "test") ScanObjectNN h5 file of ``variant``."""
+    return scan_dir(out_root, variant) / SCAN_SPLIT_FILES[split]
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one generator option is checked. ``kind``: "int", "float" or "choice";
+    ``count``: None for a scalar, N for exactly N values, "+" for one or more;
+    ``lo`` / ``hi``: inclusive bounds (None = unbounded); ``ordered``: values non-decreasing;
+    ``choices``: allowed values of a "choice" option (each at most once)."""
+
+    kind: str
+    default: Any
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    count: int | str | None = None
+    ordered: bool = False
+    choices: tuple[str, ...] = ()
+
+
+# Every generator option, keyed by its name: the CLI flag is ``--<name>`` and the params.yaml
+# key ``synthetic.<name>``. The defaults reproduce the original corpus byte for byte.
+RULES: dict[str, Rule] = {
+    "seed": Rule("int", 0, "corpus seed", lo=0),
+    "n_per_class": Rule("int", 24, "ShapeNet-style meshes per class", lo=0),
+    "scan_train_per_class": Rule("int", 16, "scanned training instances per class", lo=0),
+    "scan_test_per_class": Rule("int", 8, "scanned test instances per class", lo=0),
+    "scan_points": Rule("int", 2048, "points per scan", lo=1),
+    "scan_bg_frac": Rule("float", (0.10, 0.25), "LO HI: background point fraction per scan, uniform in "
+                         "[LO, HI] (main_split only; 0 0 = no background)", lo=0.0, hi=1.0, count=2,
+                         ordered=True),
+    "scan_heading_deg": Rule("float", 360.0, "object yaw uniform in [-H/2, H/2] degrees (360: any "
+                             "heading, 0: canonical)", lo=0.0, hi=360.0),
+    "scan_variants": Rule("choice", SCAN_VARIANTS, "ScanObjectNN-style folders to write",
+                          count="+", choices=SCAN_VARIANTS),
+}
+DEFAULTS: dict[str, Any] = {name: rule.default for name, rule in RULES.items()}
+
+
+def _fmt(value: Any) -> str:
+    """A value as the error messages show it: 400.0 -> 400, 0.3 -> 0.3, 'x' -> 'x'."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _bounds(rule: Rule) -> str:
+    lo = "-inf" if rule.lo is None else _fmt(rule.lo)
+    hi = "inf" if rule.hi is None else _fmt(rule.hi)
+    return f"[{lo}, {hi}{']' if rule.hi is not None else ')'}"
+
+
+def _scalar(rule: Rule, value: Any) -> Any:
+    """One value converted to the rule's type and range-checked; raises ValueError(cause)."""
+    if rule.kind == "choice":
+        if value not in rule.choices:
+            raise ValueError(f"{_fmt(value)} is not one of {', '.join(rule.choices)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+        raise ValueError(f"{_fmt(value)} is not a number")
+    if rule.kind == "int":
+        if isinstance(value, str):
+            try:
+                out = int(value.strip())
+            except ValueError:
+                raise ValueError(f"{_fmt(value)} is not an integer") from None
+        elif isinstance(value, numbers.Integral):
+            out = int(value)
+        elif math.isfinite(value) and float(value).is_integer():
+            out = int(value)
+        else:
+            raise ValueError(f"{_fmt(value)} is not an integer")
+    else:
+        try:
+            out = float(value)
+        except ValueError:
+            raise ValueError(f"{_fmt(value)} is not a number") from None
+        if not math.isfinite(out):
+            raise ValueError(f"{_fmt(out)} is not finite")
+    if (rule.lo is not None and out < rule.lo) or (rule.hi is not None and out > rule.hi):
+        raise ValueError(f"{_fmt(out)} is outside {_bounds(rule)}")
+    return out
+
+
+def _check(rule: Rule, value: Any) -> Any:
+    """The normalised value of one option (a tuple for multi-valued ones); raises ValueError(cause)."""
+    if rule.count is None:
+        return _scalar(rule, value)
+    values = [value] if isinstance(value, (str, numbers.Real)) else list(value)
+    if rule.count == "+" and not values:
+        raise ValueError("expected at least one value, got none")
+    if isinstance(rule.count, int) and len(values) != rule.count:
+        raise ValueError(f"expected {rule.count} values, got {len(values)}")
+    out = tuple(_scalar(rule, v) for v in values)
+    if rule.kind == "choice":
+        repeated = sorted({v for v in out if out.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{_fmt(repeated[0])} is listed more than once")
+    if rule.ordered:
+        for a, b in zip(out, out[1:]):
+            if a > b:
+                raise ValueError(f"LO {_fmt(a)} is above HI {_fmt(b)} (need LO <= HI)")
+    return out
+
+
+def option_error(name: str, cause: str) -> str:
+    """``synthetic.<name> (--<name>): <cause>`` -- the text of every option error."""
+    return f"synthetic.{name} (--{name}): {cause}"
+
+
+def validate_args(**values: Any) -> dict[str, Any]:
+    """Check generator options against :data:`RULES`; returns all options, normalised.
+
+    Missing options take their defaults. Raises ``ValueError`` with the text
+    ``synthetic.<name> (--<name>): <cause>`` for the first bad option (in RULES order) or
+    for an unknown name.
+    """
+    unknown = sorted(set(values) - set(RULES))
+    if unknown:
+        raise ValueError(option_error(unknown[0], "unknown option"))
+    out = {}
+    for name, rule in RULES.items():
+        try:
+            out[name] = _check(rule, values.get(name, rule.default))
+        except ValueError as e:
+            raise ValueError(option_error(name, str(e))) from None
+    return out
 
 
 # --------------------------------------------------------------------------- atomic writers
@@ -153,10 +315,24 @@ def obj_text(mesh: trimesh.Trimesh, comment: str = "") -> str:
 # --------------------------------------------------------------------------- scanning
 
 
-def place_object(mesh: trimesh.Trimesh, rng: np.random.Generator) -> trimesh.Trimesh:
-    """A scaled copy of ``mesh`` (bbox diagonal 1.4-2.0), randomly yawed, standing on y=0, centred in x/z."""
+def draw_yaw(rng: np.random.Generator, heading_deg: float = 360.0) -> float:
+    """A yaw angle (radians about +y) uniform over a ``heading_deg``-wide range centred on 0.
+
+    ``heading_deg == 360``: ``rng.uniform(0, 2 pi)`` (any heading; the original draw,
+    kept exactly); otherwise ``rng.uniform(-h/2, h/2)`` with ``h`` in radians, so 0 gives
+    the canonical heading. Always consumes exactly one uniform draw, so the rest of an
+    item's stream (scale, cameras, noise) does not depend on ``heading_deg``.
+    """
+    if heading_deg == 360.0:
+        return float(rng.uniform(0.0, 2.0 * np.pi))
+    half = np.deg2rad(heading_deg) / 2.0
+    return float(rng.uniform(-half, half))
+
+
+def place_object(mesh: trimesh.Trimesh, rng: np.random.Generator, heading_deg: float = 360.0) -> trimesh.Trimesh:
+    """A scaled copy of ``mesh`` (bbox diagonal 1.4-2.0), yawed by :func:`draw_yaw`, standing on y=0, centred in x/z."""
     obj = mesh.copy()
-    obj.apply_transform(rotation_matrix(rng.uniform(0.0, 2.0 * np.pi), [0.0, 1.0, 0.0]))
+    obj.apply_transform(rotation_matrix(draw_yaw(rng, heading_deg), [0.0, 1.0, 0.0]))
     obj.apply_scale(rng.uniform(1.4, 2.0) / float(np.linalg.norm(obj.extents)))
     lo, hi = obj.bounds
     obj.apply_translation([-(lo[0] + hi[0]) / 2.0, -lo[1], -(lo[2] + hi[2]) / 2.0])
@@ -256,20 +432,39 @@ def _pick(rng: np.random.Generator, n_available: int, n: int) -> np.ndarray:
     return np.concatenate([np.arange(n_available), rng.choice(n_available, size=n - n_available, replace=True)])
 
 
-def scan_object(
-    mesh: trimesh.Trimesh, label: int, rng: np.random.Generator, n_points: int = 2048
-) -> tuple[np.ndarray, np.ndarray, trimesh.Trimesh]:
+@dataclass
+class Scan:
+    """One simulated scan. ``points`` / ``mask``: the main_split sample (object + background);
+    ``obj_hits``: every object hit of the cameras, noise-free, in the points' frame;
+    ``noise_sigma``: the Gaussian noise sigma applied to ``points``; ``obj``: the object mesh
+    in the same frame."""
+
+    points: np.ndarray
+    mask: np.ndarray
+    obj: trimesh.Trimesh
+    obj_hits: np.ndarray
+    noise_sigma: float
+    label: int
+
+
+def simulate_scan(
+    mesh: trimesh.Trimesh,
+    label: int,
+    rng: np.random.Generator,
+    n_points: int = 2048,
+    bg_frac: tuple[float, float] = (0.10, 0.25),
+    heading_deg: float = 360.0,
+) -> Scan:
     """Simulated partial RGB-D-like scan of ``mesh`` in a ScanObjectNN-style frame.
 
-    The object is randomly yawed and scaled, stood on a floor patch with an optional wall
-    and clutter box, and ray-cast from 1-3 cameras on one side. Gaussian noise (sigma
-    0.5-1% of the object's bbox diagonal) is added, 10-25% of the points are background,
-    and the result is subsampled / padded with replacement to exactly ``n_points``.
-
-    Returns points (n_points, 3) float32, mask (n_points,) int32 (-1 = background,
-    ``label`` = object) and the object mesh in the same frame as the points.
+    The object is yawed (:func:`draw_yaw` with ``heading_deg``) and scaled, stood on a floor
+    patch with an optional wall and clutter box, and ray-cast from 1-3 cameras on one side.
+    A fraction uniform in ``bg_frac`` (LO, HI) of the points is background; Gaussian noise
+    (sigma 0.5-1% of the object's bbox diagonal) is added, and the result is subsampled /
+    padded with replacement to exactly ``n_points``. Draws only from ``rng``, in the same
+    order whatever ``bg_frac`` and ``heading_deg`` are.
     """
-    obj = place_object(mesh, rng)
+    obj = place_object(mesh, rng, heading_deg)
     center = obj.bounds.mean(axis=0)
     radius = 0.5 * float(np.linalg.norm(obj.extents))
     for _ in range(8):
@@ -280,15 +475,46 @@ def scan_object(
             break
     else:  # pragma: no cover - practically unreachable
         raise RuntimeError("scan_object: cameras kept missing the object or the background")
-    n_bg = int(round(rng.uniform(0.10, 0.25) * n_points))
+    n_bg = int(round(rng.uniform(bg_frac[0], bg_frac[1]) * n_points))
     obj_pts, bg_pts = hits[is_obj], hits[~is_obj]
     points = np.concatenate([obj_pts[_pick(rng, len(obj_pts), n_points - n_bg)], bg_pts[_pick(rng, len(bg_pts), n_bg)]])
     mask = np.concatenate([np.full(n_points - n_bg, label, np.int32), np.full(n_bg, -1, np.int32)])
-    points += rng.normal(scale=rng.uniform(0.005, 0.01) * 2.0 * radius, size=points.shape)
+    sigma = rng.uniform(0.005, 0.01) * 2.0 * radius
+    points += rng.normal(scale=sigma, size=points.shape)
     order = rng.permutation(n_points)
     points, mask = points[order] - center, mask[order]
     obj.apply_translation(-center)
-    return points.astype(np.float32), mask, obj
+    return Scan(points.astype(np.float32), mask, obj, obj_pts - center, float(sigma), int(label))
+
+
+def object_only(scan: Scan, rng: np.random.Generator, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The main_split_nobg sample of ``scan``: its object hits only, subsampled / padded to
+    ``n_points`` (:func:`_pick`), with the scan's noise sigma, shuffled; draws only from ``rng``.
+
+    Returns points (n_points, 3) float32 in the scan's frame and mask (n_points,) int32 all
+    ``scan.label``.
+    """
+    points = scan.obj_hits[_pick(rng, len(scan.obj_hits), n_points)]
+    points = points + rng.normal(scale=scan.noise_sigma, size=points.shape)
+    points = points[rng.permutation(n_points)]
+    return points.astype(np.float32), np.full(n_points, scan.label, np.int32)
+
+
+def scan_object(
+    mesh: trimesh.Trimesh,
+    label: int,
+    rng: np.random.Generator,
+    n_points: int = 2048,
+    bg_frac: tuple[float, float] = (0.10, 0.25),
+    heading_deg: float = 360.0,
+) -> tuple[np.ndarray, np.ndarray, trimesh.Trimesh]:
+    """:func:`simulate_scan` as a tuple.
+
+    Returns points (n_points, 3) float32, mask (n_points,) int32 (-1 = background,
+    ``label`` = object) and the object mesh in the same frame as the points.
+    """
+    scan = simulate_scan(mesh, label, rng, n_points, bg_frac, heading_deg)
+    return scan.points, scan.mask, scan.obj
 
 
 # --------------------------------------------------------------------------- corpus
@@ -340,86 +566,201 @@ def write_shapenet(out_root: str | os.PathLike, seed: int, n_per_class: int) -> 
     return faces
 
 
-def make_scans(seed: int, stream: int, per_class: int, n_points: int) -> dict[str, np.ndarray]:
-    """``per_class`` fresh scanned instances per class: data (N, P, 3) f32, label (N,) i64, mask (N, P) i32."""
-    data, labels, masks = [], [], []
+def nobg_rng(seed: int, stream: int, class_index: int, index: int) -> np.random.Generator:
+    """The object-only variant's generator of one item (separate from :func:`item_rng`)."""
+    return np.random.default_rng([seed, stream, class_index, index, NOBG_TAG])
+
+
+def make_scan_variants(
+    seed: int,
+    stream: int,
+    per_class: int,
+    n_points: int,
+    bg_frac: tuple[float, float] = (0.10, 0.25),
+    heading_deg: float = 360.0,
+    variants: Sequence[str] = SCAN_VARIANTS,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``per_class`` fresh scanned instances per class, as ``{variant: arrays}``.
+
+    Arrays: data (N, P, 3) f32, label (N,) i64, mask (N, P) i32. Every variant holds the
+    same instances in the same order (class-major); ``main_split`` has background points
+    (mask -1), ``main_split_nobg`` the object points of the same scan only.
+    """
+    unknown = [v for v in variants if v not in SCAN_VARIANTS]
+    if unknown:
+        raise KeyError(f"unknown scan variant {unknown[0]!r}; expected one of {SCAN_VARIANTS}")
+    data: dict[str, list] = {v: [] for v in variants}
+    masks: dict[str, list] = {v: [] for v in variants}
+    labels = []
     for ci, (name, _) in enumerate(CLASSES):
         for i in range(per_class):
             rng = item_rng(seed, stream, ci, i)
-            points, mask, _ = scan_object(build_mesh(name, rng), ci, rng, n_points)
-            data.append(points)
-            masks.append(mask)
+            scan = simulate_scan(build_mesh(name, rng), ci, rng, n_points, bg_frac, heading_deg)
+            if "main_split" in data:
+                data["main_split"].append(scan.points)
+                masks["main_split"].append(scan.mask)
+            if "main_split_nobg" in data:
+                points, mask = object_only(scan, nobg_rng(seed, stream, ci, i), n_points)
+                data["main_split_nobg"].append(points)
+                masks["main_split_nobg"].append(mask)
             labels.append(ci)
     n = len(labels)
     return {
-        "data": np.asarray(data, dtype=np.float32).reshape(n, n_points, 3),
-        "label": np.asarray(labels, dtype=np.int64),
-        "mask": np.asarray(masks, dtype=np.int32).reshape(n, n_points),
+        v: {
+            "data": np.asarray(data[v], dtype=np.float32).reshape(n, n_points, 3),
+            "label": np.asarray(labels, dtype=np.int64),
+            "mask": np.asarray(masks[v], dtype=np.int32).reshape(n, n_points),
+        }
+        for v in variants
     }
+
+
+def make_scans(
+    seed: int,
+    stream: int,
+    per_class: int,
+    n_points: int,
+    bg_frac: tuple[float, float] = (0.10, 0.25),
+    heading_deg: float = 360.0,
+) -> dict[str, np.ndarray]:
+    """The main_split arrays of :func:`make_scan_variants`: data (N, P, 3) f32, label (N,) i64, mask (N, P) i32."""
+    return make_scan_variants(seed, stream, per_class, n_points, bg_frac, heading_deg, ("main_split",))["main_split"]
+
+
+def _remove_stale_variants(out: Path, keep: Sequence[str]) -> None:
+    """Delete h5 files of variants an earlier run of this generator wrote (per the existing
+    ``corpus.json``) and this run does not; nothing else is ever removed."""
+    try:
+        old = json.loads((out / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict) or old.get("generator") != "nepa3d.data.synthetic":
+        return
+    for variant in (old.get("variants") or {}):
+        if variant in SCAN_VARIANTS and variant not in keep:
+            for split in SCAN_SPLIT_FILES:
+                scan_h5_path(out, split, variant).unlink(missing_ok=True)
 
 
 def generate(
     out_root: str | os.PathLike,
-    seed: int = 0,
-    n_per_class: int = 24,
-    scan_train_per_class: int = 16,
-    scan_test_per_class: int = 8,
-    scan_points: int = 2048,
+    seed: int = DEFAULTS["seed"],
+    n_per_class: int = DEFAULTS["n_per_class"],
+    scan_train_per_class: int = DEFAULTS["scan_train_per_class"],
+    scan_test_per_class: int = DEFAULTS["scan_test_per_class"],
+    scan_points: int = DEFAULTS["scan_points"],
+    scan_bg_frac: Sequence[float] = DEFAULTS["scan_bg_frac"],
+    scan_heading_deg: float = DEFAULTS["scan_heading_deg"],
+    scan_variants: Sequence[str] = DEFAULTS["scan_variants"],
 ) -> dict:
-    """Regenerate the whole synthetic corpus under ``out_root``; returns a summary dict."""
-    if seed < 0 or min(n_per_class, scan_train_per_class, scan_test_per_class) < 0 or scan_points < 1:
-        raise ValueError("seed and counts must be >= 0 and scan_points >= 1")
+    """Regenerate the whole synthetic corpus under ``out_root``; returns a summary dict.
+
+    Raises ``ValueError`` (``synthetic.<name> (--<name>): <cause>``, see
+    :func:`validate_args`) before writing anything when an option is out of range.
+    """
+    a = validate_args(
+        seed=seed, n_per_class=n_per_class, scan_train_per_class=scan_train_per_class,
+        scan_test_per_class=scan_test_per_class, scan_points=scan_points, scan_bg_frac=scan_bg_frac,
+        scan_heading_deg=scan_heading_deg, scan_variants=scan_variants,
+    )
+    variants = [v for v in SCAN_VARIANTS if v in a["scan_variants"]]  # canonical order
     start = time.perf_counter()
     out = Path(out_root)
-    faces = write_shapenet(out, seed, n_per_class)
+    faces = write_shapenet(out, a["seed"], a["n_per_class"])
+    _remove_stale_variants(out, variants)
     scan_counts = {}
-    splits = (("train", STREAM_SCAN_TRAIN, scan_train_per_class), ("test", STREAM_SCAN_TEST, scan_test_per_class))
+    splits = (("train", STREAM_SCAN_TRAIN, a["scan_train_per_class"]), ("test", STREAM_SCAN_TEST, a["scan_test_per_class"]))
     for split, stream, per_class in splits:
-        arrays = make_scans(seed, stream, per_class, scan_points)
-        write_h5_atomic(scan_h5_path(out, split), arrays)
-        scan_counts[split] = int(len(arrays["label"]))
+        arrays = make_scan_variants(
+            a["seed"], stream, per_class, a["scan_points"], a["scan_bg_frac"], a["scan_heading_deg"], variants
+        )
+        for variant in variants:
+            write_h5_atomic(scan_h5_path(out, split, variant), arrays[variant])
+        scan_counts[split] = int(len(arrays[variants[0]]["label"]))
     args = {
-        "seed": seed,
-        "n_per_class": n_per_class,
-        "scan_train_per_class": scan_train_per_class,
-        "scan_test_per_class": scan_test_per_class,
-        "scan_points": scan_points,
+        "seed": a["seed"],
+        "n_per_class": a["n_per_class"],
+        "scan_train_per_class": a["scan_train_per_class"],
+        "scan_test_per_class": a["scan_test_per_class"],
+        "scan_points": a["scan_points"],
+        "scan_bg_frac": list(a["scan_bg_frac"]),
+        "scan_heading_deg": a["scan_heading_deg"],
+        "scan_variants": variants,
     }
     corpus = {
+        "name": CORPUS_NAME,
+        "synthetic": True,
         "generator": "nepa3d.data.synthetic",
         "args": args,
         "up_axis": "y",
         "classes": [{"name": n, "synset": s, "label": i} for i, (n, s) in enumerate(CLASSES)],
         "counts": {
             "classes": len(CLASSES),
-            "meshes": n_per_class * len(CLASSES),
+            "meshes": a["n_per_class"] * len(CLASSES),
             "mesh_faces": int(sum(faces.values())),
             "scans_train": scan_counts["train"],
             "scans_test": scan_counts["test"],
         },
         "paths": {
             "shapenet": "ShapeNetCore.v2",
-            "scan_train": str(scan_h5_path(".", "train")),
-            "scan_test": str(scan_h5_path(".", "test")),
+            "scan_train": str(scan_h5_path(".", "train", variants[0])),
+            "scan_test": str(scan_h5_path(".", "test", variants[0])),
+        },
+        "variants": {
+            v: {
+                "path": str(scan_dir(".", v)),
+                "files": {split: str(scan_h5_path(".", split, v)) for split in SCAN_SPLIT_FILES},
+                "background": v == "main_split",
+                "counts": {split: scan_counts[split] for split in SCAN_SPLIT_FILES},
+            }
+            for v in variants
         },
     }
     write_bytes_atomic(out / "corpus.json", (json.dumps(corpus, indent=1) + "\n").encode())
     return {"out_root": str(out), **corpus["counts"], "args": args, "seconds": time.perf_counter() - start}
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``error: ...``, exit 2), naming the params key."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        for name in RULES:
+            prefix = f"argument --{name}: "
+            if message.startswith(prefix):
+                message = option_error(name, message[len(prefix):])
+                break
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out_root", default="data/synthetic")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n_per_class", type=int, default=24)
-    parser.add_argument("--scan_train_per_class", type=int, default=16)
-    parser.add_argument("--scan_test_per_class", type=int, default=8)
-    parser.add_argument("--scan_points", type=int, default=2048)
-    a = parser.parse_args(argv)
-    summary = generate(a.out_root, a.seed, a.n_per_class, a.scan_train_per_class, a.scan_test_per_class, a.scan_points)
+    for name, rule in RULES.items():
+        default = list(rule.default) if isinstance(rule.default, tuple) else rule.default
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        nargs = {None: None, "+": "+"}.get(rule.count, rule.count)
+        metavar = ("LO", "HI") if rule.count == 2 else None
+        parser.add_argument(f"--{name}", default=default, nargs=nargs, metavar=metavar,
+                            help=f"{rule.help} (params: synthetic.{name}; default: {shown})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """CLI. Bad options: one line ``error: synthetic.<name> (--<name>): <cause>`` on stderr,
+    ``SystemExit(2)``, nothing written."""
+    a = build_parser().parse_args(argv)
+    options = {name: getattr(a, name) for name in RULES}
+    try:
+        validate_args(**options)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    summary = generate(a.out_root, **options)
+    args = summary["args"]
     print(
         f"synthetic corpus -> {summary['out_root']}: {summary['classes']} classes, {summary['meshes']} meshes, "
-        f"{summary['scans_train']}+{summary['scans_test']} scans x {a.scan_points} pts, {summary['seconds']:.1f}s"
+        f"{summary['scans_train']}+{summary['scans_test']} scans x {args['scan_points']} pts "
+        f"({', '.join(args['scan_variants'])}), {summary['seconds']:.1f}s"
     )
     return summary
 

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nepa3d.data.corpus_meta import read_cache_corpus
+
 RESULT_SCHEMA_VERSION = 1
 
 
@@ -99,6 +101,7 @@ class ResultTimer:
                 "ckpt_sha256": sha256_file(ckpt) if ckpt else None,
                 "cache_root": str(Path(cache_root).resolve()) if cache_root else None,
                 "cache_manifest_sha256": cache_manifest_sha256(cache_root) if cache_root else None,
+                "corpus": read_cache_corpus(cache_root),  # which corpus the cache came from
                 "seed": seed, "versions": versions(), "device": str(device),
                 "host": platform.node(), "started": self.started,
                 "wall_s": round(time.time() - self.t0, 3)}
