@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import signal
 import sys
 import threading
@@ -105,22 +106,33 @@ def cmd_run(args) -> int:
     return 0 if all(s.ok for s in summaries) else 1
 
 
+POOL_FLAGS = (("--worker-max-rss-mb", "worker_max_rss_mb"), ("--worker-max-jobs", "worker_max_jobs"),
+              ("--preload", "preload"))
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def _make_executor(args, gpus: Optional[list[str]]):
-    """A (lazily started) dask executor for ``--executor dask``, else None (local slots).
+    """The executor of ``--executor``: None for local slots (each run_jobs builds its own), a
+    :class:`~benchmark.pool.PoolExecutor` (workers start at the first job), or a lazily started
+    dask executor.
 
     ``--scheduler`` or ``--cluster`` alone imply ``--executor dask``. The cluster config is
     validated now; the cluster starts when the first job needs it.
     """
     kind = args.executor or ("dask" if args.scheduler or args.cluster else "local")
-    if kind == "local":
+    if kind != "pool":
+        for flag, attr in POOL_FLAGS:
+            if getattr(args, attr) is not None:
+                raise SuiteError(f"{flag}: only with --executor pool")
+    if kind in ("local", "pool"):
         for flag, value in (("--scheduler", args.scheduler), ("--cluster", args.cluster),
                             ("--cluster-config", args.cluster_config), ("--workers", args.workers)):
             if value is not None:
                 raise SuiteError(f"{flag}: only with --executor dask")
-        return None
+        return _pool_executor(args, gpus) if kind == "pool" else None
     if gpus:
-        raise SuiteError("--gpus: only with --executor local; on a dask cluster each worker's GPU comes "
-                         "from its own environment (CUDA_VISIBLE_DEVICES of the worker)")
+        raise SuiteError("--gpus: only with --executor local or pool; on a dask cluster each worker's GPU "
+                         "comes from its own environment (CUDA_VISIBLE_DEVICES of the worker)")
     if bool(args.scheduler) == bool(args.cluster):
         raise SuiteError("--executor dask: expected exactly one of --scheduler tcp://HOST:PORT (a running "
                          "scheduler) or --cluster local|pbs|slurm (start one)")
@@ -133,6 +145,26 @@ def _make_executor(args, gpus: Optional[list[str]]):
         return dask_executor(scheduler=args.scheduler)
     config = load_cluster_config(args.cluster, args.cluster_config, args.workers, default_workers=args.jobs)
     return dask_executor(config=config)
+
+
+def _pool_executor(args, gpus: Optional[list[str]]):
+    """``--executor pool``: validate its flags; the workers start when the first job runs."""
+    from .pool import PoolExecutor
+
+    for flag, value, low in (("--jobs", args.jobs, 1), ("--jobs-per-gpu", args.jobs_per_gpu, 1),
+                             ("--worker-max-rss-mb", args.worker_max_rss_mb, 0),
+                             ("--worker-max-jobs", args.worker_max_jobs, 0)):
+        if value is not None and value < low:
+            raise SuiteError(f"{flag}: expected an integer >= {low}; got {value}")
+    preload = [m.strip() for m in (args.preload or "").split(",") if m.strip()]
+    for module in preload:
+        if not _MODULE_NAME.fullmatch(module):
+            raise SuiteError(f"--preload {args.preload}: {module!r} is not a module name (MOD[,MOD...])")
+    if args.preload is not None and not preload:
+        raise SuiteError("--preload: expected MOD[,MOD...]; got nothing")
+    return PoolExecutor(n_jobs=args.jobs, gpus=gpus, jobs_per_gpu=args.jobs_per_gpu,
+                        max_rss_mb=args.worker_max_rss_mb, max_jobs_per_worker=args.worker_max_jobs or 0,
+                        preload=preload)
 
 
 def cmd_status(args) -> int:
@@ -202,8 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
                    help="restrict to matching jobs (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list jobs and argv; run nothing")
-    p.add_argument("--executor", choices=("local", "dask"), default=None,
-                   help="where commands run: local slots (default) or a dask cluster")
+    p.add_argument("--executor", choices=("local", "pool", "dask"), default=None,
+                   help="where commands run: local subprocess slots (default), a pool of persistent "
+                        "local worker processes (Python jobs run in-process), or a dask cluster")
+    p.add_argument("--worker-max-rss-mb", type=int, default=None, metavar="M",
+                   help="pool: kill (during a job: failing it) or recycle a worker above M MiB RSS "
+                        "(default: RAM / (2 x workers); 0: no limit)")
+    p.add_argument("--worker-max-jobs", type=int, default=None, metavar="K",
+                   help="pool: replace a worker after K jobs (default 0: never)")
+    p.add_argument("--preload", default=None, metavar="MOD[,MOD]",
+                   help="pool: modules every worker imports at start (default: none; the module of "
+                        "each -m job is imported by a worker the first time it runs one)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="dask: a running scheduler, e.g. tcp://host:8786")
     p.add_argument("--cluster", choices=("local", "pbs", "slurm"), default=None,
