@@ -7,6 +7,7 @@ plus ``model_config`` (the :class:`ModelConfig` as a dict).
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
@@ -27,14 +28,31 @@ class CheckpointError(RuntimeError):
         super().__init__(f"{path}: {problem}")
 
 
+def checkpoint_bytes(obj: dict) -> bytes:
+    """The bytes ``torch.save`` writes for ``obj``, independent of the file name.
+
+    Saving to a path names the zip archive's root folder after the file (a temp name here), so
+    the same weights gave different bytes on every save; saving to a buffer always uses
+    ``archive/``. Identical checkpoints are then identical files, and content fingerprints of
+    downstream results stay valid when a deterministic training run is repeated.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, then os.replace (never a half file)."""
+    """Write :func:`checkpoint_bytes` to a temp file in the same folder, fsync, then os.replace
+    (never a half file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = checkpoint_bytes(obj)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_ckpt_", suffix=".pt", dir=path.parent)
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
