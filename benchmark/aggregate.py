@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from .collect import ResultRow
 from .results import BASELINE_PREFIX
 from .suite import Suite, TableSpec
+from .tasks import CHANCE_MARGIN_SE
 
 Key = tuple  # values of the row (or column) axes, in axis order
 
@@ -72,6 +73,10 @@ class TableData:
     cells: dict[tuple[Key, Key, str], Cell]
     reference: dict[str, Any]
     results: dict[Key, list[ResultRow]] = field(default_factory=dict)  # per row key
+    # no-skill levels per (row, col, metric): the results' chance values and the largest
+    # standard error among them (see benchmark.tasks.Chance)
+    chance: dict[tuple[Key, Key, str], tuple[Cell, float]] = field(default_factory=dict)
+    diagnostic_metrics: frozenset = frozenset()  # shown, never ranked
 
     @property
     def title(self) -> str:
@@ -79,6 +84,29 @@ class TableData:
 
     def cell(self, row: Key, col: Key, metric: str) -> Cell:
         return self.cells.get((row, col, metric), Cell())
+
+    def chance_level(self, row: Key, col: Key, metric: str) -> Optional[tuple[float, float]]:
+        """(mean chance level, largest standard error) of a cell, or None when unknown."""
+        entry = self.chance.get((row, col, metric))
+        if entry is None or not entry[0].n:
+            return None
+        return entry[0].mean, entry[1]
+
+    def has_chance(self, metric: str) -> bool:
+        """True if some cell of ``metric`` has a chance level."""
+        return any(m == metric and cell.n for (_, _, m), (cell, _) in self.chance.items())
+
+    def at_chance(self, row: Key, col: Key, metric: str, direction: str) -> bool:
+        """True if the cell's mean is within :data:`~benchmark.tasks.CHANCE_MARGIN_SE` standard
+        errors of its chance level, or on the wrong side of it (``direction`` "max" or "min")."""
+        level = self.chance_level(row, col, metric)
+        cell = self.cell(row, col, metric)
+        if level is None or not cell.n:
+            return False
+        value, se = level
+        if direction == "min":
+            return cell.mean >= value - CHANCE_MARGIN_SE * se
+        return cell.mean <= value + CHANCE_MARGIN_SE * se
 
     def row_label(self, row: Key) -> str:
         return " ".join(f"{a}={v}" for a, v in zip(self.row_axes, row)) or "all"
@@ -152,8 +180,11 @@ def build_table(suite: Suite, index: int, rows: list[ResultRow]) -> TableData:
             columns.append(Column(ck, m, m))
             columns += [Column(ck, f"{BASELINE_PREFIX}/{b}/{m}", m, b) for b in baselines[m]]
     cells: dict[tuple[Key, Key, str], Cell] = {}
+    chance: dict[tuple[Key, Key, str], tuple[Cell, float]] = {}
     results: dict[Key, list[ResultRow]] = {}
     wanted = {c.metric for c in columns}
+    kind = suite.kind
+    rules = {m: kind.chance_of(m) for m in metrics if kind.chance_of(m) is not None}
     for r in chosen:
         rk = tuple(r.tags[a] for a in spec.rows)
         ck = tuple(r.tags[a] for a in spec.cols)
@@ -164,9 +195,16 @@ def build_table(suite: Suite, index: int, rows: list[ResultRow]) -> TableData:
                 cell = cells.setdefault((rk, ck, metric), Cell())
                 cell.values.append(value)
                 cell.classes.add(tuple(getattr(r, "segregation", ())))
+        for metric, rule in rules.items():
+            level = rule.level(r.metrics)
+            if level is not None and not math.isnan(level[0]):
+                cell, se = chance.get((rk, ck, metric), (Cell(), 0.0))
+                cell.values.append(level[0])
+                chance[(rk, ck, metric)] = (cell, max(se, level[1]))
     return TableData(index=index, spec=spec, row_axes=list(spec.rows), col_axes=list(spec.cols),
                      row_keys=_keys(suite, spec.rows), col_keys=col_keys, columns=columns, cells=cells,
-                     reference=dict(suite.reference), results=results)
+                     reference=dict(suite.reference), results=results, chance=chance,
+                     diagnostic_metrics=frozenset(m for m in metrics if kind.is_diagnostic(m)))
 
 
 def baseline_columns(t: TableData) -> list[Column]:
@@ -208,6 +246,7 @@ class Readout:
     segregation: tuple
     direction: str  # "min" | "max"
     ranked: list[tuple[Key, Cell]]
+    at_chance: list[Key] = field(default_factory=list)  # rows at chance level: not ranked
 
 
 def competing_axes(t: TableData) -> list[str]:
@@ -216,11 +255,16 @@ def competing_axes(t: TableData) -> list[str]:
 
 
 def readout(t: TableData, direction: Callable[[str], str]) -> list[Readout]:
-    """One :class:`Readout` per main column, group of fixed row axes and segregation class."""
+    """One :class:`Readout` per main column, group of fixed row axes and segregation class.
+
+    Diagnostic metrics (a majority-class rate, an expected random recall) are never ranked, and
+    neither are rows at chance level (:meth:`TableData.at_chance`): they are listed apart."""
     compete = competing_axes(t)
     fixed_idx = [i for i, a in enumerate(t.row_axes) if a not in compete] if compete else []
     out = []
     for c in t.main_columns:
+        if c.metric in t.diagnostic_metrics:
+            continue
         d = direction(c.metric)
         groups: dict[tuple, list[tuple[Key, Cell]]] = {}
         for rk in t.row_keys:
@@ -229,8 +273,10 @@ def readout(t: TableData, direction: Callable[[str], str]) -> list[Readout]:
                 fixed = tuple((t.row_axes[i], rk[i]) for i in fixed_idx)
                 groups.setdefault((fixed, cell.segregation), []).append((rk, cell))
         for (fixed, seg), items in groups.items():
-            items.sort(key=lambda x: x[1].mean if d == "min" else -x[1].mean)
-            out.append(Readout(c, fixed, seg, d, items))
+            chance = [rk for rk, _ in items if t.at_chance(rk, c.key, c.metric, d)]
+            ranked = [(rk, cell) for rk, cell in items if rk not in chance]
+            ranked.sort(key=lambda x: x[1].mean if d == "min" else -x[1].mean)
+            out.append(Readout(c, fixed, seg, d, ranked, chance))
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from .errors import ResultError
 from .expand import Job
 from .guards import cache_fingerprint_flags, derive, segregation_key
-from .inputs import stale_inputs
+from .inputs import missing_outputs, stale_inputs
 from .results import Envelope, load_result
 from .suite import Suite
 
@@ -121,6 +121,8 @@ def collect(suite: Suite, jobs: list[Job], *, live_cache_check: bool = True) -> 
             continue
         reasons = derive(job, env, kind)
         reasons.update({f"stale_input:{name}": f"{name} changed since the job ran" for name in stale_inputs(job)})
+        reasons.update({f"missing_output:{name}": f"{name} ({job.args.get(name)}) no longer exists"
+                        for name in missing_outputs(job)})
         derived = sorted(reasons)
         flags = sorted(set(env.flags) | set(derived))
         out.rows.append(ResultRow(job=job, envelope=env, metrics=env.flat(), flags=flags, derived=derived,

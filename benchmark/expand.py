@@ -34,6 +34,7 @@ class Job:
     task: str = "command"
     args: dict[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()  # args naming input files whose contents the result depends on
+    outputs: tuple[str, ...] = ()  # args naming paths the job writes besides its result JSON
 
     @property
     def lock(self) -> Path:
@@ -87,60 +88,66 @@ def render_args(args: dict[str, Any]) -> list[str]:
 
 
 def command_of(suite: Suite) -> dict[str, Any]:
-    """The identity of what runs: ``{"module": m}`` or ``{"program": [...]}``."""
+    """The suite's command: ``{"module": m}`` or ``{"program": [...]}`` (a matrix row may run
+    another module: see :data:`benchmark.suite.ROW_MODULE_KEY` and :func:`matrix_points`)."""
     return {"module": suite.module} if suite.module else {"program": list(suite.program or [])}
 
 
-def command_prefix(suite: Suite) -> list[str]:
+def command_prefix(command: dict[str, Any]) -> list[str]:
     """argv prefix: ``[python, -m, module]`` or the program with ``python`` -> this interpreter."""
-    if suite.module:
-        return [sys.executable, "-m", suite.module]
-    program = list(suite.program or [])
+    if "module" in command:
+        return [sys.executable, "-m", command["module"]]
+    program = list(command["program"])
     if program and program[0] in PYTHON_ALIASES:
         program[0] = sys.executable
     return program
 
 
-def matrix_points(suite: Suite) -> Iterable[tuple[dict[str, Any], dict[str, Any]]]:
-    """Yield ``(tags, args)`` for every matrix x seed combination, in suite order.
+def matrix_points(suite: Suite) -> Iterable[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Yield ``(tags, args, command)`` for every matrix x seed combination, in suite order.
 
-    Fixed seeds are passed as written. Derived seeds (``seeds: {arg: N}``): the tag is the
-    replicate index and the arg is :func:`benchmark.seeds.derive_seed` of ``root_seed`` and the
-    point's identity (command, args without the seed arg, replicate index).
+    ``command`` is the suite's, or ``{"module": m}`` when one of the point's rows sets
+    ``module: m`` (a baseline that answers the same protocol with another program; the last
+    axis that sets it wins). Fixed seeds are passed as written. Derived seeds (``seeds: {arg:
+    N}``): the tag is the replicate index and the arg is :func:`benchmark.seeds.derive_seed` of
+    ``root_seed`` and the point's identity (command, args without the seed arg, replicate index).
     """
+    from .suite import ROW_MODULE_KEY
+
     axes = suite.axes
     per_axis = [list(suite.matrix[a].items()) for a in axes]
     seeds = suite.seed_values or [None]
-    command = command_of(suite) if suite.seeds_derived else None
     for combo in itertools.product(*per_axis):
         args = dict(suite.args)
         tags: dict[str, Any] = {}
+        command = command_of(suite)
         for axis, (row, value) in zip(axes, combo):
             tags[axis] = row
             if isinstance(value, dict):
+                value = dict(value)
+                if ROW_MODULE_KEY in value:
+                    command = {"module": value.pop(ROW_MODULE_KEY)}
                 args.update(value)
             else:
                 args[axis] = value
         for seed in seeds:
             a, t = dict(args), dict(tags)
-            if command is not None:
+            if suite.seeds_derived:
                 a[suite.seed_arg] = derive_seed(suite.root_seed, replicate_identity(command, args, seed))
                 t[suite.seed_arg] = seed
             elif suite.seed_arg is not None:
                 a[suite.seed_arg] = seed
                 t[suite.seed_arg] = seed
-            yield t, a
+            yield t, a, command
 
 
 def expand(suite: Suite, results_dir: Path | str = "results") -> list[Job]:
     """All jobs of ``suite``. Two matrix points with identical resolved args raise SuiteError."""
     results_dir = Path(results_dir)
     base = results_dir / suite.name
-    command = command_of(suite)
-    prefix = command_prefix(suite)
     jobs: list[Job] = []
     seen: dict[str, dict[str, Any]] = {}
-    for tags, args in matrix_points(suite):
+    for tags, args, command in matrix_points(suite):
         jid = job_id_for(command, args)
         if jid in seen:
             a = " ".join(f"{k}={v}" for k, v in seen[jid].items())
@@ -149,10 +156,10 @@ def expand(suite: Suite, results_dir: Path | str = "results") -> list[Job]:
                              "args (the same job); make the rows differ or drop one")
         seen[jid] = tags
         out_json = base / f"{jid}.json"
-        argv = [*prefix, *render_args(args), suite.out_flag, str(out_json)]
+        argv = [*command_prefix(command), *render_args(args), suite.out_flag, str(out_json)]
         jobs.append(Job(suite=suite.name, job_id=jid, tags=tags, argv=argv, out_json=out_json,
                         log=base / "logs" / f"{jid}.log", task=suite.task, args=args,
-                        inputs=tuple(suite.inputs)))
+                        inputs=tuple(suite.inputs), outputs=tuple(suite.outputs)))
     return jobs
 
 

@@ -53,6 +53,19 @@ EASY_PAIR_R1 = 0.98
 #: ``test_acc=0.1115`` vs majority ``0.11147``).
 MAJORITY_TOL = 0.005
 
+#: Retrieval embeddings whose spread (1 - mean pairwise cosine between two shapes' L2-normalised
+#: embeddings, metrics ``embed_spread_query`` / ``embed_spread_gallery``) is below this count as
+#: collapsed: every shape sits within ~8 degrees of every other, so a direction shared by all
+#: embeddings (and the query/gallery offset) decides the ranking, not the shape. Measured on the
+#: embedded checkpoints: 0.0003 (pretrained, R@k exactly k/N), 0.002 (random init); hand-made
+#: shape descriptors ~0.9.
+EMBED_SPREAD_MIN = 0.01
+EMBED_SPREAD_METRICS = ("embed_spread_query", "embed_spread_gallery")
+
+#: A result computed with a deliberately planted defect (a canary: shuffled labels, ...) carries a
+#: flag ``planted_defect:<what>`` from its producer; it is never evidence for anything.
+PLANTED_DEFECT = "planted_defect"
+
 #: The baseline a completion probe must beat (``--baseline nn_copy``).
 NN_COPY = "nn_copy"
 
@@ -71,7 +84,8 @@ SEGREGATING_ARGS: dict[str, tuple[Any, ...]] = {"target_transform": ("none", Non
 #: Flags that make a result unusable as promotion evidence (exact names or ``prefix:``).
 BLOCKING_FLAGS = ("mesh_distance_leak", "transductive_probe", "context_query_overlap",
                   "cache_fingerprint_mismatch", "mixed_target_transform", "args_mismatch:",
-                  "provenance_mismatch:", "stale_input:", "dirty_worktree")
+                  "provenance_mismatch:", "stale_input:", "missing_output:", "dirty_worktree",
+                  f"{PLANTED_DEFECT}:")
 
 #: What each built-in flag means (shown once per flag in reports).
 DESCRIPTIONS: dict[str, str] = {
@@ -80,9 +94,11 @@ DESCRIPTIONS: dict[str, str] = {
                      "or a program that ignored a flag)",
     "provenance_mismatch": "provenance differs from the job's arg of the same name (e.g. another cache)",
     "stale_input": "an input file changed after the job ran (the next run re-runs it)",
+    "missing_output": "a path the job wrote (e.g. its checkpoint folder) is gone (the next run re-runs it)",
     "cache_fingerprint_mismatch": "the result was computed on another version of the cache than "
                                   "the suite's",
     "single_seed": "a single seed: a value, not a mean (no std)",
+    PLANTED_DEFECT: "computed with a deliberately planted defect (a canary check), never a real number",
     "mixed_target_transform": "metrics under a target transform beside untransformed ones; marked "
                               "cells are not comparable with the others",
 }
@@ -212,6 +228,16 @@ def check_transductive(env: Envelope) -> Optional[str]:
     return None
 
 
+def check_collapsed_embeddings(env: Envelope) -> Optional[str]:
+    """A retrieval side whose embeddings' spread is below :data:`EMBED_SPREAD_MIN`."""
+    low = []
+    for name in EMBED_SPREAD_METRICS:
+        value = _metric(env, name)
+        if value is not None and value < EMBED_SPREAD_MIN:
+            low.append(f"{name} = {value:.2e}")
+    return f"{', '.join(low)} < {EMBED_SPREAD_MIN:g}" if low else None
+
+
 def check_probe_vs_nn_copy(env: Envelope) -> Optional[str]:
     """The probe's MAE is not below the nn_copy baseline's on the same queries: the frozen
     features carry less about the distance than the nearest context point does (lab notes
@@ -239,6 +265,10 @@ register_guard(ProtocolGuard("mesh_distance_leak", check_mesh_distance_leak,
                              "a point-cloud backend read mesh-derived distances (leak)", blocking=True))
 register_guard(ProtocolGuard("easy_pair_saturated", check_easy_pair,
                              f"R@1 >= {EASY_PAIR_R1:g}: an easy pair, not alignment evidence"))
+register_guard(ProtocolGuard("collapsed_embeddings", check_collapsed_embeddings,
+                             f"retrieval embeddings collapsed (spread = 1 - mean pairwise cosine < "
+                             f"{EMBED_SPREAD_MIN:g}): a direction shared by every shape decides the "
+                             "ranking", tasks=("ucpr",)))
 register_guard(ProtocolGuard("majority_collapse", check_majority_collapse,
                              f"test accuracy within {MAJORITY_TOL:g} of the majority-class rate "
                              "(collapse)"))

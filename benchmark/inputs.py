@@ -7,6 +7,9 @@ checkpoint at the same path), the result is stale: moved aside and re-run, and f
 
 Files are fingerprinted by sha256 of their bytes (memoized per path, size and mtime); directories
 by a sha256 of their listing (relative path, size, mtime), which is cheap but time-based.
+
+A suite may also list the args that name paths a job writes besides its result JSON (``outputs:
+[save_dir]``, e.g. a checkpoint folder): a result whose outputs are gone is not finished.
 """
 from __future__ import annotations
 
@@ -93,3 +96,33 @@ def stale_inputs(job: Job) -> list[str]:
     now = fingerprints(job)
     return sorted(name for name, info in now.items()
                   if name in before and before[name].get("fingerprint") != info["fingerprint"])
+
+
+def missing_outputs(job: Job) -> list[str]:
+    """Declared outputs (``outputs: [arg]``) the job passes whose path does not exist now."""
+    out = []
+    for name in job.outputs:
+        value = job.args.get(name)
+        if value is None or value is False or isinstance(value, (list, bool)):
+            continue
+        if not Path(str(value)).exists():
+            out.append(name)
+    return sorted(out)
+
+
+def out_of_date(job: Job) -> list[str]:
+    """Why a finished result no longer counts: ``"<arg>"`` for each input whose content changed,
+    ``"output:<arg>"`` for each declared output that is missing ([] when it still counts)."""
+    return stale_inputs(job) + [f"output:{name}" for name in missing_outputs(job)]
+
+
+def out_of_date_text(reasons: list[str]) -> str:
+    """One line for :func:`out_of_date`'s reasons."""
+    inputs = [r for r in reasons if not r.startswith("output:")]
+    outputs = [r.split(":", 1)[1] for r in reasons if r.startswith("output:")]
+    parts = []
+    if inputs:
+        parts.append(f"input changed since it ran: {', '.join(inputs)}")
+    if outputs:
+        parts.append(f"output missing: {', '.join(outputs)}")
+    return "; ".join(parts)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
-from .aggregate import (Cell, Readout, TableData, baseline_columns, build_table, competing_axes,
+from .aggregate import (Cell, Column, Readout, TableData, baseline_columns, build_table, competing_axes,
                         gate_comparisons, gate_rows, paired_baseline_cell, readout)
 from .atomic import atomic_write_json, atomic_write_text
 from .collect import Collected, ResultRow, collect
@@ -33,6 +33,7 @@ from .guards import describe, is_blocking
 from .plots import PlotData, plot_data, write_plots
 from .promote import GateResult, evaluate_gate
 from .suite import Suite
+from .tasks import CHANCE_MARGIN_SE
 
 DASH = "—"
 MARKS = "†‡§¶"  # footnote marks of segregated (non-default) classes in a mixed table
@@ -137,7 +138,45 @@ def _seed_note(t: TableData, seed_arg: Optional[str]) -> str:
             lo, hi = next(iter(ranges))
             text += f" n(seed)={_n_text(lo, hi)} for {rows_text}."
     where = "; ".join(f"{a}={v}" for a, v in t.spec.where.items())
-    return text + (f" Restricted to {where}." if where else "")
+    text += f" Restricted to {where}." if where else ""
+    chance = [c.base_metric for c in t.main_columns if t.has_chance(c.metric)]
+    if chance:
+        text += (f" `chance`: what a no-skill method scores on the same evaluation set (from each "
+                 f"result: {', '.join(dict.fromkeys(chance))}); a row within {CHANCE_MARGIN_SE:g} "
+                 "standard errors of it is not ranked in the readout.")
+    corpus = corpus_text([r for rows in t.results.values() for r in rows])
+    return text + (f" Corpus: {corpus}." if corpus else "")
+
+
+def corpus_text(rows: list[ResultRow]) -> str:
+    """Which data produced these results, from each result's ``provenance.corpus`` (written by
+    the data stage): ``"<name> (synthetic: generated data, not a real data set)"``; "" if no
+    result says. Several corpora are listed with their counts."""
+    names: Counter = Counter()
+    for r in rows:
+        corpus = (r.envelope.provenance.model_extra or {}).get("corpus")
+        if isinstance(corpus, dict) and corpus.get("name"):
+            synthetic = " (synthetic: generated data, not a real data set)" if corpus.get("synthetic") else ""
+            names[f"{corpus['name']}{synthetic}"] += 1
+    if len(names) <= 1:
+        return next(iter(names), "")
+    return "; ".join(f"{name}: {n} results" for name, n in sorted(names.items()))
+
+
+def _with_chance_columns(t: TableData) -> list[tuple[Column, bool]]:
+    """The table's columns, each main column whose metric has a chance level followed by a
+    ``<metric> chance`` column: ``[(column, is_chance_column)]``."""
+    out = []
+    for c in t.columns:
+        out.append((c, False))
+        if c.baseline is None and t.has_chance(c.metric):
+            out.append((c, True))
+    return out
+
+
+def _chance_text(t: TableData, rk, c: Column) -> str:
+    level = t.chance_level(rk, c.key, c.metric)
+    return DASH if level is None else fmt_num(level[0])
 
 
 def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str]) -> list[str]:
@@ -154,12 +193,15 @@ def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str
 
     row_headers = list(t.row_axes) or ["rows"]
     with_flags = any(t.row_flags(rk) for rk in t.row_keys)
-    headers = [*row_headers, "n(seed)", *(_column_header(t, c) for c in t.columns)]
+    shown = _with_chance_columns(t)
+    headers = [*row_headers, "n(seed)",
+               *(f"{_column_header(t, c)} chance" if chance else _column_header(t, c) for c, chance in shown)]
     body = []
     for rk in t.row_keys:
         lo, hi = t.n_range(rk)
         body.append([*(map(str, rk) if rk else ["all"]), _n_text(lo, hi),
-                     *(cell_text(rk, c) for c in t.columns)] + ([_row_flags_text(t, rk)] if with_flags else []))
+                     *(_chance_text(t, rk, c) if chance else cell_text(rk, c) for c, chance in shown)]
+                    + ([_row_flags_text(t, rk)] if with_flags else []))
     out += [_md(body, headers + (["flags"] if with_flags else [])), ""]
     if marks:
         out += [f"{mark} {_seg_text(seg)}: metrics of another protocol; not comparable with unmarked cells "
@@ -241,13 +283,21 @@ def readout_rows(t: TableData, direction: Callable[[str], str]) -> list[list[str
     (one place: the task kind's ``direction``). Flagged winners say so."""
     rows = []
     for r in readout(t, direction):
+        within = _within(t, r)
+        if r.at_chance:
+            labels = ", ".join(_compete_label(t, rk) for rk in r.at_chance)
+            within += f"; at chance, not ranked: {labels}" if r.ranked else ""
+        if not r.ranked:
+            rows.append([t.title, within, r.column.metric, "lower" if r.direction == "min" else "higher",
+                         "— (every row at chance level: not ranked)", DASH, DASH, DASH, DASH])
+            continue
         top = [(rk, cell) for rk, cell in r.ranked if cell.mean == r.ranked[0][1].mean]
         rest = r.ranked[len(top):]
         best_rk, best = top[0]
         second = rest[0] if rest else None
         delta = _delta_text(t, best_rk, r.column, t.reference_of(best_rk, r.column.key))
         label = " = ".join(_compete_label(t, rk) + _flag_note(t, rk) for rk, _ in top) + (" (tie)" if len(top) > 1 else "")
-        rows.append([t.title, _within(t, r), r.column.metric, "lower" if r.direction == "min" else "higher",
+        rows.append([t.title, within, r.column.metric, "lower" if r.direction == "min" else "higher",
                      label, fmt_cell(best), delta,
                      _compete_label(t, second[0]) + _flag_note(t, second[0]) if second else DASH,
                      fmt_cell(second[1]) if second else DASH])
@@ -317,8 +367,13 @@ def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path]) -> list
         dims.append(f"{suite.seed_arg} ({len(suite.seed_values)})")
     params = ", ".join(f"`{k}`={json.dumps(v)}" for k, v in suite.params_used.items())
     base_dir = col.jobs[0].out_json.parent if col.jobs else None
+    others = sorted({(j.argv[2], label) for j in col.jobs for label in [_row_module_label(suite, j)]
+                     if label and len(j.argv) > 2 and j.argv[1] == "-m"})
+    if others:
+        what += "`; " + "; ".join(f"rows {label}: `python -m {m}" for m, label in others)
     table = [
         ["task", f"`{suite.task}`: {suite.kind.description}".rstrip(": ")],
+        ["corpus", corpus_text(col.rows) or "(not recorded by the results)"],
         ["command", f"`{what}`"],
         ["suite file", f"`{suite.source}` (sha256 `{suite.source_sha256[:12]}`)"],
         ["params", f"`{suite.params_path}`: {params}" if params else "(no params references)"],
@@ -348,6 +403,15 @@ def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path]) -> list
         job = col.jobs[0]
         out += [f"Example job ({job.label}):", "", "```bash", _portable_argv(job.argv), "```", ""]
     return out
+
+
+def _row_module_label(suite: Suite, job: Job) -> str:
+    """``method=shape_features`` when one of the job's rows runs another module, else ""."""
+    from .suite import ROW_MODULE_KEY
+
+    return " ".join(f"{a}={job.tags[a]}" for a in suite.axes
+                    if isinstance(suite.matrix[a].get(job.tags[a]), dict)
+                    and ROW_MODULE_KEY in suite.matrix[a][job.tags[a]])
 
 
 def _status(suite: Suite, col: Collected) -> list[str]:

@@ -5,6 +5,11 @@ per-job lock, moving invalid or stale results aside, validating fresh results, `
 and MLflow logging (one writer). An executor (:mod:`benchmark.executors`: local slots, or a dask
 cluster) only runs the argv and reports exit code and timing. ``run_jobs`` is the loop;
 ``claim_job`` / ``command_spec`` / ``finish_job`` are its steps, ``run_job`` runs one job here.
+
+A job is its id (module + args), not its suite: before running a job, the runner looks for a
+finished, valid, up-to-date result of the same id in the other suites' folders of the same results
+directory and adopts it (a copy, recorded as ``reused_from`` in ``<id>.job.json``), so a job that
+two suites share runs once.
 """
 from __future__ import annotations
 
@@ -18,13 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_bytes, atomic_write_json
 from .collect import invalid_results
 from .errors import ResultError
 from .executors import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, Executor,  # noqa: F401
                         LocalExecutor, execute_command, thread_share_env)
 from .expand import Job, expand, select
-from .inputs import fingerprints, stale_inputs
+from .inputs import fingerprints, out_of_date, out_of_date_text, recorded_fingerprints
 from .locks import JobLock
 from .results import Envelope, load_result, move_aside
 from .suite import Suite
@@ -40,7 +45,7 @@ class JobOutcome:
     """What happened to one job in one ``run``."""
 
     job: Job
-    status: str  # "done" | "skipped" | "locked" | "failed"
+    status: str  # "done" | "skipped" | "reused" | "locked" | "failed"
     detail: str = ""
     returncode: Optional[int] = None
     wall_s: float = 0.0
@@ -70,10 +75,11 @@ class RunSummary:
         return self.count("failed") == 0
 
     def line(self) -> str:
-        """``suite: done=3 skipped=9 failed=0 total=12 (4.2 s)``."""
+        """``suite: done=3 skipped=9 reused=1 failed=0 total=13 (4.2 s)``."""
         skipped = self.count("skipped") + self.count("locked")
-        text = (f"{self.suite}: done={self.count('done')} skipped={skipped} failed={self.count('failed')} "
-                f"total={len(self.outcomes)} ({self.wall_s:.1f} s)")
+        reused = f"reused={self.count('reused')} " if self.count("reused") else ""
+        text = (f"{self.suite}: done={self.count('done')} skipped={skipped} {reused}"
+                f"failed={self.count('failed')} total={len(self.outcomes)} ({self.wall_s:.1f} s)")
         if self.count("locked"):
             text += f"; {self.count('locked')} running elsewhere"
         return text
@@ -171,7 +177,7 @@ def claim_job(job: Job, kind: TaskKind, *,
     knows the result is absent, invalid or stale (skips the lock-free fast path).
     """
     if (not prechecked and job.out_json.exists() and check_existing(job, kind) is None
-            and not stale_inputs(job)):
+            and not out_of_date(job)):
         return JobOutcome(job, "skipped", "done"), None
     lock = JobLock(job.lock)
     holder = lock.acquire()
@@ -182,18 +188,53 @@ def claim_job(job: Job, kind: TaskKind, *,
         moved_why = ""
         if job.out_json.exists():
             moved_why = check_existing(job, kind) or ""
-            stale = [] if moved_why else stale_inputs(job)
+            stale = [] if moved_why else out_of_date(job)
             if not moved_why and not stale:
                 lock.release()
                 return JobOutcome(job, "skipped", "done"), None
             if stale:
-                moved_why = f"input changed since it ran: {', '.join(stale)}"
+                moved_why = out_of_date_text(stale)
             moved = move_aside(job.out_json, "stale" if stale else "invalid")
         job.out_json.parent.mkdir(parents=True, exist_ok=True)
         return None, Claim(job, lock, _now_iso(), fingerprints(job), moved, moved_why)
     except BaseException:
         lock.release()
         raise
+
+
+def find_twin(job: Job, kind: TaskKind) -> Optional[Job]:
+    """A finished result of the same job id in another suite's folder of this results directory
+    that is valid (envelope + schema), up to date (inputs unchanged, outputs present) and of the
+    same task; None if there is none. The twin is ``job`` pointed at that folder."""
+    here = job.out_json
+    for other in sorted(here.parent.parent.glob(f"*/{job.job_id}.json")):
+        if other.parent == here.parent:
+            continue
+        twin = replace(job, out_json=other, log=other.parent / "logs" / f"{job.job_id}.log")
+        if check_existing(twin, kind) is None and not out_of_date(twin):
+            return twin
+    return None
+
+
+def adopt_twin(claim: Claim, twin: Job) -> JobOutcome:
+    """Copy ``twin``'s result into the claimed job's place (atomically), record ``reused_from``
+    and the twin's input fingerprints in ``<id>.job.json`` (so staleness is judged against the
+    run that computed it), note it in the job's log and release the lock."""
+    job = claim.job
+    try:
+        data = twin.out_json.read_bytes()
+        atomic_write_bytes(job.out_json, data)
+        inputs = recorded_fingerprints(twin) or claim.inputs
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with job.log.open("a") as fh:
+            fh.write(f"=== {_now_iso()} reused the result of {twin.out_json} (same job id)\n")
+        _write_job_json(job, status="done", started=claim.started_iso, finished=_now_iso(),
+                        returncode=0, detail=f"reused from {twin.out_json}", reused_from=str(twin.out_json),
+                        inputs=inputs)
+        return JobOutcome(job, "reused", f"from {twin.out_json.parent.name}/", moved_aside=claim.moved,
+                          moved_why=claim.moved_why)
+    finally:
+        claim.lock.release()
 
 
 def command_spec(claim: Claim) -> CommandSpec:
@@ -249,6 +290,9 @@ def run_job(job: Job, *, kind: Optional[TaskKind] = None, gpu: Optional[str] = N
     outcome, claim = claim_job(job, kind, prechecked=prechecked)
     if claim is None:
         return outcome
+    twin = find_twin(job, kind)
+    if twin is not None:
+        return adopt_twin(claim, twin)
     try:
         spec = command_spec(claim)
         if gpu is not None:
@@ -318,6 +362,10 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
             if claim is None:
                 record(i, outcome)
                 continue
+            twin = find_twin(job, kind_of(job))
+            if twin is not None:
+                record(i, adopt_twin(claim, twin))
+                continue
             try:
                 fut, where = executor.submit(command_spec(claim))
             except Exception as exc:  # noqa: BLE001 - e.g. the scheduler went away
@@ -330,7 +378,7 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
     bad = invalid_results(jobs)  # one pandera pass over every existing result
     pending: deque[int] = deque()
     for i, job in enumerate(jobs):
-        if job.out_json.exists() and job.job_id not in bad and not stale_inputs(job):
+        if job.out_json.exists() and job.job_id not in bad and not out_of_date(job):
             record(i, JobOutcome(job, "skipped", "done"))
         else:
             pending.append(i)
@@ -377,6 +425,8 @@ def _outcome_line(o: JobOutcome, k: int, total: int, width: int) -> str:
         return f"{head} done     {o.job.label}  {o.job.job_id}  ({o.wall_s:.1f} s){extra}"
     if o.status == "skipped":
         return f"{head} skip     {o.job.label}  {o.job.job_id}  ({o.detail})"
+    if o.status == "reused":
+        return f"{head} reuse    {o.job.label}  {o.job.job_id}  (finished in {o.detail})"
     if o.status == "locked":
         return f"{head} locked   {o.job.label}  {o.job.job_id}  ({o.detail})"
     lines = [f"{head} FAILED   {o.job.label}  {o.job.job_id}  {o.detail} ({o.wall_s:.1f} s); log: {o.job.log}"]

@@ -9,7 +9,7 @@ from typing import Optional
 from .expand import Job
 from .locks import lock_state
 from .collect import invalid_results
-from .inputs import stale_inputs
+from .inputs import out_of_date, out_of_date_text
 from .suite import Suite
 
 
@@ -27,9 +27,9 @@ def job_state(job: Job, invalid: Optional[str] = None) -> JobState:
     """
     if job.out_json.exists():
         if invalid is None:
-            stale = stale_inputs(job)
+            stale = out_of_date(job)
             if stale:
-                return JobState(job, "stale", f"input changed since it ran: {', '.join(stale)} (re-run by the next run)")
+                return JobState(job, "stale", f"{out_of_date_text(stale)} (re-run by the next run)")
             return JobState(job, "complete")
         return JobState(job, "invalid", f"{invalid} (moved aside and re-run by the next run)")
     lock = lock_state(job.lock)

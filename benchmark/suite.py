@@ -20,6 +20,10 @@ from .tasks import TaskKind, get_task
 from .yamlio import load_yaml
 
 _SCALARS = (str, int, float, bool)
+#: A matrix row mapping may set this key: the row's jobs run ``python -m <value>`` instead of the
+#: suite's module (e.g. a non-learned baseline answering the same protocol). Not passed as an arg.
+ROW_MODULE_KEY = "module"
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def _describe(value: Any) -> str:
@@ -148,6 +152,7 @@ class Suite(BaseModel):
     out_flag: str = "--out_json"
     promote: Optional[PromoteSpec] = None
     inputs: list[str] = []
+    outputs: list[str] = []
     plots: list[PlotSpec] = []
 
     _source: Path = PrivateAttr(default=Path("<memory>"))
@@ -324,13 +329,26 @@ def _cross_check(suite: Suite, path: Path) -> None:
             fail(f"seeds.{suite.seed_arg}", "the seed arg must not also be a matrix axis")
     _check_root_seed(suite, fail)
 
+    for axis, rows in suite.matrix.items():
+        for row, value in rows.items():
+            if isinstance(value, dict) and ROW_MODULE_KEY in value:
+                module = value[ROW_MODULE_KEY]
+                if suite.module is None:
+                    fail(f"matrix.{axis}.{row}.{ROW_MODULE_KEY}", "a row may replace the suite's "
+                         "`module`, not a `program`; give the suite a module")
+                if not isinstance(module, str) or not _DOTTED.match(module):
+                    fail(f"matrix.{axis}.{row}.{ROW_MODULE_KEY}",
+                         f"expected a dotted module name (python -m MODULE); got {module!r}")
     known_args = set(suite.args) | {a for a, rows in suite.matrix.items()
                                      if any(not isinstance(v, dict) for v in rows.values())}
-    known_args |= {k for rows in suite.matrix.values() for v in rows.values() if isinstance(v, dict) for k in v}
-    for i, name in enumerate(suite.inputs):
-        if name not in known_args:
-            fail(f"inputs[{i}]", f"unknown arg {name!r}; expected an arg naming an input file "
-                                 f"({', '.join(sorted(known_args)) or 'no args'})")
+    known_args |= {k for rows in suite.matrix.values() for v in rows.values() if isinstance(v, dict)
+                   for k in v if k != ROW_MODULE_KEY}
+    for key, names, what in (("inputs", suite.inputs, "an input file"),
+                             ("outputs", suite.outputs, "a path the job writes")):
+        for i, name in enumerate(names):
+            if name not in known_args:
+                fail(f"{key}[{i}]", f"unknown arg {name!r}; expected an arg naming {what} "
+                                    f"({', '.join(sorted(known_args)) or 'no args'})")
 
     axes = suite.axes
     placeable = axes + ([suite.seed_arg] if suite.seed_arg else [])

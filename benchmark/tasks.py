@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Optional
 
 Direction = Literal["min", "max"]
 
@@ -67,9 +67,34 @@ class Guard:
     description: str = ""
 
 
+#: A cell sits "at chance" when it is no further than this many standard errors of a no-skill
+#: method's score from the chance level (on the wrong side of it counts too).
+CHANCE_MARGIN_SE = 2.0
+
+
+@dataclass(frozen=True)
+class Chance:
+    """What ``metric`` scores when the method carries no information, read from the result itself.
+
+    ``level(m)`` gets the result's flattened metrics and returns ``(value, se)``: the no-skill
+    score and the standard error of a no-skill method's score on this evaluation set (0 when
+    unknown), or None when the result does not say.
+    """
+
+    metric: str
+    level: Callable[[Mapping[str, float]], Optional[tuple[float, float]]]
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class TaskKind:
-    """Everything the engine knows about one kind of task."""
+    """Everything the engine knows about one kind of task.
+
+    ``chance``: no-skill levels shown next to their metric, below which (within
+    :data:`CHANCE_MARGIN_SE` standard errors) the readout does not rank a row. ``diagnostics``:
+    full-match patterns of metrics that describe the evaluation rather than the method (a
+    majority-class rate, an expected random recall, set sizes): shown, never ranked.
+    """
 
     name: str
     description: str = ""
@@ -78,6 +103,16 @@ class TaskKind:
     default_metrics: tuple[str, ...] = ()
     directions: tuple[tuple[str, Direction], ...] = ()
     guards: tuple[Guard, ...] = ()
+    chance: tuple[Chance, ...] = ()
+    diagnostics: tuple[str, ...] = ()
+
+    def chance_of(self, metric: str) -> Optional[Chance]:
+        """The chance rule of ``metric`` (a flattened name), if the kind has one."""
+        return next((c for c in self.chance if c.metric == metric), None)
+
+    def is_diagnostic(self, metric: str) -> bool:
+        leaf = metric.rsplit("/", 1)[-1]
+        return any(re.fullmatch(p, metric) or re.fullmatch(p, leaf) for p in self.diagnostics)
 
     @property
     def required_metrics(self) -> tuple[str, ...]:
@@ -120,6 +155,50 @@ def _get(m: Mapping[str, float], key: str) -> float:
     return math.nan if value is None else float(value)
 
 
+def binomial_chance(p: float, n: float) -> tuple[float, float]:
+    """(p, sqrt(p (1 - p) / n)): a rate ``p`` measured on ``n`` independent trials."""
+    p = min(max(float(p), 0.0), 1.0)
+    return p, (math.sqrt(p * (1.0 - p) / n) if n and n > 0 else 0.0)
+
+
+def _accuracy_chance(m: Mapping[str, float]) -> Optional[tuple[float, float]]:
+    """Classification: the majority-class rate of the test set (what a constant predictor
+    scores), binomial standard error over ``n_test`` samples."""
+    p = _get(m, "test_majority_rate")
+    return None if math.isnan(p) else binomial_chance(p, _get(m, "n_test"))
+
+
+def _gallery_size(m: Mapping[str, float]) -> Optional[int]:
+    """N, the number of gallery items, from ``expected_random_r@1`` = 1 / N."""
+    r1 = _get(m, "expected_random_r@1")
+    return None if math.isnan(r1) or r1 <= 0 else int(round(1.0 / r1))
+
+
+def _recall_chance(k: int) -> Callable[[Mapping[str, float]], Optional[tuple[float, float]]]:
+    """Retrieval R@k under uniformly random ranks: k / N (one relevant item among N)."""
+    def level(m: Mapping[str, float]) -> Optional[tuple[float, float]]:
+        n = _gallery_size(m)
+        return None if n is None else binomial_chance(min(1.0, k / n), n)
+    return level
+
+
+def _reciprocal_rank_chance(m: Mapping[str, float]) -> Optional[tuple[float, float]]:
+    """mAP (= MRR with one relevant item) under uniformly random ranks: H_N / N, with the
+    standard error of a mean of N reciprocal ranks."""
+    n = _gallery_size(m)
+    if n is None:
+        return None
+    mean = sum(1.0 / k for k in range(1, n + 1)) / n
+    var = sum(1.0 / k ** 2 for k in range(1, n + 1)) / n - mean ** 2
+    return mean, math.sqrt(max(var, 0.0) / n)
+
+
+def _mean_rank_chance(m: Mapping[str, float]) -> Optional[tuple[float, float]]:
+    """Mean rank under uniformly random ranks: (N + 1) / 2, variance (N^2 - 1) / 12 per query."""
+    n = _gallery_size(m)
+    return None if n is None else ((n + 1) / 2.0, math.sqrt((n * n - 1) / 12.0 / n))
+
+
 # --- built-in kinds --------------------------------------------------------------------------
 
 register_task(TaskKind(
@@ -131,6 +210,9 @@ register_task(TaskKind(
         MetricRule("test_majority_rate", 0.0, 1.0),
     ),
     default_metrics=("test_acc",),
+    chance=(Chance("test_acc", _accuracy_chance, "the test set's majority-class rate"),),
+    diagnostics=(r"test_majority_rate", r"test_pred_classes", r"n_(train|val|test|classes)",
+                 r"best_epoch"),
     guards=(Guard("majority_collapse",
                   lambda m: _get(m, "test_acc") <= _get(m, "test_majority_rate") + 1e-9,
                   "test accuracy does not beat the majority-class rate (collapse)"),),
@@ -146,11 +228,17 @@ register_task(TaskKind(
         MetricRule("mAP", 0.0, 1.0, required=True),
         MetricRule("mean_rank", min=1.0, required=True),
         MetricRule(r"r@\d+", 0.0, 1.0, regex=True),
+        MetricRule(r"embed_spread_(query|gallery)", 0.0, 2.0, regex=True),
     ),
     row_checks=(RowCheck("r@1 <= r@5 <= r@10", ("r@1", "r@5", "r@10"),
                          lambda a, b, c: (a <= b + 1e-12) & (b <= c + 1e-12)),),
     default_metrics=("r@1", "r@5", "r@10", "mAP"),
     directions=((r"(median|mean)_rank", "min"),),
+    chance=(Chance("r@1", _recall_chance(1), "k / N"), Chance("r@5", _recall_chance(5), "k / N"),
+            Chance("r@10", _recall_chance(10), "k / N"),
+            Chance("mAP", _reciprocal_rank_chance, "H_N / N (random ranks)"),
+            Chance("mean_rank", _mean_rank_chance, "(N + 1) / 2")),
+    diagnostics=(r"expected_random_r@\d+", r"embed_spread_(query|gallery)"),
     guards=(Guard("easy_pair_saturated", lambda m: _get(m, "r@1") >= 0.99,
                   "R@1 near 1: an easy pair, not alignment evidence"),),
 ))
