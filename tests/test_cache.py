@@ -62,3 +62,35 @@ def test_pointcloud_backends_refuse_mesh_distances(tmp_path, arrays):
     with pytest.raises(LeakageError) as e:
         get_pools("pointcloud_noray", p)
     assert "migrate_add_pt_dist_pc_pool" in str(e.value) and str(p) in str(e.value)
+
+
+def test_repeated_loads_come_from_the_process_memo_read_only(tmp_path, arrays):
+    p = tmp_path / "m.npz"
+    save_cache(p, arrays)
+    first, second = load_cache(p), load_cache(p)
+    assert first is not second  # each caller owns its dict ...
+    assert all(first[k] is second[k] for k in first)  # ... of the same decompressed arrays
+    with pytest.raises(ValueError):
+        first["pt_dist_pool"][0] = 123.0  # nobody can change what the next job reads
+    first["extra"] = np.zeros(1)
+    assert "extra" not in load_cache(p)
+    assert np.array_equal(load_cache(p, keys=["pt_dist_pool"])["pt_dist_pool"], arrays["pt_dist_pool"])
+
+
+def test_a_rewritten_file_is_read_again(tmp_path, arrays):
+    p = tmp_path / "m.npz"
+    save_cache(p, arrays)
+    before = load_cache(p)
+    changed = dict(arrays, pt_dist_pool=arrays["pt_dist_pool"] + 1.0)
+    save_cache(p, changed)  # a new file (os.replace): new inode and mtime
+    after = load_cache(p)
+    assert np.array_equal(after["pt_dist_pool"], arrays["pt_dist_pool"] + 1.0)
+    assert not np.array_equal(before["pt_dist_pool"], after["pt_dist_pool"])
+
+
+def test_the_memo_can_be_turned_off(tmp_path, arrays, monkeypatch):
+    monkeypatch.setenv("NEPA3D_LOADED_CACHE_MB", "0")
+    p = tmp_path / "off.npz"
+    save_cache(p, arrays)
+    a, b = load_cache(p), load_cache(p)
+    assert a["pt_dist_pool"] is not b["pt_dist_pool"] and a["pt_dist_pool"].flags.writeable
