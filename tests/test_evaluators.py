@@ -57,7 +57,8 @@ def _check_envelope(res, task):
     json.dumps(res, allow_nan=False)
 
 
-UCPR_KEYS = {"r@1", "r@5", "r@10", "mAP", "mean_rank", "median_rank", "expected_random_r@1"}
+UCPR_KEYS = {"r@1", "r@5", "r@10", "mAP", "mean_rank", "median_rank", "expected_random_r@1",
+             "embed_spread_query", "embed_spread_gallery"}
 
 
 # --------------------------------------------------------------------------------------------

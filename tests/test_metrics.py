@@ -307,3 +307,23 @@ def test_coarse_to_fine():
     # refinement concentrates the finest stage near the surface vs uniform sampling
     fine = y[-counts[-1]:]
     assert np.mean(fine <= 0.1) > 2 * np.mean(udf <= 0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding spread
+# --------------------------------------------------------------------------------------------
+
+def test_mean_pairwise_cosine_vs_double_loop():
+    rng = np.random.RandomState(3)
+    for n, c in ((2, 3), (17, 5), (40, 64)):
+        E = M.l2_normalize(rng.normal(size=(n, c)).astype(np.float32))
+        e = E.astype(np.float64)
+        ref = sum(float(e[i] @ e[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+        assert M.mean_pairwise_cosine(E) == pytest.approx(ref, abs=1e-9)
+    same = np.tile([[0.0, 0.6, 0.0, 0.8]], (25, 1))  # identical exactly-unit rows
+    assert M.mean_pairwise_cosine(same) == pytest.approx(1.0, abs=1e-12)
+    same = np.tile(M.l2_normalize(rng.normal(size=(1, 8))), (25, 1))  # norms 1 - O(1e-9)
+    assert M.mean_pairwise_cosine(same) == pytest.approx(1.0, abs=1e-8)
+    opposite = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert M.mean_pairwise_cosine(opposite) == -1.0
+    assert np.isnan(M.mean_pairwise_cosine(np.ones((1, 4))))

@@ -7,6 +7,7 @@ UCPR (retrieval, one relevant gallery item per query: gallery row i is query i's
     tie_aware_ranks(Q (N, D), G (N, D), eps, seed, chunk) -> ranks (N,) int64, 1-based
     retrieval_metrics(ranks (N,)) -> {r@1, r@5, r@10, mAP, mean_rank, median_rank,
                                       expected_random_r@1}
+    mean_pairwise_cosine(E (N, C)) -> float: collapse diagnostic of L2-normalised embeddings
 
 CPAC (UDF completion probe; micro-averaged over all query points of all test shapes)
     udf_metrics(pred (n,), gt (n,), tau) -> {mae, rmse, iou@<tau>}
@@ -92,6 +93,22 @@ def retrieval_metrics(ranks: np.ndarray, ks=RANK_KS) -> dict:
     out["median_rank"] = float(np.median(r))
     out["expected_random_r@1"] = 1.0 / n if n else float("nan")
     return out
+
+
+def mean_pairwise_cosine(E: np.ndarray) -> float:
+    """Mean cosine over the N (N - 1) ordered pairs i != j of L2-normalised rows E (N, C).
+
+    For unit rows sum_{i != j} e_i . e_j = |sum_i e_i|^2 - sum_i |e_i|^2, so the mean is
+    computed in float64 in O(N C) as (|sum_i e_i|^2 - sum_i |e_i|^2) / (N (N - 1)) (the
+    actual squared norms are subtracted, which equals N for exactly unit rows). 1.0 when every
+    row is the same vector, about 0 for random directions, >= -1 / (N - 1). NaN for N < 2.
+    """
+    E = np.asarray(E, dtype=np.float64)
+    n = E.shape[0]
+    if n < 2:
+        return float("nan")
+    s = E.sum(axis=0)
+    return float((s @ s - np.einsum("ij,ij->", E, E)) / (n * (n - 1)))
 
 
 # --------------------------------------------------------------------------------------------

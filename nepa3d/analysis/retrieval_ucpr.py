@@ -11,6 +11,8 @@ Per shape, side and MC view k: RandomState((md5(path) + seed + 1000003·k) & 0xF
 the tokens (seed = eval_seed for queries, eval_seed_gallery for the gallery), the model pools
 one embedding (eos | mean_a | mean_zhat), views are averaged, everything is L2-normalised.
 Ranks are tie-aware (see :func:`nepa3d.analysis.metrics.tie_aware_ranks`).
+Collapse diagnostics: ``embed_spread_query`` / ``embed_spread_gallery`` = 1 - mean pairwise
+cosine of the final query / gallery embeddings (0: every shape has the same embedding).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from nepa3d.analysis.features import (POOLINGS, PRECISIONS, EvalError, ablate_to
                                       default_workers, forward_batched, load_eval_model,
                                       pool_embeddings, prefetch_map, resolve_device,
                                       resolve_precision)
-from nepa3d.analysis.metrics import (l2_normalize, retrieval_metrics, tie_aware_ranks,
-                                     tie_noise_seed)
+from nepa3d.analysis.metrics import (l2_normalize, mean_pairwise_cosine, retrieval_metrics,
+                                     tie_aware_ranks, tie_noise_seed)
 from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
@@ -120,6 +122,13 @@ def embed_all(lb, paths, args, cfg: TokenizerConfig, gallery_seed: int,
     return (l2_normalize(acc[0]).astype(np.float32), l2_normalize(acc[1]).astype(np.float32))
 
 
+def spread_metrics(Q: np.ndarray, G: np.ndarray) -> dict:
+    """{embed_spread_query, embed_spread_gallery}: 1 - mean pairwise cosine of the final
+    (view-averaged, L2-normalised) embeddings Q (N, C), G (N, C); 0 = collapsed."""
+    return {"embed_spread_query": 1.0 - mean_pairwise_cosine(Q),
+            "embed_spread_gallery": 1.0 - mean_pairwise_cosine(G)}
+
+
 def run(args) -> dict:
     timer = ResultTimer()
     device = resolve_device(args.device)
@@ -148,7 +157,7 @@ def run(args) -> dict:
         G = l2_normalize(np.ones_like(G))
     ranks = tie_aware_ranks(Q, G, eps=args.tie_break_eps,
                             seed=tie_noise_seed(args.eval_seed, gallery_seed), chunk=args.chunk)
-    metrics = retrieval_metrics(ranks)
+    metrics = {**retrieval_metrics(ranks), **spread_metrics(Q, G)}
 
     ckpt_abs = os.path.abspath(args.ckpt)
     extra = {"query_backend": args.query_backend, "gallery_backend": args.gallery_backend,
