@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TQDM_MININTERVAL ?= 5
 
-.PHONY: install repro test test-fast bench clean-results
+.PHONY: install repro repro-lab test test-fast bench clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,24 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-repro: install
+# The headline tier (M1 few-shot, UCPR main, CPAC main, the qualitative page: <= 10 min on 2 cores)
+# and the full lab catalog (every suite and continuation). Both are `dvc repro` of DVC targets.
+HEADLINE_TARGETS := report qualitative_cpac
+
+define dvc_prelude
 	@git rev-parse --git-dir >/dev/null 2>&1 || { git init -q && git add -A && \
 	  git -c user.name=nepa3d-bench -c user.email=bench@localhost commit -qm "initial snapshot"; }
 	@[ -f .dvc/config ] || { $(BIN)/dvc init -q && $(BIN)/dvc config core.analytics false; }
+endef
+
+repro: install
+	$(dvc_prelude)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro $(HEADLINE_TARGETS)
+	@echo
+	@echo "Reports (generated results logs):"; ls -1 $(abspath reports)/*.md
+
+repro-lab: install
+	$(dvc_prelude)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	@echo
 	@echo "Reports (generated results logs):"; ls -1 $(abspath reports)/*.md

@@ -188,7 +188,7 @@ def cmd_report(args) -> int:
             print(f"{suite.name}: report not written; invalid results (files left in place):", file=sys.stderr)
             print("\n".join(f"  {p}" for p in rep.problems), file=sys.stderr)
             continue
-        paths = write_report(rep, args.out)
+        paths = write_report(rep, args.out, args.summary)
         gate = f"; gate: {rep.gate.decision}" if rep.gate else ""
         plots = f", {len(rep.plots)} plot(s)" if rep.plots else ""
         print(f"{suite.name}: {len(rep.collected.rows)}/{len(rep.collected.jobs)} complete -> "
@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write Markdown/CSV reports and summary.json")
     common(p)
     p.add_argument("--out", default="reports", help="report directory (default: reports)")
+    p.add_argument("--summary", default="summary.json", metavar="NAME",
+                   help="file in --out that collects every suite's headline numbers for `dvc metrics` "
+                        "(default: summary.json)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("validate", help="validate suites and every existing result")

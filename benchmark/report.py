@@ -640,16 +640,16 @@ def summarize(col: Collected, tables: list[TableData], gate: Optional[GateResult
     return out
 
 
-def write_report(rep: SuiteReport, out_dir: Path | str) -> list[Path]:
+def write_report(rep: SuiteReport, out_dir: Path | str, summary_name: str = "summary.json") -> list[Path]:
     """Write ``<suite>.md``, ``<suite>.csv``, the plots (PNG + ``plots/*.csv``) and merge the
-    suite into ``summary.json``. Returns the paths written (Markdown first)."""
+    suite into ``<out_dir>/<summary_name>``. Returns the paths written (Markdown first)."""
     out_dir = Path(out_dir)
     md = out_dir / f"{rep.suite.name}.md"
     csv_path = out_dir / f"{rep.suite.name}.csv"
     atomic_write_text(md, rep.markdown)
     atomic_write_text(csv_path, rep.csv_text)
     plot_paths = [p for pair in write_plots(rep.plots, out_dir) for p in pair]
-    summary_path = out_dir / "summary.json"
+    summary_path = out_dir / summary_name
     try:
         summary = json.loads(summary_path.read_text())
         if not isinstance(summary, dict):

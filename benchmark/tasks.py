@@ -258,6 +258,20 @@ register_task(TaskKind(
 ))
 
 register_task(TaskKind(
+    name="pretrain",
+    description="self-supervised pretraining run (final loss >= 0; its checkpoint is an output)",
+    metrics=(
+        MetricRule("final_loss", min=0.0, required=True),
+        MetricRule("steps", min=0.0),
+        MetricRule("epochs", min=0.0),
+        MetricRule("n_params", min=1.0),
+    ),
+    default_metrics=("final_loss", "steps"),
+    directions=((r"steps|epochs|n_params", "max"),),
+    diagnostics=(r"steps", r"epochs", r"n_params"),
+))
+
+register_task(TaskKind(
     name="command",
     description="any program that writes the result envelope; metrics are any numbers",
 ))

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--add_eos", type=int, default=-1)
     a("--qa_tokens", type=int, default=-1)
     a("--freeze_backbone", action="store_true")
+    a("--shuffle_train_labels", type=int, default=0, choices=(0, 1),
+      help="canary only: train on a fixed random permutation of the training labels (a planted "
+           "defect: the result is flagged planted_defect:shuffled_labels and never a real number)")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"))
     a("--out_json", default="")
     return p
@@ -120,6 +123,17 @@ def majority_rate(y: np.ndarray) -> float:
     if len(y) == 0:
         return 0.0
     return float(np.bincount(y).max()) / len(y)
+
+
+#: The result flag of a run trained on shuffled labels (a canary; see ``--shuffle_train_labels``).
+SHUFFLED_LABELS_FLAG = "planted_defect:shuffled_labels"
+
+
+def shuffled_labels(labels: list[int], seed: int) -> list[int]:
+    """The same multiset of labels in an order drawn from ``RandomState(seed + 7919)``: each
+    training shape gets another shape's label, so nothing about the shape predicts it."""
+    order = np.random.RandomState((seed + 7919) & 0xFFFFFFFF).permutation(len(labels))
+    return [labels[i] for i in order]
 
 
 def token_sizes(args, pre_args: dict) -> tuple[int, int]:
@@ -183,13 +197,17 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
     voxel = VoxelConfig.from_args(args)
 
-    def items(paths, backend):
-        return [Item(p, backend, label_map[class_of(p)], None, args.force_missing_ray, voxel)
-                for p in paths]
+    def items(paths, backend, labels=None):
+        labels = labels if labels is not None else [label_map[class_of(p)] for p in paths]
+        return [Item(p, backend, y, None, args.force_missing_ray, voxel) for p, y in zip(paths, labels)]
+
+    train_labels = [label_map[class_of(p)] for p in train]
+    if args.shuffle_train_labels:
+        train_labels = shuffled_labels(train_labels, args.seed)
 
     k_val = args.mc_eval_k if args.mc_eval_k_val < 0 else args.mc_eval_k_val
     k_test = args.mc_eval_k if args.mc_eval_k_test < 0 else args.mc_eval_k_test
-    ds_train = TokenDataset(items(train, tb), tok, mode="train", seed=args.seed)
+    ds_train = TokenDataset(items(train, tb, train_labels), tok, mode="train", seed=args.seed)
     dl_kw = dict(batch_size=args.batch, num_workers=args.num_workers, collate_fn=collate)
     dl_val = (DataLoader(TokenDataset(items(val, eb), tok, mode="eval", eval_seed=args.eval_seed,
                                       mc_k=k_val), **dl_kw) if val else None)
@@ -243,6 +261,8 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
     flags = []
     if len(np.unique(pred)) <= 1:
         flags.append("majority_collapse")
+    if args.shuffle_train_labels:
+        flags.append(SHUFFLED_LABELS_FLAG)
     print(f"best_val={best_val:.4f} best_ep={best_ep} test_acc={test_acc:.4f}")
     if save_dir:
         (save_dir / "train_log.json").parent.mkdir(parents=True, exist_ok=True)

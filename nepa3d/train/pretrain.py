@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=("auto", "cpu", "cuda"))
     a("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0 = no cap)")
+    a("--out_json", default="", help="also write the result envelope (pretrain_summary.json) here")
     return p
 
 
@@ -380,6 +381,8 @@ def train(args) -> dict:
                           timer.provenance(seed=args.seed, cache_root=args.cache_root if not args.mix_config else None,
                                            device=device))
     write_json_atomic(result, save_dir / "pretrain_summary.json")
+    if args.out_json:  # last: a benchmark job is finished only when its checkpoint is written
+        write_json_atomic(result, args.out_json)
     plot_curves(read_jsonl(log_path), save_dir / "loss_curve.png",
                 title=f"pretrain {args.objective} ({save_dir})")
     return result

@@ -18,7 +18,7 @@ pc 2048, pt_pool 20000, ray_pool 8000, df_grid 64; ``--profile embedded`` is the
         --n_eval 20 --n_train 20 --ucpr_files 20
 
 ``--preset embedded``: the embedded default pipeline as `dvc repro` runs it: the cache
-``data.unpaired_cache`` and ``runs/pretrain_qa_dualmask/last.pt`` (the lab's main Q/A
+``data.unpaired_cache`` and ``runs/pretrain/qa_dualmask/last.pt`` (the lab's main Q/A
 dual-mask checkpoint, a DVC output) with the ``cpac`` / ``ucpr`` settings of params.yaml
 (60 eval / 120 head-train shapes capped by what the split holds, 32 / 32 ctx / q; 60 files,
 the checkpoint's 64 / 32 point / ray) on the CPU. When the
@@ -84,7 +84,7 @@ PRESETS = {
 
 def embedded_defaults() -> dict:
     """The embedded pipeline's evaluator settings, read from params.yaml."""
-    out = {"cache_root": "data/shapenet_unpaired_cache_v1", "ckpt": "runs/pretrain_qa_dualmask/last.pt",
+    out = {"cache_root": "data/shapenet_unpaired_cache_v1", "ckpt": "runs/pretrain/qa_dualmask/last.pt",
            "n_eval": 60, "n_train": 120, "ucpr_files": 60, "n_context": 64, "n_query": 64,
            "n_point": None, "n_ray": None, "d_model": 128, "layers": 4, "heads": 4}
     try:
