@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shlex
 import sys
 from collections import Counter
@@ -32,6 +33,7 @@ from .expand import Job, command_of
 from .guards import describe, is_blocking
 from .plots import PlotData, plot_data, write_plots
 from .promote import GateResult, evaluate_gate
+from .sensitivity import DETECTED, sensitivity_checks
 from .suite import Suite
 from .tasks import CHANCE_MARGIN_SE
 
@@ -94,6 +96,7 @@ class SuiteReport:
     gate: Optional[GateResult] = None
     tables: list[TableData] = field(default_factory=list)
     plots: list[PlotData] = field(default_factory=list)
+    sensitivity: list = field(default_factory=list)  # benchmark.sensitivity.Check
 
 
 def _column_header(t: TableData, col) -> str:
@@ -591,11 +594,38 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
     if suite.promote is not None:
         rep.gate, notes = guarded_gate(suite, col)
         lines += _gate_lines(suite, rep.gate, notes)
+    rep.sensitivity = sensitivity_checks(suite, col.rows)
+    if suite.sensitivity is not None:
+        lines += _sensitivity_lines(suite, rep.sensitivity)
 
     rep.markdown = "\n".join(lines).rstrip() + "\n"
     rep.csv_text = _csv(col)
     rep.summary = summarize(col, rep.tables, rep.gate)
+    if rep.sensitivity:
+        rep.summary["sensitivity"] = {c.label: {"moved_std": c.moved if c.moved is not None and math.isfinite(c.moved)
+                                                else None, "detected": int(c.verdict == DETECTED)}
+                                      for c in rep.sensitivity}
     return rep
+
+
+def _sensitivity_lines(suite: Suite, checks: list) -> list[str]:
+    spec = suite.sensitivity
+    lines = ["## Sensitivity check", "",
+             f"Each defect row must move `{spec.metric}` by more than {spec.min_std:g} seed standard "
+             f"deviations from the reference ({_tags(suite.reference)}): |Δ| / σ with σ the larger "
+             "sample std of the two rows. Planted-defect results are flagged and never real numbers.", ""]
+    body = []
+    for c in checks:
+        ref = Cell(list(c.ref))
+        dfc = Cell(list(c.defect))
+        moved = DASH if c.moved is None else ("inf" if math.isinf(c.moved) else f"{c.moved:.1f}")
+        body.append([c.label, fmt_cell(ref), fmt_cell(dfc), fmt_delta(c.delta), moved, f"**{c.verdict}**"])
+    if body:
+        lines += [_md(body, ["defect", f"reference {spec.metric}", f"defect {spec.metric}", "Δ",
+                             "|Δ| / σ", "verdict"]), ""]
+    else:
+        lines += ["No defect rows.", ""]
+    return lines
 
 
 def _csv(col: Collected) -> str:

@@ -134,6 +134,15 @@ class PlotSpec(BaseModel):
     title: Optional[str] = None
 
 
+class SensitivitySpec(BaseModel):
+    """Each non-reference row of the reference axes is a planted defect that must move ``metric``
+    by more than ``min_std`` seed standard deviations (see :mod:`benchmark.sensitivity`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    min_std: float = 3.0
+
+
 class Suite(BaseModel):
     """A validated suite. Values are already interpolated from params.yaml."""
 
@@ -151,6 +160,7 @@ class Suite(BaseModel):
     tables: list[TableSpec] = []
     out_flag: str = "--out_json"
     promote: Optional[PromoteSpec] = None
+    sensitivity: Optional[SensitivitySpec] = None
     inputs: list[str] = []
     outputs: list[str] = []
     plots: list[PlotSpec] = []
@@ -270,6 +280,8 @@ def _allowed_keys(loc: tuple) -> list[str]:
         model = PromoteSpec
     elif loc and loc[0] == "plots":
         model = PlotSpec
+    elif loc and loc[0] == "sensitivity":
+        model = SensitivitySpec
     return list(model.model_fields)
 
 
@@ -404,6 +416,14 @@ def _cross_check(suite: Suite, path: Path) -> None:
             except ValueError as exc:
                 fail(f"promote.require.{metric}", str(exc))
         suite._requirements = reqs
+
+    if suite.sensitivity is not None:
+        if not suite.reference:
+            fail("sensitivity", "needs a `reference` row (the intact pipeline) to compare each defect row with")
+        if suite.sensitivity.min_std <= 0:
+            fail("sensitivity.min_std", f"expected a number > 0; got {suite.sensitivity.min_std}")
+        if len(suite.seed_values) < 2:
+            fail("sensitivity", "needs at least two seeds (the noise level the defect must exceed)")
 
     from .plots import plot_problems
 

@@ -15,9 +15,14 @@ def md5_int(s: str) -> int:
     return int(hashlib.md5(str(s).encode()).hexdigest()[:8], 16)
 
 
+def path_seed(path: str, seed: int, view: int = 0) -> int:
+    """(md5(path) + seed + 1000003*view) & 0xFFFFFFFF: the eval-mode seed of one view of a file."""
+    return (md5_int(path) + int(seed) + MC_VIEW_STRIDE * int(view)) & 0xFFFFFFFF
+
+
 def path_rng(path: str, seed: int, view: int = 0) -> np.random.RandomState:
-    """RandomState((md5(path) + seed + 1000003*view) & 0xFFFFFFFF)."""
-    return np.random.RandomState((md5_int(path) + int(seed) + MC_VIEW_STRIDE * int(view)) & 0xFFFFFFFF)
+    """RandomState(:func:`path_seed`)."""
+    return np.random.RandomState(path_seed(path, seed, view))
 
 
 def set_seed(seed: int) -> None:
