@@ -76,7 +76,7 @@ def test_unknown_task_names_file_key_and_choices(tmp_path):
     path = _suite(tmp_path, BASE.replace("task: cpac", "task: nope"))
     msg = _load_error(path)
     assert msg.startswith(f"{path}: task: unknown task 'nope'")
-    assert "cls, command, cpac, ucpr" in msg
+    assert "cls, command, cpac, pretrain, ucpr" in msg
 
 
 def test_bad_matrix_value_type_names_key_path(tmp_path):
@@ -164,7 +164,7 @@ def test_cli_exits_2_with_one_message_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {path}: task: unknown task 'nope'; expected one "
-                                                "of: cls, command, cpac, ucpr"]
+                                                "of: cls, command, cpac, pretrain, ucpr"]
 
 
 def test_inputs_must_name_args(tmp_path):

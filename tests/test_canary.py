@@ -28,13 +28,17 @@ DATA_STAGES = ("synthesize", "preprocess_shapenet", "unpaired_split", "preproces
 
 def render(cmd: str, params: dict, **ctx) -> str:
     """A dvc.yaml command with ``${a.b}``, ``${a.b[i]}`` (and foreach ``${key}``/``${item.x}``)
-    substituted from params.yaml, as DVC renders it."""
+    substituted from params.yaml, as DVC renders it (a mapping unpacks to ``--key value``, a
+    list to its items separated by spaces)."""
     scope = {**params, **ctx}
 
     def lookup(m: re.Match) -> str:
         value = scope
         for part in re.findall(r"[^.\[\]]+", m.group(1)):
             value = value[int(part)] if part.isdigit() else value[part]
+        if isinstance(value, dict):
+            return " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                            for k, v in value.items())
         return str(value)
 
     return re.sub(r"\$\{([^}]+)\}", lookup, cmd)

@@ -1,11 +1,8 @@
-"""The DVC chain on a tiny profile: repro, no-op repro, and ablations by `dvc exp run -S` that
-re-run only the stages depending on the changed parameter.
-
-The full graph (every pretraining variant, every suite, the report) is too long for a test, so the
-test repros three suite stages and what they need: the data stages, the four pretraining roots and
-two long continuations cpac_main evaluates, and the continuation chain qa_dualmask -> b2c2 -> scale
-of the 6-scale suite.
-The report stage's definition is checked statically in test_suites_catalog.py."""
+"""The DVC chain on a tiny profile: the headline tier as `make repro` runs it (`dvc repro report
+qualitative_cpac`), a no-op repro, ablations by `dvc exp run -S` that re-run only the stages
+depending on the changed parameter, and one lab-tier target (the continuation chain qa_dualmask ->
+b2c2 -> scale of the 6-scale suite). The lab tier's full graph is checked statically in
+test_suites_catalog.py."""
 
 import json
 import os
@@ -33,9 +30,9 @@ TINY = {
     "pretrain_continuations": {name: {"mix_num_samples": 16} for name in yaml.safe_load(
         (REPO / "params.yaml").read_text())["pretrain_continuations"]},
     "finetune": {"epochs": 2, "mc_eval_k_test": 1},
-    "ucpr": {"max_files": 8},
+    "ucpr": {"max_files": 8, "main_eval_seeds": [0, 1]},
     "cpac": {"max_shapes": 6, "head_train_max_shapes": 8, "n_context": 16, "n_query": 16,
-             "main_eval_seeds": [0]},  # the lab's single seed: 6 cpac_main jobs
+             "main_eval_seeds": [0, 1]},  # two seeds: the canaries' noise level
     "cpac_quick": {"max_shapes": 4, "head_train_max_shapes": 6},
     "cpac_b1": {"max_shapes": 4, "head_train_max_shapes": 6},
     # scaled context: 2 x pretrain.n_point; max_len = 1 + 2 (n_context + n_query) + 1
@@ -43,10 +40,14 @@ TINY = {
     "qualitative": {"grid_res": 8, "max_shapes": 2, "png_dpi": 30},
 }
 TINY["pretrain_continuations"]["scale"]["args"] = {"n_point": 32}
-for _name in ("qa_nodual_long", "qa_nodual_e_long"):  # 64 epochs in params: 2 are enough here
+TINY["synthetic"]["scan_variants"] = ["main_split_nobg"]  # the default tier reads the object-only scans
+for _name in ("qa_nodual_long", "qa_nodual_e_long"):  # 52 epochs in params: 2 are enough here
     TINY["pretrain_continuations"][_name]["epochs_after_root"] = 2
 
-TARGETS = ["suite_cpac_main", "suite_scale6", "suite_ucpr_main", "qualitative_cpac"]
+TARGETS = ["report", "qualitative_cpac"]  # make repro
+HEADLINE_STAGES = {"synthesize", "preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn",
+                   "pretrain", "scratch@scratch", "scratch@scratch_qa", "suite_m1_fewshot",
+                   "suite_ucpr_main", "suite_cpac_main", "suite_canary", "qualitative_cpac", "report"}
 
 
 def deep_update(d: dict, u: dict) -> dict:
@@ -93,25 +94,30 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
     dvc = bindir + "/dvc"
 
     out = sh([dvc, "repro", *TARGETS], work, env)
-    ran = ran_stages(out)
-    assert {"synthesize", "preprocess_shapenet", "unpaired_split", "pretrain@shapenet_mix_nepa",
-            "pretrain@shapenet_mix_mae", "pretrain@qa_nodual", "pretrain@qa_dualmask",
-            "pretrain_cont@b2c2", "pretrain_cont@scale", *TARGETS} <= ran, out
-    assert not ran & {"pretrain@shapenet_nepa", "pretrain_cont@b2", "suite_m1_fewshot", "report"}
-    # continuations resume their base and train on: root epoch 0, b2c2 epoch 1, scale epoch 2
-    logs = {v: [json.loads(line)["epoch"] for line in
-                (work / "runs" / f"pretrain_{v}" / "train_log.jsonl").read_text().splitlines()]
-            for v in ("qa_dualmask", "b2c2", "scale")}
-    assert logs == {"qa_dualmask": [0], "b2c2": [1], "scale": [2]}, logs
-    scale_log = (work / "runs" / "pretrain_scale" / "train_log.jsonl").read_text()
-    assert json.loads(scale_log.splitlines()[-1])["n_point"] == 32
+    assert ran_stages(out) == HEADLINE_STAGES, out  # the headline tier and nothing of the lab tier
+    # the pretraining roots ran as one engine suite, two at a time
+    assert "pretrain: done=6 skipped=0 failed=0 total=6" in out
+    for root in ("shapenet_mix_nepa", "qa_nodual"):
+        assert [json.loads(line)["epoch"] for line in
+                (work / "runs" / "pretrain" / root / "train_log.jsonl").read_text().splitlines()] == [0]
     cpac = results(work, "cpac_main")
-    assert len(cpac) == 6 and all("nn_copy" in r["baselines"] for r in cpac)
-    assert len(results(work, "scale6")) == 4 and len(results(work, "ucpr_main")) == 8
+    assert len(cpac) == 12 and all("nn_copy" in r["baselines"] for r in cpac)
+    assert len(results(work, "ucpr_main")) == 32 and len(results(work, "m1_fewshot")) == 90
+    # the canaries' intact rows are the headline jobs: each distinct job ran once (whichever
+    # stage came first) and the other suite adopted it by id
+    counts = {m.group(1): (int(m.group(2)), int(m.group(3) or 0)) for m in re.finditer(
+        r"^(\w+): done=(\d+) skipped=\d+ (?:reused=(\d+) )?failed=0", out, re.M)}
+    assert counts["cpac_main"][0] + counts["canary_cpac"][0] == 12  # 6 rows x 2 seeds, run once
+    assert counts["cpac_main"][1] + counts["canary_cpac"][1] == 4  # the canary's 2 rows x 2 seeds
+    assert counts["m1_fewshot"][0] + counts["canary_cls"][0] == 90 + 3  # + 3 shuffled-label runs
+    for name in ("m1_fewshot", "ucpr_main", "cpac_main", "canary_cls", "canary_cpac", "canary_ucpr", "pretrain"):
+        assert (work / "reports" / f"{name}.md").is_file(), name
+    assert "## Sensitivity check" in (work / "reports" / "canary_cls.md").read_text()
+    assert "Corpus: embedded procedural corpus" in (work / "reports" / "m1_fewshot.md").read_text()
     qual = json.loads((work / "results" / "qual_mc" / "summary.json").read_text())
     page = (work / "reports" / "qualitative_cpac.md").read_text()
     assert qual["n_eval_shapes"] == 2 and qual["grid_res"] == 8
-    assert page.count("](qualitative_cpac/") == 2 and qual["ckpt"].endswith("pretrain_qa_nodual_e_long/last.pt")
+    assert page.count("](qualitative_cpac/") == 2 and qual["ckpt"].endswith("pretrain/qa_nodual/last.pt")
 
     t0 = time.time()
     out = sh([dvc, "repro", *TARGETS], work, env)
@@ -120,12 +126,26 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
 
     sh(["git", "add", "-A"], work, env)
     sh(["git", "commit", "-qm", "results"], work, env)
-    # a probe setting: only the CPAC suites that read it re-run (no pretraining, no UCPR)
+    # a probe setting: only the CPAC suites that read it re-run (no pretraining, no UCPR, no M1)
     out = sh([dvc, "exp", "run", "-S", "cpac.ridge_lambda=1000", *TARGETS], work, env)
-    assert ran_stages(out) == {"suite_cpac_main", "suite_scale6", "qualitative_cpac"}, out
+    assert ran_stages(out) == {"suite_cpac_main", "suite_canary", "qualitative_cpac", "report"}, out
     lams = sorted(r["args"]["ridge_lambda"] for r in results(work, "cpac_main"))
-    assert lams == [0.001] * 6 + [1000.0] * 6  # earlier results persist; new jobs were added
-    # one continuation's setting: that variant and the suite evaluating it, nothing else
-    out = sh([dvc, "exp", "run", "-S", "pretrain_continuations.scale.args.n_point=24", *TARGETS],
+    assert lams == [0.001] * 12 + [1000.0] * 12  # earlier results persist; new jobs were added
+    # one root's setting: the roots retrain (one stage), and the suites re-check their jobs; the
+    # other roots' checkpoints are byte-identical, so only qa_nodual's jobs run again
+    out = sh([dvc, "exp", "run", "-S", "pretrain_variants.qa_nodual.dual_mask_far=0.05", *TARGETS],
              work, env)
-    assert ran_stages(out) == {"pretrain_cont@scale", "suite_scale6"}, out
+    assert {"pretrain", "suite_ucpr_main", "suite_cpac_main"} <= ran_stages(out), out
+    assert "m1_fewshot: done=0 skipped=90" in out, out  # M1 reads no Q/A root: nothing re-runs
+    assert "ucpr_main: done=8 skipped=24" in out, out  # qa_nodual's 4 pairs x 2 seeds
+
+    # one lab-tier target: the continuation chain and its suite, not the other continuations
+    out = sh([dvc, "repro", "suite_scale6"], work, env)
+    assert ran_stages(out) == {"pretrain_cont@b2c2", "pretrain_cont@scale", "suite_scale6"}, out
+    logs = {v: [json.loads(line)["epoch"] for line in
+                (work / "runs" / "continue" / v / "train_log.jsonl").read_text().splitlines()]
+            for v in ("b2c2", "scale")}
+    assert logs == {"b2c2": [1], "scale": [2]}, logs
+    scale_log = (work / "runs" / "continue" / "scale" / "train_log.jsonl").read_text()
+    assert json.loads(scale_log.splitlines()[-1])["n_point"] == 32
+    assert len(results(work, "scale6")) == 4

@@ -24,6 +24,9 @@ SUITES = REPO / "suites"
 PARAMS = REPO / "params.yaml"
 
 M1_METHODS = ["scratch", "shapenet_nepa", "shapenet_mesh_udf_nepa", "shapenet_mix_nepa", "shapenet_mix_mae"]
+ROOTS = ["shapenet_nepa", "shapenet_mesh_udf_nepa", "shapenet_mix_nepa", "shapenet_mix_mae", "qa_dualmask",
+         "qa_nodual"]
+BASELINE = "shape_features"  # the non-learned baseline row of the headline tables
 M1_K = ["0", "1", "5", "10", "20"]
 UCPR_PAIRS = ["mesh2udf", "udf2mesh", "mesh2pc", "pc2udf"]
 QA = ["qa_nodual", "qa_dualmask"]
@@ -50,23 +53,40 @@ def cpac_pool_grid(ckpts):
 # suite -> (job count, seeds, [tables]); a comment names the lab-notes table(s) mirrored.
 EXPECTED = {
     # active-track §6: Method | K | n(seed) | test_acc
-    "m1_fewshot": (75, [0, 1, 2], [
-        T(["method", "K"], metrics=["test_acc"], method=M1_METHODS, K=M1_K),
-        T(["method", "K"], metrics=["best_val_acc", "test_majority_rate"], method=M1_METHODS, K=M1_K)]),
+    # (+ the non-learned baseline row; `scratch` is the random-init row)
+    "m1_fewshot": (90, [0, 1, 2], [
+        T(["method", "K"], metrics=["test_acc"], method=M1_METHODS + [BASELINE], K=M1_K),
+        T(["method", "K"], metrics=["best_val_acc", "test_majority_rate"], method=M1_METHODS + [BASELINE],
+          K=M1_K)]),
     # pretrained vs scratch with a converged fine-tune (issue 4's acceptance table)
     "fewshot_converged": (12, [0, 1, 2], [
         T(["method", "K"], metrics=["test_acc", "best_val_acc", "test_majority_rate"],
           method=["scratch", "shapenet_mix_nepa"], K=["5", "10"])]),
     # active-track §8.9 main: Pair | NoDual R@1/R@5/R@10/mAP | DualMask ...
-    "ucpr_main": (8, [0], [T(["pair"], ["ckpt"], metrics=R4, pair=UCPR_PAIRS, ckpt=QA)]),
+    # (long form, + random-init and baseline rows, eval seeds 0-2, and the embeddings' spread)
+    "ucpr_main": (48, [0, 1, 2], [
+        T(["pair", "ckpt"], metrics=R4, pair=UCPR_PAIRS, ckpt=QA + ["random_init", BASELINE]),
+        T(["pair", "ckpt"], metrics=["embed_spread_query", "embed_spread_gallery"], pair=UCPR_PAIRS,
+          ckpt=QA + ["random_init", BASELINE])]),
     # active-track §8.9 ablation: Model | Base | ablate_point_xyz | ablate_point_dist (R@1/mAP)
     "ucpr_ablation": (6, [0], [T(["ckpt"], ["ablation"], metrics=["r@1", "mAP"], ckpt=QA,
                                  ablation=["base", "ablate_point_xyz", "ablate_point_dist"])]),
     # active-track §8.3 non-transductive post-fix rows + §8.10: Model | MAE | RMSE | IoU@0.03
     # (the lab's seed 0 plus 1 and 2: params.yaml cpac.main_eval_seeds)
+    # (+ the random-init rows of both token layouts)
     "cpac_main": (18, [0, 1, 2], [T(["ckpt"], metrics=CPAC3,
                              ckpt=["shapenet_mix_nepa", "shapenet_mix_mae", "qa_nodual", "qa_dualmask",
-                                   "qa_nodual_long", "qa_nodual_e_long"])]),
+                                   "random_init", "random_init_legacy"])]),
+    # embedded-budget check (lab tier): the no-dual root trained on, with and without the E head
+    "cpac_budget_check": (12, [0, 1, 2], [T(["ckpt"], metrics=CPAC3,
+                                         ckpt=["qa_nodual", "qa_nodual_long", "qa_nodual_e_long",
+                                               "random_init"])]),
+    # the pretraining roots (an engine suite: runs/pretrain/<name>)
+    "pretrain": (6, [0], [T(["variant"], metrics=["final_loss", "steps"], variant=ROOTS)]),
+    # canary checks: each planted defect against the intact headline jobs
+    "canary_cls": (6, [0, 1, 2], [T(["defect"], metrics=["test_acc"], defect=["intact", "shuffled_labels"])]),
+    "canary_cpac": (6, [0, 1, 2], [T(["defect"], metrics=["mae"], defect=["intact", "random_weights"])]),
+    "canary_ucpr": (6, [0, 1, 2], [T(["defect"], metrics=["r@1", "mAP"], defect=["intact", "zero_dist"])]),
     # A-Pilot full matrix: Setting | MAE | RMSE | IoU | Near-MAE | Near-IoU | NN-copy
     "cpac_a_pilot": (18, [0, 1, 2], [T(["setting"], metrics=CPAC3 + ["near@0.05/mae", NEAR_IOU],
                                        setting=A_PILOT)]),
@@ -109,11 +129,8 @@ EXPECTED = {
                                      grid_sample_mode=["uniform", "near_surface", "coarse_to_fine"])]),
 }
 
-MODULE_PARSERS = {
-    "nepa3d.train.finetune_cls": "nepa3d.train.finetune_cls",
-    "nepa3d.analysis.retrieval_ucpr": "nepa3d.analysis.retrieval_ucpr",
-    "nepa3d.analysis.completion_cpac_udf": "nepa3d.analysis.completion_cpac_udf",
-}
+HEADLINE = ["pretrain", "m1_fewshot", "ucpr_main", "cpac_main", "canary_cls", "canary_cpac", "canary_ucpr"]
+CANARIES = ["canary_cls", "canary_cpac", "canary_ucpr"]
 
 
 def _suite(name):
@@ -182,8 +199,8 @@ def test_suite_layout_matches_lab_notes(name, tmp_path):
 def test_every_job_parses_with_its_cli(name, tmp_path):
     suite = _suite(name)
     for job in expand(suite, tmp_path):
-        assert job.argv[1:3] == ["-m", suite.module]
-        _parse(suite.module, job.argv[3:])
+        assert job.argv[1] == "-m"
+        _parse(job.argv[2], job.argv[3:])  # the suite's module, or the row's (a baseline)
 
 
 def test_m1_fewshot_seed_rule(tmp_path):
@@ -192,23 +209,29 @@ def test_m1_fewshot_seed_rule(tmp_path):
 
     jobs = expand(_suite("m1_fewshot"), tmp_path)
     for job in jobs:
-        args = _parse("nepa3d.train.finetune_cls", job.argv[3:])
+        args = _parse(job.argv[2], job.argv[3:])
         k = int(job.tags["K"])
         assert args.fewshot_k == k
         assert fewshot_seed(args) == (0 if k == 0 else job.tags["seed"])
-        assert (args.val_seed, args.eval_seed) == (0, 0)
-    methods = {j.tags["method"]: j.args["ckpt"] for j in jobs}
-    assert methods["scratch"] == "runs/scratch/last.pt"
+        assert (args.val_seed, args.eval_seed, args.val_ratio) == (0, 0, 0.1)
+        # the baseline answers the same split and K-shot protocol, without a network
+        assert (job.argv[2] == "nepa3d.analysis.baseline_cls") == (job.tags["method"] == BASELINE)
+    methods = {j.tags["method"]: j.args.get("ckpt") for j in jobs}
+    assert methods["scratch"] == "runs/scratch/last.pt" and methods[BASELINE] is None
     for m in M1_METHODS[1:]:
-        assert methods[m] == f"runs/pretrain_{m}/last.pt"
+        assert methods[m] == f"runs/pretrain/{m}/last.pt"
 
 
 def test_ucpr_independent_sampling_and_ablation_flags(tmp_path):
     for name in ("ucpr_main", "ucpr_ablation", "ucpr_hardpair_quick"):
         for job in expand(_suite(name), tmp_path):
-            args = _parse("nepa3d.analysis.retrieval_ucpr", job.argv[3:])
-            assert (args.eval_seed, args.eval_seed_gallery, args.split) == (0, 999, "eval")
-            assert args.pooling == ("mean_a" if name == "ucpr_hardpair_quick" else "eos")
+            args = _parse(job.argv[2], job.argv[3:])
+            seed = job.tags["eval_seed"] if name == "ucpr_main" else 0  # ucpr_main: seeds 0-2
+            assert (args.eval_seed, args.eval_seed_gallery, args.split) == (seed, 999, "eval")
+            if job.argv[2] == "nepa3d.analysis.retrieval_ucpr":
+                assert args.pooling == ("mean_a" if name == "ucpr_hardpair_quick" else "eos")
+            else:
+                assert job.tags.get("ckpt") == BASELINE
     pairs = {j.tags["pair"]: (j.args["query_backend"], j.args["gallery_backend"])
              for j in expand(_suite("ucpr_main"), tmp_path)}
     assert pairs == {"mesh2udf": ("mesh", "udfgrid"), "udf2mesh": ("udfgrid", "mesh"),
@@ -236,7 +259,7 @@ def test_cpac_suites_are_non_transductive_with_lab_query_settings(tmp_path):
     # nn_copy baselines exactly where the lab tables show them
     with_baseline = {n for n in cpac if all(j.args.get("baseline") == "nn_copy"
                                             for j in expand(_suite(n), tmp_path))}
-    assert with_baseline == {"cpac_main", "cpac_a_pilot"}
+    assert with_baseline == {"cpac_main", "cpac_a_pilot", "cpac_budget_check", "canary_cpac"}
     trunc = [j for j in expand(_suite("cpac_a_pilot"), tmp_path) if j.args.get("target_transform")]
     assert [j.tags["setting"] for j in trunc if j.tags["eval_seed"] == 0] == ["hybrid50_near08_trunc01"]
     lip = {j.tags["lipschitz"]: (j.args["ridge_lipschitz_lambda"], j.args["ridge_lipschitz_pairs"])
@@ -277,27 +300,28 @@ def _variant_argv(stage: dict, key: str, item: dict, params: dict) -> list[str]:
     return tokens[3:]
 
 
-def test_pretrain_variant_commands_parse_and_chain():
+def test_pretrain_variant_commands_parse_and_chain(tmp_path):
     from nepa3d.train.pretrain import build_parser
 
     params, stages = _params(), _dvc()
     roots, conts = params["pretrain_variants"], params["pretrain_continuations"]
-    assert set(M1_METHODS[1:]) | set(QA) <= set(roots)
+    assert set(M1_METHODS[1:]) | set(QA) <= set(roots) == set(ROOTS)
     assert {"b2", "b3", "b23", "b2_long", "c0", "c1", "c2", "b2c2", "d", "e", "scale"} <= set(conts)
     assert not set(roots) & set(conts)
-    ends = {name: 0 for name in roots}  # epochs past the root's last epoch
-    parsed = {}  # variant -> its parsed pretrain command line
-    for name, item in roots.items():
-        args = parsed[name] = build_parser().parse_args(
-            _variant_argv(stages["pretrain"], name, item, params))
-        assert args.save_dir == f"runs/pretrain_{name}" and not args.resume
-        assert args.epochs == params["pretrain"]["epochs"]
-        assert (REPO / item["mix_config"]).is_file()
-    m1 = {n: parsed[n] for n in M1_METHODS[1:]}
+    ends = {f"runs/pretrain/{name}": 0 for name in roots}  # epochs past the root's last epoch
+    parsed = {}  # checkpoint folder -> its parsed pretrain command line
+    for job in expand(_suite("pretrain"), tmp_path):  # the roots: jobs of suites/pretrain.yaml
+        name = job.tags["variant"]
+        args = parsed[f"runs/pretrain/{name}"] = build_parser().parse_args(job.argv[3:])
+        assert args.save_dir == f"runs/pretrain/{name}" and not args.resume
+        assert args.epochs == params["pretrain"]["epochs"] and args.out_json == str(job.out_json)
+        assert (args.d_model, args.layers, args.heads) == tuple(params["model"][k] for k in ("d_model", "layers", "heads"))
+        assert (REPO / args.mix_config).is_file()
+    m1 = {n: parsed[f"runs/pretrain/{n}"] for n in M1_METHODS[1:]}
     assert [a.objective for a in m1.values()] == ["nepa", "nepa", "nepa", "mae"]
     assert m1["shapenet_mix_nepa"].mix_config == m1["shapenet_mix_mae"].mix_config
     assert len({a.mix_config for a in m1.values()}) == 3
-    qa = {n: parsed[n] for n in QA}
+    qa = {n: parsed[f"runs/pretrain/{n}"] for n in QA}
     assert (qa["qa_dualmask"].qa_tokens, qa["qa_dualmask"].dual_mask_near, qa["qa_dualmask"].dual_mask_far) == (1, 0.4, 0.1)
     assert (qa["qa_nodual"].qa_tokens, qa["qa_nodual"].dual_mask_near, qa["qa_nodual"].dual_mask_far) == (1, 0.0, 0.0)
     pending = dict(conts)
@@ -306,10 +330,11 @@ def test_pretrain_variant_commands_parse_and_chain():
         assert ready, f"continuations with an unknown or cyclic base: {sorted(pending)}"
         for name in ready:
             item = pending.pop(name)
-            args = parsed[name] = build_parser().parse_args(
+            folder = f"runs/continue/{name}"
+            args = parsed[folder] = build_parser().parse_args(
                 _variant_argv(stages["pretrain_cont"], name, item, params))
-            assert args.resume == f"runs/pretrain_{item['base']}/last.pt"
-            assert args.save_dir == f"runs/pretrain_{name}"
+            assert args.resume == f"{item['base']}/last.pt"
+            assert args.save_dir == folder
             assert item["epochs_after_root"] > ends[item["base"]], name  # trains at least one epoch
             assert args.epochs == params["pretrain"]["epochs"] + item["epochs_after_root"]
             recipe = (args.objective, args.qa_tokens, args.dual_mask_near, args.dual_mask_far)
@@ -317,57 +342,74 @@ def test_pretrain_variant_commands_parse_and_chain():
             assert recipe == (base.objective, base.qa_tokens, base.dual_mask_near,
                               base.dual_mask_far), name  # a continuation keeps its base's recipe
             assert recipe[:2] == ("nepa", 1), name
-            ends[name] = item["epochs_after_root"]
-    assert ends["scale"] == ends["b2c2"] + 1 and conts["scale"]["base"] == "b2c2"
-    assert all(conts[n]["base"] == "qa_nodual" and ends[n] == 64
+            ends[folder] = item["epochs_after_root"]
+    assert ends["runs/continue/scale"] == ends["runs/continue/b2c2"] + 1
+    assert conts["scale"]["base"] == "runs/continue/b2c2"
+    assert all(conts[n]["base"] == "runs/pretrain/qa_nodual" and ends[f"runs/continue/{n}"] == 52
                for n in ("qa_nodual_long", "qa_nodual_e_long"))
-    assert ends["b2_long"] == 5 and all(ends[n] == 1 for n in ("b2", "b3", "b23", "c0", "c1", "c2", "b2c2", "d", "e"))
+    assert ends["runs/continue/b2_long"] == 5
+    assert all(ends[f"runs/continue/{n}"] == 1 for n in ("b2", "b3", "b23", "c0", "c1", "c2", "b2c2", "d", "e"))
 
 
 # --- the DVC graph ---------------------------------------------------------------------------
 
 def _produced_dirs(params: dict) -> set[str]:
-    return ({f"runs/pretrain_{k}" for k in params["pretrain_variants"]}
-            | {f"runs/pretrain_{k}" for k in params["pretrain_continuations"]} | {"runs/scratch"})
+    return ({f"runs/pretrain/{k}" for k in params["pretrain_variants"]}
+            | {f"runs/continue/{k}" for k in params["pretrain_continuations"]}
+            | {f"runs/{k}" for k in params["scratch"]})
 
 
 def _covers(entry: str, key: str) -> bool:
     return key == entry or key.startswith(entry + ".")
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+def _stage_of(name: str) -> str:
+    return "suite_canary" if name in CANARIES else f"suite_{name}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n != "pretrain"))
 def test_suite_stage_deps_and_params(name, tmp_path):
     params, stages = _params(), _dvc()
-    stage = stages.get(f"suite_{name}")
-    assert stage, f"dvc.yaml has no stage suite_{name}"
-    assert stage["cmd"].split()[:5] == ["python", "-m", "benchmark", "run", f"suites/{name}.yaml"]
+    stage = stages.get(_stage_of(name))
+    assert stage, f"dvc.yaml has no stage {_stage_of(name)}"
+    cmd = stage["cmd"].split()
+    assert cmd[:4] == ["python", "-m", "benchmark", "run"] and f"suites/{name}.yaml" in cmd
+    assert "--executor" in cmd  # persistent workers (params bench.executor)
     suite = _suite(name)
-    ckpt_dirs = {str(Path(j.args["ckpt"]).parent) for j in expand(suite, tmp_path)}
+    ckpt_dirs = {str(Path(j.args["ckpt"]).parent) for j in expand(suite, tmp_path) if j.args.get("ckpt")}
     assert ckpt_dirs <= _produced_dirs(params), name
     deps = set(stage["deps"])
     assert f"suites/{name}.yaml" in deps
     run_deps = {d for d in deps if d.startswith("runs/")}
-    assert run_deps == ckpt_dirs, f"{name}: deps {sorted(run_deps)} vs checkpoints {sorted(ckpt_dirs)}"
+    if name in CANARIES:  # one stage runs the three canaries: it depends on each one's checkpoints
+        assert ckpt_dirs <= run_deps, name
+    else:
+        assert run_deps == ckpt_dirs, f"{name}: deps {sorted(run_deps)} vs checkpoints {sorted(ckpt_dirs)}"
     used = {k for k in suite.params_used if not k.startswith("data.")}
     listed = stage["params"]
     uncovered = sorted(k for k in used if not any(_covers(p, k) for p in listed))
     assert not uncovered, f"{name}: params read by the suite but not listed in its stage: {uncovered}"
-    extra = sorted(p for p in listed if not any(_covers(p, k) for k in used))
-    assert not extra, f"{name}: stage params the suite does not read (needless re-runs): {extra}"
+    if name not in CANARIES:
+        extra = sorted(p for p in listed if not any(_covers(p, k) for k in used))
+        assert not extra, f"{name}: stage params the suite does not read (needless re-runs): {extra}"
     for key in suite.params_used:
         if key.startswith("data."):
             assert "${" + key + "}" in deps, f"{name}: data path {key} is not a dep"
 
 
-def test_report_stage_covers_every_suite():
+def test_report_stages_cover_every_suite_in_two_tiers():
     stages = _dvc()
-    report = stages["report"]
-    named = re.findall(r"suites/(\w+)\.yaml", report["cmd"])
-    assert sorted(named) == sorted(EXPECTED)
-    assert "--out reports" in report["cmd"]
-    outs = {next(iter(o)) if isinstance(o, dict) else o for o in report["outs"]}
+    named = {}
+    for stage in ("report", "report_lab"):
+        named[stage] = re.findall(r"suites/(\w+)\.yaml", stages[stage]["cmd"])
+        assert "--out reports" in stages[stage]["cmd"]
+    assert sorted(named["report"]) == sorted(HEADLINE)  # make repro's tier
+    assert sorted(named["report"] + named["report_lab"]) == sorted(EXPECTED)
+    outs, plots = set(), set()
+    for stage in ("report", "report_lab"):
+        outs |= {next(iter(o)) if isinstance(o, dict) else o for o in stages[stage]["outs"]}
+        assert {f"results/{n}" for n in named[stage]} <= set(stages[stage]["deps"])
     tables = {f"reports/{n}.{ext}" for n in EXPECTED for ext in ("md", "csv")}
-    plots = set()
     for n in EXPECTED:  # every declared plot: its PNG and its dvc-plots CSV are outputs too
         for p in _suite(n).plots:
             stem = f"{n}_{p.y}_vs_{p.x}"
@@ -377,25 +419,28 @@ def test_report_stage_covers_every_suite():
     top = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
     declared = {next(iter(p)) if isinstance(p, dict) else p for p in top}
     assert declared == plots, "dvc plots show every plot the reports draw"
-    assert {f"results/{n}" for n in EXPECTED} <= set(report["deps"])
-    metrics = {next(iter(o)) if isinstance(o, dict) else o for o in report["metrics"]}
-    assert metrics == {"reports/summary.json"}
-    # the report shows the params every suite read: it re-renders when any of them changes
-    used = set()
-    for n in EXPECTED:
-        used |= {k for k in _suite(n).params_used if not k.startswith("data.")}
-    assert all(any(_covers(p, k) for p in report["params"]) for k in used)
-    # every suite stage is upstream of the report
+    metrics = [next(iter(o)) for st in ("report", "report_lab") for o in stages[st]["metrics"]]
+    assert metrics == ["reports/summary.json", "reports/summary_lab.json"]
+    # every suite stage is upstream of a report
     suite_stages = {s for s in stages if s.startswith("suite_")}
-    assert suite_stages == {f"suite_{n}" for n in EXPECTED}
+    assert suite_stages == {_stage_of(n) for n in EXPECTED if n != "pretrain"}
+
+
+def test_make_targets_are_the_two_tiers():
+    make = (REPO / "Makefile").read_text()
+    assert re.search(r"^HEADLINE_TARGETS := report qualitative_cpac$", make, re.M)
+    assert "dvc repro $(HEADLINE_TARGETS)" in make and re.search(r"^repro-lab: install$", make, re.M)
 
 
 def test_pretrain_stages_track_their_variant_params():
     stages = _dvc()
-    for stage, mapping in (("pretrain", "pretrain_variants"), ("pretrain_cont", "pretrain_continuations")):
-        do = stages[stage]["do"]
-        assert stages[stage]["foreach"] == "${" + mapping + "}"
-        assert f"{mapping}." + "${key}" in do["params"]
-        assert "runs/pretrain_${key}" in do["outs"]
-        assert "${item.mix_config}" in do["deps"]
-    assert "runs/pretrain_${item.base}" in stages["pretrain_cont"]["do"]["deps"]
+    root = stages["pretrain"]
+    assert root["cmd"].split()[:5] == ["python", "-m", "benchmark", "run", "suites/pretrain.yaml"]
+    assert {"pretrain", "pretrain_variants", "model"} <= set(root["params"])
+    assert [next(iter(o)) for o in root["outs"]] == ["runs/pretrain", "results/pretrain"]
+    do = stages["pretrain_cont"]["do"]
+    assert stages["pretrain_cont"]["foreach"] == "${pretrain_continuations}"
+    assert "pretrain_continuations.${key}" in do["params"]
+    assert "runs/continue/${key}" in do["outs"]
+    assert "${item.mix_config}" in do["deps"] and "${item.base}" in do["deps"]
+    assert all(item["save_dir"] == f"runs/pretrain/{name}" for name, item in _params()["pretrain_variants"].items())
