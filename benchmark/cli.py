@@ -97,7 +97,8 @@ def cmd_run(args) -> int:
             print(f"== {suite.name}: {len(jobs)} jobs ({suite.source})", flush=True)
             summaries.append(run_jobs(jobs, suite_name=suite.name, n_jobs=args.jobs, gpus=gpus,
                                       jobs_per_gpu=args.jobs_per_gpu, tracker=tracker,
-                                      log=lambda s: print(s, flush=True), executor=executor))
+                                      log=lambda s: print(s, flush=True), executor=executor,
+                                      reuse=not args.no_reuse))
     finally:
         if executor is not None:
             executor.close()
@@ -234,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
                    help="restrict to matching jobs (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list jobs and argv; run nothing")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="run every job here even when another suite's folder holds a finished result "
+                        "of the same job id (default: adopt it)")
     p.add_argument("--executor", choices=("local", "pool", "dask"), default=None,
                    help="where commands run: local subprocess slots (default), a pool of persistent "
                         "local worker processes (Python jobs run in-process), or a dask cluster")

@@ -310,9 +310,11 @@ def run_job(job: Job, *, kind: Optional[TaskKind] = None, gpu: Optional[str] = N
 def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int = 1,
              gpus: Optional[list[str]] = None, jobs_per_gpu: int = 1, tracker=None,
              log: Callable[[str], None] = print, env: Optional[Mapping[str, str]] = None,
-             executor: Optional[Executor] = None) -> RunSummary:
+             executor: Optional[Executor] = None, reuse: bool = True) -> RunSummary:
     """Run ``jobs`` through ``executor``; default: a :class:`LocalExecutor` with ``n_jobs`` slots
-    (``len(gpus) * jobs_per_gpu`` with GPUs) and base environment ``env``.
+    (``len(gpus) * jobs_per_gpu`` with GPUs) and base environment ``env``. ``reuse``: adopt a
+    finished result of the same job id from another suite's folder (:func:`find_twin`) instead of
+    running the job again.
 
     This process alone skips, locks, validates, prints one line per job and logs finished jobs to
     ``tracker`` (an :class:`~benchmark.tracking.MlflowTracker` or None); the executor only runs
@@ -323,14 +325,14 @@ def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int =
     if executor is None:
         executor = LocalExecutor(n_jobs=n_jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, env=env)
     try:
-        return _run(jobs, executor, suite_name=suite_name, tracker=tracker, log=log)
+        return _run(jobs, executor, suite_name=suite_name, tracker=tracker, log=log, reuse=reuse)
     finally:
         if own:
             executor.close()
 
 
 def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], tracker,
-         log: Callable[[str], None]) -> RunSummary:
+         log: Callable[[str], None], reuse: bool = True) -> RunSummary:
     """The client loop. Each turn: fill the executor's free capacity first (commands start at
     once), then judge the commands that finished, print them, and log them to MLflow while the
     new commands run."""
@@ -362,7 +364,7 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
             if claim is None:
                 record(i, outcome)
                 continue
-            twin = find_twin(job, kind_of(job))
+            twin = find_twin(job, kind_of(job)) if reuse else None
             if twin is not None:
                 record(i, adopt_twin(claim, twin))
                 continue

@@ -169,3 +169,14 @@ def test_an_invalid_or_stale_twin_is_not_reused(tmp_path):
     out = {o.job.tags["method"]: o.status for o in run_jobs(jb, log=lambda s: None).outcomes}
     assert out["shared"] == "done"
     assert _ran(tmp_path / "ran.txt").count(shared_id) == 3
+
+
+def test_no_reuse_runs_the_shared_job_again(tmp_path):
+    first, second = _two_suites(tmp_path, {})
+    res = tmp_path / "results"
+    ja, jb = expand(first, res), expand(second, res)
+    run_jobs(ja, log=lambda s: None)
+    status = {o.job.tags["method"]: o.status for o in run_jobs(jb, log=lambda s: None, reuse=False).outcomes}
+    assert status == {"shared": "done", "own_b": "done"}
+    shared = [j for j in ja if j.tags["method"] == "shared"][0]
+    assert _ran(tmp_path / "ran.txt").count(shared.job_id) == 2

@@ -126,18 +126,16 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
 
     sh(["git", "add", "-A"], work, env)
     sh(["git", "commit", "-qm", "results"], work, env)
-    # a probe setting: only the CPAC suites that read it re-run (no pretraining, no UCPR, no M1)
-    out = sh([dvc, "exp", "run", "-S", "cpac.ridge_lambda=1000", *TARGETS], work, env)
-    assert ran_stages(out) == {"suite_cpac_main", "suite_canary", "qualitative_cpac", "report"}, out
+    # two settings in one experiment: a probe setting (read by the CPAC suites only) and one root's
+    # setting (the roots retrain in their one stage; the other roots' checkpoints are
+    # byte-identical, so M1, which reads no Q/A root, stays as it was and only qa_nodual's jobs run)
+    out = sh([dvc, "exp", "run", "-S", "cpac.ridge_lambda=1000",
+              "-S", "pretrain_variants.qa_nodual.dual_mask_far=0.05", *TARGETS], work, env)
+    assert ran_stages(out) == {"pretrain", "suite_ucpr_main", "suite_cpac_main", "suite_canary",
+                               "qualitative_cpac", "report"}, out
+    assert "ucpr_main: done=8 skipped=24" in out, out  # qa_nodual's 4 pairs x 2 seeds
     lams = sorted(r["args"]["ridge_lambda"] for r in results(work, "cpac_main"))
     assert lams == [0.001] * 12 + [1000.0] * 12  # earlier results persist; new jobs were added
-    # one root's setting: the roots retrain (one stage), and the suites re-check their jobs; the
-    # other roots' checkpoints are byte-identical, so only qa_nodual's jobs run again
-    out = sh([dvc, "exp", "run", "-S", "pretrain_variants.qa_nodual.dual_mask_far=0.05", *TARGETS],
-             work, env)
-    assert {"pretrain", "suite_ucpr_main", "suite_cpac_main"} <= ran_stages(out), out
-    assert "m1_fewshot: done=0 skipped=90" in out, out  # M1 reads no Q/A root: nothing re-runs
-    assert "ucpr_main: done=8 skipped=24" in out, out  # qa_nodual's 4 pairs x 2 seeds
 
     # one lab-tier target: the continuation chain and its suite, not the other continuations
     out = sh([dvc, "repro", "suite_scale6"], work, env)
