@@ -444,5 +444,5 @@ def test_pretrain_stages_track_their_variant_params():
     assert stages["pretrain_cont"]["foreach"] == "${pretrain_continuations}"
     assert "pretrain_continuations.${key}" in do["params"]
     assert "runs/continue/${key}" in do["outs"]
-    assert "${item.mix_config}" in do["deps"] and "${item.base}" in do["deps"]
+    assert "${item.mix_config}" in do["deps"] and "${item.base}/last.pt" in do["deps"]
     assert all(item["save_dir"] == f"runs/pretrain/{name}" for name, item in _params()["pretrain_variants"].items())
