@@ -215,6 +215,14 @@ def cmd_validate(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_fingerprint(args) -> int:
+    from .fingerprint import write_fingerprint
+
+    digest = write_fingerprint(args.paths, args.out)
+    print(f"{args.out}: sha256 {digest[:16]} ({', '.join(args.paths)})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -279,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate suites and every existing result")
     common(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("fingerprint", help="write the content fingerprint of folders to a file "
+                                          "(a cheap DVC dependency in place of the folders)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
+    p.add_argument("--out", required=True, help="file to write (sha256 <hex> and the paths)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_fingerprint)
     return parser
 
 

@@ -46,6 +46,7 @@ for _name in ("qa_nodual_long", "qa_nodual_e_long"):  # 52 epochs in params: 2 a
 
 TARGETS = ["report", "qualitative_cpac"]  # make repro
 HEADLINE_STAGES = {"synthesize", "preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn",
+                   "fingerprint_code", "fingerprint_unpaired_cache", "fingerprint_scan_cache",
                    "pretrain", "scratch@scratch", "scratch@scratch_qa", "suite_m1_fewshot",
                    "suite_ucpr_main", "suite_cpac_main", "suite_canary", "qualitative_cpac", "report"}
 

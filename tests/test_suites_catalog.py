@@ -394,9 +394,13 @@ def test_suite_stage_deps_and_params(name, tmp_path):
     if name not in CANARIES:
         extra = sorted(p for p in listed if not any(_covers(p, k) for k in used))
         assert not extra, f"{name}: stage params the suite does not read (needless re-runs): {extra}"
+    # data caches and code through their content fingerprints (see benchmark/fingerprint.py)
+    fingerprint = {"data.unpaired_cache": "results/fingerprints/unpaired_cache.txt",
+                   "data.scan_cache": "results/fingerprints/scan_cache.txt"}
     for key in suite.params_used:
         if key.startswith("data."):
-            assert "${" + key + "}" in deps, f"{name}: data path {key} is not a dep"
+            assert fingerprint[key] in deps, f"{name}: data path {key} is not a dep"
+    assert "results/fingerprints/code.txt" in deps and not {"nepa3d", "benchmark"} & deps
 
 
 def test_report_stages_cover_every_suite_in_two_tiers():
@@ -426,6 +430,36 @@ def test_report_stages_cover_every_suite_in_two_tiers():
     # every suite stage is upstream of a report
     suite_stages = {s for s in stages if s.startswith("suite_")}
     assert suite_stages == {_stage_of(n) for n in EXPECTED if n != "pretrain"}
+
+
+def test_fingerprint_stages_cover_what_the_stages_depend_on():
+    """No stage downstream of the caches walks a source tree or a data cache itself: they depend
+    on the fingerprint files, which only the fingerprint stages compute from the folders."""
+    stages = _dvc()
+    fp = {n: s for n, s in stages.items() if n.startswith("fingerprint_")}
+    assert {n: s["deps"] for n, s in fp.items()} == {
+        "fingerprint_code": ["nepa3d", "benchmark"],
+        "fingerprint_unpaired_cache": ["${data.unpaired_cache}"],
+        "fingerprint_scan_cache": ["${data.scan_cache}"]}
+    folders = {"nepa3d", "benchmark", "${data.unpaired_cache}", "${data.scan_cache}"}
+    for name, stage in stages.items():
+        deps = set((stage.get("do") or stage).get("deps", []))
+        if name not in fp and name not in ("preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn"):
+            assert not deps & folders, f"{name} depends on {sorted(deps & folders)} directly"
+
+
+def test_fingerprint_changes_with_contents_only(tmp_path):
+    from benchmark.fingerprint import tree_digest
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.py").write_text("print(1)\n")
+    (tmp_path / "a" / "__pycache__").mkdir()
+    before = tree_digest([tmp_path / "a"])
+    (tmp_path / "a" / "__pycache__" / "x.pyc").write_bytes(b"bytecode")  # not contents
+    (tmp_path / "a" / "x.py").write_text("print(1)\n")  # rewritten, same bytes
+    assert tree_digest([tmp_path / "a"]) == before
+    (tmp_path / "a" / "x.py").write_text("print(2)\n")
+    assert tree_digest([tmp_path / "a"]) != before
 
 
 def test_make_targets_are_the_two_tiers():
