@@ -28,7 +28,7 @@ TINY = {
     "pretrain": {"mix_num_samples": 32, "epochs": 1, "batch": 16, "n_point": 16, "n_ray": 8},
     # every continuation at a tiny epoch size (derived, so a new one cannot run full size here)
     "pretrain_continuations": {name: {"mix_num_samples": 16} for name in yaml.safe_load(
-        (REPO / "params.yaml").read_text())["pretrain_continuations"]},
+        (REPO / "continuations.yaml").read_text())["pretrain_continuations"]},
     "finetune": {"epochs": 2, "mc_eval_k_test": 1},
     "ucpr": {"max_files": 8, "main_eval_seeds": [0, 1]},
     "cpac": {"max_shapes": 6, "head_train_max_shapes": 8, "n_context": 16, "n_query": 16,
@@ -46,7 +46,8 @@ for _name in ("qa_nodual_long", "qa_nodual_e_long"):  # 52 epochs in params: 2 a
 
 TARGETS = ["report", "qualitative_cpac"]  # make repro
 HEADLINE_STAGES = {"synthesize", "preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn",
-                   "fingerprint_code", "fingerprint_unpaired_cache", "fingerprint_scan_cache",
+                   "fingerprint_code", "fingerprint_train_code", "fingerprint_unpaired_cache",
+                   "fingerprint_scan_cache",
                    "pretrain", "scratch@scratch", "scratch@scratch_qa", "suite_m1_fewshot",
                    "suite_ucpr_main", "suite_cpac_main", "suite_canary", "qualitative_cpac", "report"}
 
@@ -82,8 +83,10 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
         if (REPO / f).is_file():
             (work / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, work / f)
-    params = deep_update(yaml.safe_load((work / "params.yaml").read_text()), TINY)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("params.yaml", "continuations.yaml"):  # TINY overrides keys of either file
+        doc = yaml.safe_load((work / name).read_text())
+        doc = deep_update(doc, {k: v for k, v in TINY.items() if k in doc})
+        (work / name).write_text(yaml.safe_dump(doc, sort_keys=False))
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ["PATH"], TQDM_DISABLE="1",
                PYTHONPATH=str(work), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",

@@ -22,6 +22,7 @@ from benchmark.suite import load_suite
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "suites"
 PARAMS = REPO / "params.yaml"
+CONTINUATIONS = REPO / "continuations.yaml"  # the lab tier's continuation catalog (a second params file)
 
 M1_METHODS = ["scratch", "shapenet_nepa", "shapenet_mesh_udf_nepa", "shapenet_mix_nepa", "shapenet_mix_mae"]
 ROOTS = ["shapenet_nepa", "shapenet_mesh_udf_nepa", "shapenet_mix_nepa", "shapenet_mix_mae", "qa_dualmask",
@@ -138,11 +139,18 @@ def _suite(name):
 
 
 def _params():
-    return yaml.safe_load(PARAMS.read_text())
+    """params.yaml and continuations.yaml as DVC's templating sees them (one namespace)."""
+    params, conts = yaml.safe_load(PARAMS.read_text()), yaml.safe_load(CONTINUATIONS.read_text())
+    assert not set(params) & set(conts), "a key defined in both params files"
+    return {**params, **conts}
 
 
 def _dvc():
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _dvc_vars():
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"]
 
 
 def _parse(module: str, argv: list[str]):
@@ -476,7 +484,8 @@ def test_pretrain_stages_track_their_variant_params():
     assert [next(iter(o)) for o in root["outs"]] == ["runs/pretrain", "results/pretrain"]
     do = stages["pretrain_cont"]["do"]
     assert stages["pretrain_cont"]["foreach"] == "${pretrain_continuations}"
-    assert "pretrain_continuations.${key}" in do["params"]
+    assert {"continuations.yaml": ["pretrain_continuations.${key}"]} in do["params"]
+    assert _dvc_vars() == ["params.yaml", "continuations.yaml"]
     assert "runs/continue/${key}" in do["outs"]
     assert "${item.mix_config}" in do["deps"] and "${item.base}/last.pt" in do["deps"]
     assert all(item["save_dir"] == f"runs/pretrain/{name}" for name, item in _params()["pretrain_variants"].items())
