@@ -292,7 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(a cheap DVC dependency in place of the folders)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
     p.add_argument("--out", required=True, help="file to write (sha256 <hex> and the paths)")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_fingerprint)
     return parser
 
@@ -307,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # SIGTERM (kill, schedulers) takes the interrupt path: children terminated, locks released
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        for module in args.plugin:
+        for module in getattr(args, "plugin", ()):  # the suite commands take --plugin
             try:
                 importlib.import_module(module)
             except ImportError as exc:

@@ -13,35 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_render import render
 
 REPO = Path(__file__).resolve().parents[1]
 CANARIES = ("canary_cls", "canary_cpac", "canary_ucpr")
 DATA_STAGES = ("synthesize", "preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn")
-
-
-def render(cmd: str, params: dict, **ctx) -> str:
-    """A dvc.yaml command with ``${a.b}``, ``${a.b[i]}`` (and foreach ``${key}``/``${item.x}``)
-    substituted from params.yaml, as DVC renders it (a mapping unpacks to ``--key value``, a
-    list to its items separated by spaces)."""
-    scope = {**params, **ctx}
-
-    def lookup(m: re.Match) -> str:
-        value = scope
-        for part in re.findall(r"[^.\[\]]+", m.group(1)):
-            value = value[int(part)] if part.isdigit() else value[part]
-        if isinstance(value, dict):
-            return " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                            for k, v in value.items())
-        return str(value)
-
-    return re.sub(r"\$\{([^}]+)\}", lookup, cmd)
 
 
 def run(cmd, cwd: Path, env: dict) -> str:
@@ -61,7 +43,7 @@ def test_each_planted_defect_moves_its_protocol_on_the_default(tmp_path):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     for name in DATA_STAGES:
         run(render(stages[name]["cmd"], params), tmp_path, env)
-    run(render(stages["scratch"]["do"]["cmd"], params, key="scratch", item=params["scratch"]["scratch"]),
+    run(render(stages["scratch"]["do"]["cmd"], {**params, "key": "scratch", "item": params["scratch"]["scratch"]}),
         tmp_path, env)
     run(["python", "-m", "benchmark", "run", "suites/pretrain.yaml", "--only", "variant=shapenet_mix_nepa",
          "--executor", "pool", "--jobs", "2", "--no-mlflow"], tmp_path, env)

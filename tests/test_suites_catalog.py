@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_render import render
 
 from benchmark.expand import expand
 from benchmark.suite import load_suite
@@ -290,19 +291,8 @@ def test_scale_eval_resizes_positional_embedding():
 # --- pretraining variants ------------------------------------------------------------------
 
 def _variant_argv(stage: dict, key: str, item: dict, params: dict) -> list[str]:
-    """Render a foreach stage's cmd like DVC does (dict args -> --k v; $((a + b)) evaluated)."""
-    ctx = {**params, "key": key, "item": item}
-
-    def lookup(expr: str):
-        value = ctx
-        for part in expr.split("."):
-            value = value[part]
-        if isinstance(value, dict):
-            return " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in value.items() if v is not False)
-        return str(value)
-
-    cmd = re.sub(r"\$\{([^}]+)\}", lambda m: lookup(m.group(1)), stage["do"]["cmd"])
-    cmd = re.sub(r"\$\(\(\s*(\d+)\s*\+\s*(\d+)\s*\)\)", lambda m: str(int(m.group(1)) + int(m.group(2))), cmd)
+    """A foreach stage's cmd rendered like DVC does (tests/dvc_render.py), minus `python -m`."""
+    cmd = render(stage["do"]["cmd"], {**params, "key": key, "item": item})
     tokens = cmd.split()
     assert tokens[:3] == ["python", "-m", "nepa3d.train.pretrain"], cmd
     return tokens[3:]
