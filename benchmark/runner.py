@@ -10,9 +10,18 @@ A job is its id (module + args), not its suite: before running a job, the runner
 finished, valid, up-to-date result of the same id in the other suites' folders of the same results
 directory and adopts it (a copy, recorded as ``reused_from`` in ``<id>.job.json``), so a job that
 two suites share runs once.
+
+Jobs of one run may depend on each other: job B needs job A when a path B passes in one of its
+declared ``inputs`` equals or lies under a path A passes in one of its declared ``outputs`` (e.g.
+B resumes from ``<A's save_dir>/last.pt``; :func:`dependency_links`). A cycle is a SuiteError before
+anything runs. B is judged (skip, or claim and run) only once every producer has an outcome in this
+run, so a producer that re-ran makes B stale through its input fingerprint; B starts as soon as its
+producers are done. A failed producer fails B without running it (its old result stays as it is);
+a producer running elsewhere (locked) leaves B locked too. Jobs without producers run as before.
 """
 from __future__ import annotations
 
+import heapq
 import os
 import socket
 import time
@@ -21,11 +30,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 from .atomic import atomic_write_bytes, atomic_write_json
 from .collect import invalid_results
-from .errors import ResultError
+from .errors import ResultError, SuiteError
 from .executors import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, Executor,  # noqa: F401
                         LocalExecutor, execute_command, thread_share_env)
 from .expand import Job, expand, select
@@ -307,6 +316,117 @@ def run_job(job: Job, *, kind: Optional[TaskKind] = None, gpu: Optional[str] = N
     return finish_job(claim, result, kind)
 
 
+def norm_path(path: str) -> str:
+    """One spelling per path: absolute (against the cwd) and normalised; symlinks are not followed."""
+    return os.path.abspath(os.path.normpath(path))
+
+
+def _path_args(job: Job, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(arg, path as passed)`` for each of ``names`` that ``job`` passes as one path (not a
+    list, flag or None), in declared order."""
+    out = []
+    for name in names:
+        value = job.args.get(name)
+        if value is not None and not isinstance(value, (list, bool)):
+            out.append((name, str(value)))
+    return out
+
+
+def _self_and_parents(path: str) -> Iterator[str]:
+    """``path`` (normalised, absolute), then each folder above it up to the root."""
+    while True:
+        yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
+@dataclass(frozen=True)
+class Link:
+    """Why a job waits for job ``producer`` (an index): its input ``arg`` (``path``, as passed)
+    equals or lies under a path the producer passes in one of its declared outputs."""
+
+    producer: int
+    arg: str
+    path: str
+
+
+def dependency_links(jobs: list[Job]) -> dict[int, list[Link]]:
+    """``{consumer index: [Link, ...]}`` for the jobs that read what another job of ``jobs``
+    writes; jobs without producers are left out. A job never depends on itself. Paths are
+    compared whole, by components (``runs/a`` is not above ``runs/ab/x.pt``)."""
+    writers: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        for _, path in _path_args(job, job.outputs):
+            here = writers.setdefault(norm_path(path), [])
+            if i not in here:
+                here.append(i)
+    if not writers:
+        return {}
+    links: dict[int, list[Link]] = {}
+    for i, job in enumerate(jobs):
+        for arg, path in _path_args(job, job.inputs):
+            for place in _self_and_parents(norm_path(path)):
+                for p in writers.get(place, ()):
+                    if p != i and all(link.producer != p for link in links.get(i, ())):
+                        links.setdefault(i, []).append(Link(p, arg, path))
+    return links
+
+
+def job_dependencies(jobs: list[Job]) -> dict[int, set[int]]:
+    """``{consumer index: {producer indices}}``: see :func:`dependency_links`."""
+    return {i: {link.producer for link in found} for i, found in dependency_links(jobs).items()}
+
+
+def find_cycle(deps: Mapping[int, set[int]]) -> Optional[list[int]]:
+    """One cycle of the graph ``deps`` (node -> nodes it needs) as ``[a, b, ..., a]`` (each needs
+    the next), or None. Deterministic: nodes and their needs are visited in sorted order."""
+    state: dict[int, int] = {}  # 1: on the current path, 2: explored, no cycle through it
+    for root in sorted(deps):
+        if root in state:
+            continue
+        path, todo = [root], [iter(sorted(deps[root]))]
+        state[root] = 1
+        while path:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(sorted(deps.get(nxt, ()))))
+    return None
+
+
+def check_dependencies(jobs: list[Job]) -> dict[int, list[Link]]:
+    """:func:`dependency_links` of ``jobs``; SuiteError naming the jobs if they form a cycle."""
+    links = dependency_links(jobs)
+    cycle = find_cycle({i: {link.producer for link in found} for i, found in links.items()})
+    if cycle is not None:
+        chain = " -> ".join(f"{jobs[i].label} ({jobs[i].job_id})" for i in cycle)
+        raise SuiteError(f"{jobs[cycle[0]].suite}: jobs depend on each other in a cycle (each reads a path "
+                         f"the next one writes through its `inputs` / `outputs` args): {chain}")
+    return links
+
+
+def _blocked(job: Job, links: list[Link], jobs: list[Job],
+             results: Mapping[int, JobOutcome]) -> Optional[JobOutcome]:
+    """The outcome of a job whose producers all have one, when it must not run: failed (a
+    producer failed) or locked (a producer runs elsewhere); None when it may be judged as usual."""
+    for status, verb, state in (("failed", "not run", "which failed"),
+                                ("locked", "not judged", "which is running elsewhere")):
+        for link in links:
+            if results[link.producer].status == status:
+                src = jobs[link.producer]
+                return JobOutcome(job, status, f"{verb}: its input {link.arg} ({link.path}) comes from job "
+                                               f"{src.job_id} ({src.label}), {state}")
+    return None
+
+
 def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int = 1,
              gpus: Optional[list[str]] = None, jobs_per_gpu: int = 1, tracker=None,
              log: Callable[[str], None] = print, env: Optional[Mapping[str, str]] = None,
@@ -319,23 +439,32 @@ def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int =
     This process alone skips, locks, validates, prints one line per job and logs finished jobs to
     ``tracker`` (an :class:`~benchmark.tracking.MlflowTracker` or None); the executor only runs
     commands. Returns a :class:`RunSummary` in job order. An interrupt terminates running
-    commands, records them, releases their locks and re-raises.
+    commands, records them, releases their locks and re-raises. Jobs that read what other jobs
+    write wait for them (:func:`dependency_links`); a cycle raises SuiteError before anything runs.
     """
+    links = check_dependencies(jobs)
     own = executor is None
     if executor is None:
         executor = LocalExecutor(n_jobs=n_jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, env=env)
     try:
-        return _run(jobs, executor, suite_name=suite_name, tracker=tracker, log=log, reuse=reuse)
+        return _run(jobs, executor, suite_name=suite_name, tracker=tracker, log=log, reuse=reuse, links=links)
     finally:
         if own:
             executor.close()
 
 
 def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], tracker,
-         log: Callable[[str], None], reuse: bool = True) -> RunSummary:
+         log: Callable[[str], None], reuse: bool = True,
+         links: Optional[dict[int, list[Link]]] = None) -> RunSummary:
     """The client loop. Each turn: fill the executor's free capacity first (commands start at
     once), then judge the commands that finished, print them, and log them to MLflow while the
-    new commands run."""
+    new commands run.
+
+    ``links`` (default: :func:`check_dependencies` of ``jobs``): a job with producers waits in
+    ``waiting`` until each has an outcome, then goes to ``ready``; :func:`_blocked` or the usual
+    skip check decides it, or it joins ``pending`` (a heap of job indices: suite order)."""
+    if links is None:
+        links = check_dependencies(jobs)
     t0 = time.time()
     name = suite_name or (jobs[0].suite if jobs else "(empty)")
     width = len(str(len(jobs)))
@@ -344,6 +473,12 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
     in_flight: dict[Future, tuple[int, Claim]] = {}
     finished: deque[tuple[int, Claim, Future]] = deque()  # command over, not judged yet
     to_track: deque[JobOutcome] = deque()
+    waiting: dict[int, set[int]] = {i: {link.producer for link in found} for i, found in links.items()}
+    consumers: dict[int, list[int]] = {}
+    for i in sorted(waiting):
+        for p in waiting[i]:
+            consumers.setdefault(p, []).append(i)
+    ready: deque[int] = deque()  # producers all have an outcome; not judged yet
 
     def kind_of(job: Job) -> TaskKind:
         if job.task not in kinds:
@@ -355,42 +490,70 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
         log(_outcome_line(outcome, len(results), len(jobs), width))
         if outcome.status in ("done", "failed") and tracker is not None:
             to_track.append(outcome)
+        for c in consumers.get(i, ()):
+            waiting[c].discard(i)
+            if not waiting[c]:
+                del waiting[c]
+                ready.append(c)
+
+    def release() -> None:
+        while ready:
+            i = ready.popleft()
+            job = jobs[i]
+            outcome = _blocked(job, links[i], jobs, results)
+            if outcome is None and (job.out_json.exists() and check_existing(job, kind_of(job)) is None
+                                    and not out_of_date(job)):
+                outcome = JobOutcome(job, "skipped", "done")
+            if outcome is None:
+                heapq.heappush(pending, i)
+            else:
+                record(i, outcome)
 
     def fill() -> None:
-        while pending and len(in_flight) < executor.capacity():
-            i = pending.popleft()
-            job = jobs[i]
-            outcome, claim = claim_job(job, kind_of(job), prechecked=True)
-            if claim is None:
-                record(i, outcome)
-                continue
-            twin = find_twin(job, kind_of(job)) if reuse else None
-            if twin is not None:
-                record(i, adopt_twin(claim, twin))
-                continue
-            try:
-                fut, where = executor.submit(command_spec(claim))
-            except Exception as exc:  # noqa: BLE001 - e.g. the scheduler went away
-                record(i, finish_job(claim, ExecResult.not_started(f"cannot submit: {exc}"), kind_of(job)))
-                continue
-            in_flight[fut] = (i, claim)
-            mark_started(claim, where)
-            log(f"  start    {job.label}  {job.job_id}" + (f" [{where}]" if where else ""))
+        while True:
+            release()
+            if not pending or len(in_flight) >= executor.capacity():
+                return
+            launch(heapq.heappop(pending))
 
-    bad = invalid_results(jobs)  # one pandera pass over every existing result
-    pending: deque[int] = deque()
+    def launch(i: int) -> None:
+        job = jobs[i]
+        outcome, claim = claim_job(job, kind_of(job), prechecked=True)
+        if claim is None:
+            record(i, outcome)
+            return
+        twin = find_twin(job, kind_of(job)) if reuse else None
+        if twin is not None:
+            record(i, adopt_twin(claim, twin))
+            return
+        try:
+            fut, where = executor.submit(command_spec(claim))
+        except Exception as exc:  # noqa: BLE001 - e.g. the scheduler went away
+            record(i, finish_job(claim, ExecResult.not_started(f"cannot submit: {exc}"), kind_of(job)))
+            return
+        in_flight[fut] = (i, claim)
+        mark_started(claim, where)
+        log(f"  start    {job.label}  {job.job_id}" + (f" [{where}]" if where else ""))
+
+    deferred = set(waiting)  # (a skip below may already make some of them ready)
+    bad = invalid_results([j for i, j in enumerate(jobs) if i not in deferred])  # one pandera pass
+    pending: list[int] = []  # a heap: suite order, dependents included when they become ready
     for i, job in enumerate(jobs):
+        if i in deferred:
+            continue
         if job.out_json.exists() and job.job_id not in bad and not out_of_date(job):
             record(i, JobOutcome(job, "skipped", "done"))
         else:
             pending.append(i)
 
     try:
-        while pending or in_flight or finished:
+        while pending or ready or in_flight or finished:
             fill()
             while finished:
                 i, claim, fut = finished.popleft()
                 record(i, finish_job(claim, _result_of(fut), kind_of(claim.job)))
+            if ready:  # dependents of what just finished start before the (slow) MLflow logging
+                fill()
             while to_track:
                 o = to_track.popleft()
                 tracker.log_job(o.job, status=o.status, envelope=o.envelope, start=o.start, end=o.end)

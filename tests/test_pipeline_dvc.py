@@ -1,8 +1,9 @@
 """The DVC chain on a tiny profile: the headline tier as `make repro` runs it (`dvc repro report
 qualitative_cpac`), a no-op repro, ablations by `dvc exp run -S` that re-run only the stages
-depending on the changed parameter, and one lab-tier target (the continuation chain qa_dualmask ->
-b2c2 -> scale of the 6-scale suite). The lab tier's full graph is checked statically in
-test_suites_catalog.py."""
+depending on the changed parameter, and the lab tier's continuations (one engine run of
+suites/continuations.yaml: chains qa_dualmask -> b2c2 -> scale -> scale_long run in order, and a
+changed row re-runs that row and the rows that resume it). The lab tier's full graph is checked
+statically in test_suites_catalog.py."""
 
 import json
 import os
@@ -26,9 +27,6 @@ TINY = {
                    "scanobjectnn": {"pt_pool": 400, "ray_pool": 16}},
     "model": {"d_model": 32, "layers": 1, "heads": 2},
     "pretrain": {"mix_num_samples": 32, "epochs": 1, "batch": 16, "n_point": 16, "n_ray": 8},
-    # every continuation at a tiny epoch size (derived, so a new one cannot run full size here)
-    "pretrain_continuations": {name: {"mix_num_samples": 16} for name in yaml.safe_load(
-        (REPO / "continuations.yaml").read_text())["pretrain_continuations"]},
     "finetune": {"epochs": 2, "mc_eval_k_test": 1},
     "ucpr": {"max_files": 8, "main_eval_seeds": [0, 1]},
     "cpac": {"max_shapes": 6, "head_train_max_shapes": 8, "n_context": 16, "n_query": 16,
@@ -39,17 +37,25 @@ TINY = {
     "scale_eval": {"n_context": 32, "max_len": 98},
     "qualitative": {"grid_res": 8, "max_shapes": 2, "png_dpi": 30},
 }
-TINY["pretrain_continuations"]["scale"]["args"] = {"n_point": 32}
 TINY["synthetic"]["scan_variants"] = ["main_split_nobg"]  # the default tier reads the object-only scans
-for _name in ("qa_nodual_long", "qa_nodual_e_long"):  # 52 epochs in params: 2 are enough here
-    TINY["pretrain_continuations"][_name]["epochs_after_root"] = 2
+
+
+def tiny_continuations(doc: dict) -> dict:
+    """suites/continuations.yaml at a tiny size: every row at 16 samples an epoch (derived, so a
+    new row cannot run full size here), the 52-epoch rows at 2, scale at 2x the tiny n_point."""
+    doc["args"]["mix_num_samples"] = 16
+    for name, row in doc["matrix"]["continuation"].items():
+        row.pop("mix_num_samples", None)
+        if row.get("epochs_after_resume", 0) > 5:
+            row["epochs_after_resume"] = 2
+        if "n_point" in row:
+            row["n_point"] = 2 * TINY["pretrain"]["n_point"]
+    return doc
 
 TARGETS = ["report", "qualitative_cpac"]  # make repro
 HEADLINE_STAGES = {"synthesize", "preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn",
-                   "fingerprint_code", "fingerprint_train_code", "fingerprint_unpaired_cache",
-                   "fingerprint_scan_cache",
-                   "pretrain", "scratch@scratch", "scratch@scratch_qa", "suite_m1_fewshot",
-                   "suite_ucpr_main", "suite_cpac_main", "suite_canary", "qualitative_cpac", "report"}
+                   "fingerprint_code", "pretrain", "scratch", "suite_m1_fewshot", "suite_ucpr_main",
+                   "suite_cpac_main", "suite_canary", "qualitative_cpac", "report"}
 
 
 def deep_update(d: dict, u: dict) -> dict:
@@ -83,10 +89,11 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
         if (REPO / f).is_file():
             (work / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, work / f)
-    for name in ("params.yaml", "continuations.yaml"):  # TINY overrides keys of either file
-        doc = yaml.safe_load((work / name).read_text())
-        doc = deep_update(doc, {k: v for k, v in TINY.items() if k in doc})
-        (work / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    doc = yaml.safe_load((work / "params.yaml").read_text())
+    doc = deep_update(doc, {k: v for k, v in TINY.items() if k in doc})
+    (work / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    conts = work / "suites" / "continuations.yaml"
+    conts.write_text(yaml.safe_dump(tiny_continuations(yaml.safe_load(conts.read_text())), sort_keys=False))
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ["PATH"], TQDM_DISABLE="1",
                PYTHONPATH=str(work), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -141,13 +148,27 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
     lams = sorted(r["args"]["ridge_lambda"] for r in results(work, "cpac_main"))
     assert lams == [0.001] * 12 + [1000.0] * 12  # earlier results persist; new jobs were added
 
-    # one lab-tier target: the continuation chain and its suite, not the other continuations
-    out = sh([dvc, "repro", "suite_scale6"], work, env)
-    assert ran_stages(out) == {"pretrain_cont@b2c2", "pretrain_cont@scale", "suite_scale6"}, out
-    logs = {v: [json.loads(line)["epoch"] for line in
-                (work / "runs" / "continue" / v / "train_log.jsonl").read_text().splitlines()]
-            for v in ("b2c2", "scale")}
-    assert logs == {"b2c2": [1], "scale": [2]}, logs
-    scale_log = (work / "runs" / "continue" / "scale" / "train_log.jsonl").read_text()
-    assert json.loads(scale_log.splitlines()[-1])["n_point"] == 32
-    assert len(results(work, "scale6")) == 4
+    # the lab tier's continuations: one stage, one engine run; a row that resumes another row's
+    # checkpoint runs after it (epochs continue from the base: root ends at epoch 0)
+    out = sh([dvc, "repro", "pretrain_cont"], work, env)
+    assert ran_stages(out) == {"pretrain_cont"}, out
+    assert "continuations: done=15 skipped=0 failed=0 total=15" in out, out
+
+    def epochs(row):
+        return [json.loads(line)["epoch"] for line in
+                (work / "runs" / "continue" / row / "train_log.jsonl").read_text().splitlines()]
+
+    assert {v: epochs(v) for v in ("b2", "b2c2", "scale", "scale_long", "scale_stab", "qa_nodual_long")} == {
+        "b2": [1], "b2c2": [1], "scale": [2], "scale_long": [3, 4, 5], "scale_stab": [3, 4],
+        "qa_nodual_long": [1, 2]}
+    before = {v: (work / "runs" / "continue" / v / "last.pt").read_bytes() for v in ("b2", "scale_long")}
+    # a changed row (through the suite file as a params file) re-runs it and what resumes it
+    sh(["git", "add", "-A"], work, env)
+    sh(["git", "commit", "-qm", "continuations"], work, env)
+    out = sh([dvc, "exp", "run", "-S", "suites/continuations.yaml:matrix.continuation.scale.epochs_after_resume=2",
+              "pretrain_cont"], work, env)
+    assert ran_stages(out) == {"pretrain_cont"}, out
+    assert "continuations: done=3 skipped=12 failed=0 total=15" in out, out
+    assert epochs("scale") == [2, 3] and epochs("scale_long") == [4, 5, 6]
+    assert (work / "runs" / "continue" / "b2" / "last.pt").read_bytes() == before["b2"]
+    assert (work / "runs" / "continue" / "scale_long" / "last.pt").read_bytes() != before["scale_long"]

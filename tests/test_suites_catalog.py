@@ -23,8 +23,9 @@ from benchmark.suite import load_suite
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "suites"
 PARAMS = REPO / "params.yaml"
-CONTINUATIONS = REPO / "continuations.yaml"  # the lab tier's continuation catalog (a second params file)
 
+CONTINUATIONS = ["b2", "b3", "b23", "b2_long", "c0", "c1", "c2", "b2c2", "d", "e", "qa_nodual_long",
+                 "qa_nodual_e_long", "scale", "scale_long", "scale_stab"]
 M1_METHODS = ["scratch", "shapenet_nepa", "shapenet_mesh_udf_nepa", "shapenet_mix_nepa", "shapenet_mix_mae"]
 ROOTS = ["shapenet_nepa", "shapenet_mesh_udf_nepa", "shapenet_mix_nepa", "shapenet_mix_mae", "qa_dualmask",
          "qa_nodual"]
@@ -85,6 +86,9 @@ EXPECTED = {
                                                "random_init"])]),
     # the pretraining roots (an engine suite: runs/pretrain/<name>)
     "pretrain": (6, [0], [T(["variant"], metrics=["final_loss", "steps"], variant=ROOTS)]),
+    # completion-ablations' continuations (+ the two embedded-budget checks of cpac_budget_check)
+    "continuations": (15, [0], [T(["continuation"], metrics=["final_loss", "steps", "epochs"],
+                                  continuation=CONTINUATIONS)]),
     # canary checks: each planted defect against the intact headline jobs
     "canary_cls": (6, [0, 1, 2], [T(["defect"], metrics=["test_acc"], defect=["intact", "shuffled_labels"])]),
     "canary_cpac": (6, [0, 1, 2], [T(["defect"], metrics=["mae"], defect=["intact", "random_weights"])]),
@@ -133,6 +137,9 @@ EXPECTED = {
 
 HEADLINE = ["pretrain", "m1_fewshot", "ucpr_main", "cpac_main", "canary_cls", "canary_cpac", "canary_ucpr"]
 CANARIES = ["canary_cls", "canary_cpac", "canary_ucpr"]
+TRAINING = ["pretrain", "continuations"]  # suites that train checkpoints (their own stages)
+#: the lab tier's evaluation suites: one DVC stage (suites_lab) runs them all
+LAB_EVAL = sorted(n for n in EXPECTED if n not in HEADLINE + TRAINING)
 
 
 def _suite(name):
@@ -140,10 +147,12 @@ def _suite(name):
 
 
 def _params():
-    """params.yaml and continuations.yaml as DVC's templating sees them (one namespace)."""
-    params, conts = yaml.safe_load(PARAMS.read_text()), yaml.safe_load(CONTINUATIONS.read_text())
-    assert not set(params) & set(conts), "a key defined in both params files"
-    return {**params, **conts}
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def _continuation_rows() -> dict:
+    """Row name -> its args of suites/continuations.yaml (the lab's continuation catalog)."""
+    return yaml.safe_load((SUITES / "continuations.yaml").read_text())["matrix"]["continuation"]
 
 
 def _dvc():
@@ -284,28 +293,22 @@ def test_scale_eval_resizes_positional_embedding():
     explicit max_len = 1 + 2 (n_context + n_query) + 1 (the lab's 1538 for 512 + 256)."""
     p = _params()
     assert p["scale_eval"]["max_len"] == 2 * (p["scale_eval"]["n_context"] + p["cpac"]["n_query"]) + 2
-    assert p["scale_eval"]["n_context"] == p["pretrain_continuations"]["scale"]["args"]["n_point"]
+    assert p["scale_eval"]["n_context"] == _continuation_rows()["scale"]["n_point"]
     assert p["scale_eval"]["n_context"] == 2 * p["pretrain"]["n_point"]
 
 
 # --- pretraining variants ------------------------------------------------------------------
 
-def _variant_argv(stage: dict, key: str, item: dict, params: dict) -> list[str]:
-    """A foreach stage's cmd rendered like DVC does (tests/dvc_render.py), minus `python -m`."""
-    cmd = render(stage["do"]["cmd"], {**params, "key": key, "item": item})
-    tokens = cmd.split()
-    assert tokens[:3] == ["python", "-m", "nepa3d.train.pretrain"], cmd
-    return tokens[3:]
-
-
 def test_pretrain_variant_commands_parse_and_chain(tmp_path):
+    """Roots and continuations as the engine runs them: every argv parses with the pretraining
+    CLI; a continuation resumes a root or another continuation, keeps its base's recipe and ends
+    at the lab's epoch (root + 1 for the quick runs, ep054 / ep051 / ep053 for the long ones)."""
     from nepa3d.train.pretrain import build_parser
 
-    params, stages = _params(), _dvc()
-    roots, conts = params["pretrain_variants"], params["pretrain_continuations"]
+    params = _params()
+    roots = params["pretrain_variants"]
     assert set(M1_METHODS[1:]) | set(QA) <= set(roots) == set(ROOTS)
-    assert {"b2", "b3", "b23", "b2_long", "c0", "c1", "c2", "b2c2", "d", "e", "scale"} <= set(conts)
-    assert not set(roots) & set(conts)
+    assert not set(roots) & set(CONTINUATIONS)
     ends = {f"runs/pretrain/{name}": 0 for name in roots}  # epochs past the root's last epoch
     parsed = {}  # checkpoint folder -> its parsed pretrain command line
     for job in expand(_suite("pretrain"), tmp_path):  # the roots: jobs of suites/pretrain.yaml
@@ -322,38 +325,39 @@ def test_pretrain_variant_commands_parse_and_chain(tmp_path):
     qa = {n: parsed[f"runs/pretrain/{n}"] for n in QA}
     assert (qa["qa_dualmask"].qa_tokens, qa["qa_dualmask"].dual_mask_near, qa["qa_dualmask"].dual_mask_far) == (1, 0.4, 0.1)
     assert (qa["qa_nodual"].qa_tokens, qa["qa_nodual"].dual_mask_near, qa["qa_nodual"].dual_mask_far) == (1, 0.0, 0.0)
-    pending = dict(conts)
+    pending = {j.tags["continuation"]: build_parser().parse_args(j.argv[3:])
+               for j in expand(_suite("continuations"), tmp_path)}
+    assert sorted(pending) == sorted(CONTINUATIONS)
     while pending:  # continuations of continuations: a base must be resolved first
-        ready = [n for n, it in pending.items() if it["base"] in ends]
+        ready = [n for n, a in pending.items() if str(Path(a.resume).parent) in ends]
         assert ready, f"continuations with an unknown or cyclic base: {sorted(pending)}"
         for name in ready:
-            item = pending.pop(name)
-            folder = f"runs/continue/{name}"
-            args = parsed[folder] = build_parser().parse_args(
-                _variant_argv(stages["pretrain_cont"], name, item, params))
-            assert args.resume == f"{item['base']}/last.pt"
-            assert args.save_dir == folder
-            assert item["epochs_after_root"] > ends[item["base"]], name  # trains at least one epoch
-            assert args.epochs == params["pretrain"]["epochs"] + item["epochs_after_root"]
+            args = pending.pop(name)
+            folder, base = f"runs/continue/{name}", str(Path(args.resume).parent)
+            assert args.resume == f"{base}/last.pt" and args.save_dir == folder, name
+            assert args.epochs_after_resume >= 1 and args.auto_resume == 0, name
+            assert (args.d_model, args.layers, args.heads) == tuple(params["model"][k] for k in ("d_model", "layers", "heads"))
             recipe = (args.objective, args.qa_tokens, args.dual_mask_near, args.dual_mask_far)
-            base = parsed[item["base"]]  # resolved before its continuations
-            assert recipe == (base.objective, base.qa_tokens, base.dual_mask_near,
-                              base.dual_mask_far), name  # a continuation keeps its base's recipe
+            b = parsed[base]  # resolved before its continuations
+            assert recipe == (b.objective, b.qa_tokens, b.dual_mask_near, b.dual_mask_far), name
             assert recipe[:2] == ("nepa", 1), name
-            ends[folder] = item["epochs_after_root"]
-    assert ends["runs/continue/scale"] == ends["runs/continue/b2c2"] + 1
-    assert conts["scale"]["base"] == "runs/continue/b2c2"
-    assert all(conts[n]["base"] == "runs/pretrain/qa_nodual" and ends[f"runs/continue/{n}"] == 52
-               for n in ("qa_nodual_long", "qa_nodual_e_long"))
-    assert ends["runs/continue/b2_long"] == 5
-    assert all(ends[f"runs/continue/{n}"] == 1 for n in ("b2", "b3", "b23", "c0", "c1", "c2", "b2c2", "d", "e"))
+            assert (REPO / args.mix_config).is_file()
+            parsed[folder] = args
+            ends[folder] = ends[base] + args.epochs_after_resume
+    lab_epoch = {name: ends[f"runs/continue/{name}"] + 49 for name in CONTINUATIONS}  # lab roots end at ep049
+    assert lab_epoch == {**{n: 50 for n in ("b2", "b3", "b23", "c0", "c1", "c2", "b2c2", "d", "e")},
+                         "b2_long": 54, "scale": 51, "scale_long": 54, "scale_stab": 53,
+                         "qa_nodual_long": 101, "qa_nodual_e_long": 101}
+    assert parsed["runs/continue/scale"].resume == "runs/continue/b2c2/last.pt"
+    assert {parsed[f"runs/continue/{n}"].resume for n in ("scale_long", "scale_stab")} == {"runs/continue/scale/last.pt"}
+    assert {parsed[f"runs/continue/{n}"].teacher_ckpt for n in ("c0", "c1")} == {"runs/pretrain/qa_dualmask/last.pt"}
 
 
 # --- the DVC graph ---------------------------------------------------------------------------
 
 def _produced_dirs(params: dict) -> set[str]:
     return ({f"runs/pretrain/{k}" for k in params["pretrain_variants"]}
-            | {f"runs/continue/{k}" for k in params["pretrain_continuations"]}
+            | {row["save_dir"] for row in _continuation_rows().values()}
             | {f"runs/{k}" for k in params["scratch"]})
 
 
@@ -362,10 +366,16 @@ def _covers(entry: str, key: str) -> bool:
 
 
 def _stage_of(name: str) -> str:
-    return "suite_canary" if name in CANARIES else f"suite_{name}"
+    if name in CANARIES:
+        return "suite_canary"
+    return "suites_lab" if name in LAB_EVAL else f"suite_{name}"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n != "pretrain"))
+def _checkpoints(name: str, tmp_path) -> set[str]:
+    return {j.args["ckpt"] for j in expand(_suite(name), tmp_path) if j.args.get("ckpt")}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n not in TRAINING))
 def test_suite_stage_deps_and_params(name, tmp_path):
     params, stages = _params(), _dvc()
     stage = stages.get(_stage_of(name))
@@ -374,14 +384,14 @@ def test_suite_stage_deps_and_params(name, tmp_path):
     assert cmd[:4] == ["python", "-m", "benchmark", "run"] and f"suites/{name}.yaml" in cmd
     assert "--executor" in cmd  # persistent workers (params bench.executor)
     suite = _suite(name)
-    ckpts = {j.args["ckpt"] for j in expand(suite, tmp_path) if j.args.get("ckpt")}
+    ckpts = _checkpoints(name, tmp_path)
     assert {str(Path(c).parent) for c in ckpts} <= _produced_dirs(params), name
     deps = set(stage["deps"])
     assert f"suites/{name}.yaml" in deps
     run_deps = {d for d in deps if d.startswith("runs/")}
     # the checkpoint files themselves (what the engine fingerprints), not their folders: a
     # retrained sibling folder with byte-identical weights does not re-run the stage
-    if name in CANARIES:  # one stage runs the three canaries: it depends on each one's checkpoints
+    if name in CANARIES or name in LAB_EVAL:  # a stage of several suites: their checkpoints
         assert ckpts <= run_deps, name
     else:
         assert run_deps == ckpts, f"{name}: deps {sorted(run_deps)} vs checkpoints {sorted(ckpts)}"
@@ -389,7 +399,7 @@ def test_suite_stage_deps_and_params(name, tmp_path):
     listed = stage["params"]
     uncovered = sorted(k for k in used if not any(_covers(p, k) for p in listed))
     assert not uncovered, f"{name}: params read by the suite but not listed in its stage: {uncovered}"
-    if name not in CANARIES:
+    if name not in CANARIES and name not in LAB_EVAL:
         extra = sorted(p for p in listed if not any(_covers(p, k) for k in used))
         assert not extra, f"{name}: stage params the suite does not read (needless re-runs): {extra}"
     # data caches and code through their content fingerprints (see benchmark/fingerprint.py)
@@ -401,48 +411,77 @@ def test_suite_stage_deps_and_params(name, tmp_path):
     assert "results/fingerprints/code.txt" in deps and not {"nepa3d", "benchmark"} & deps
 
 
+def test_lab_stage_depends_on_exactly_what_its_suites_read(tmp_path):
+    """suites_lab runs every lab evaluation suite: its checkpoint deps are the union of theirs
+    (no more: a needless dep re-runs the stage) and its params cover what they read, no more."""
+    stage = _dvc()["suites_lab"]
+    assert re.findall(r"suites/(\w+)\.yaml", stage["cmd"]) == re.findall(
+        r"suites/(\w+)\.yaml", " ".join(d for d in stage["deps"] if d.startswith("suites/")))
+    assert sorted(re.findall(r"suites/(\w+)\.yaml", stage["cmd"])) == LAB_EVAL
+    ckpts = set().union(*(_checkpoints(n, tmp_path) for n in LAB_EVAL))
+    assert {d for d in stage["deps"] if d.startswith("runs/")} == ckpts
+    used = set().union(*({k for k in _suite(n).params_used if not k.startswith("data.")} for n in LAB_EVAL))
+    extra = sorted(p for p in stage["params"] if not any(_covers(p, k) for k in used))
+    assert not extra, f"suites_lab params no lab suite reads (needless re-runs): {extra}"
+    outs = [next(iter(o)) for o in stage["outs"]]
+    assert outs == [f"results/{n}" for n in re.findall(r"suites/(\w+)\.yaml", stage["cmd"])]
+    assert all(o[next(iter(o))] == {"cache": False, "persist": True} for o in stage["outs"])
+
+
 def test_report_stages_cover_every_suite_in_two_tiers():
-    stages = _dvc()
-    named = {}
-    for stage in ("report", "report_lab"):
-        named[stage] = re.findall(r"suites/(\w+)\.yaml", stages[stage]["cmd"])
-        assert "--out reports" in stages[stage]["cmd"]
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    stages = doc["stages"]
+    named = {stage: re.findall(r"suites/(\w+)\.yaml", stages[stage]["cmd"]) for stage in ("report", "report_lab")}
+    assert "--out reports --summary summary.json" in stages["report"]["cmd"]
+    assert "--out reports/lab --summary summary.json" in stages["report_lab"]["cmd"]
     assert sorted(named["report"]) == sorted(HEADLINE)  # make repro's tier
     assert sorted(named["report"] + named["report_lab"]) == sorted(EXPECTED)
-    outs, plots = set(), set()
     for stage in ("report", "report_lab"):
-        outs |= {next(iter(o)) if isinstance(o, dict) else o for o in stages[stage]["outs"]}
         assert {f"results/{n}" for n in named[stage]} <= set(stages[stage]["deps"])
-    tables = {f"reports/{n}.{ext}" for n in EXPECTED for ext in ("md", "csv")}
-    for n in EXPECTED:  # every declared plot: its PNG and its dvc-plots CSV are outputs too
+    # the headline tier's tables and plots one by one; the lab tier's reports as one folder
+    outs = {next(iter(o)) for o in stages["report"]["outs"]}
+    assert [next(iter(o)) for o in stages["report_lab"]["outs"]] == ["reports/lab"]
+    tables = {f"reports/{n}.{ext}" for n in HEADLINE for ext in ("md", "csv")}
+    plots, declared_plots = set(), set()
+    for n in EXPECTED:  # every declared plot: its PNG and its dvc-plots CSV
+        folder = "reports" if n in HEADLINE else "reports/lab"
         for p in _suite(n).plots:
             stem = f"{n}_{p.y}_vs_{p.x}"
-            plots |= {f"reports/{stem}.png", f"reports/plots/{stem}.csv"}
+            declared_plots |= {f"{folder}/{stem}.png", f"{folder}/plots/{stem}.csv"}
+            if n in HEADLINE:
+                plots |= {f"{folder}/{stem}.png", f"{folder}/plots/{stem}.csv"}
     assert outs == tables | plots
     assert plots, "at least the M1 seed sweep is plotted"
-    top = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
-    declared = {next(iter(p)) if isinstance(p, dict) else p for p in top}
-    assert declared == plots, "dvc plots show every plot the reports draw"
-    metrics = [next(iter(o)) for st in ("report", "report_lab") for o in stages[st]["metrics"]]
-    assert metrics == ["reports/summary.json", "reports/summary_lab.json"]
+    declared = {next(iter(p)) if isinstance(p, dict) else p for p in doc["plots"]}
+    assert declared == declared_plots, "dvc plots show every plot the reports draw"
+    assert [next(iter(o)) for o in stages["report"]["metrics"]] == ["reports/summary.json"]
+    assert doc["metrics"] == ["reports/lab/summary.json"]
     # every suite stage is upstream of a report
-    suite_stages = {s for s in stages if s.startswith("suite_")}
-    assert suite_stages == {_stage_of(n) for n in EXPECTED if n != "pretrain"}
+    suite_stages = {s for s in stages if s.startswith("suite")}
+    assert suite_stages == {_stage_of(n) for n in EXPECTED if n not in TRAINING}
 
 
 def test_fingerprint_stages_cover_what_the_stages_depend_on():
     """No stage downstream of the caches walks a source tree or a data cache itself: they depend
-    on the fingerprint files, which only the fingerprint stages compute from the folders."""
+    on the fingerprint files, which only the stages that build the folders compute from them."""
     stages = _dvc()
-    fp = {n: s for n, s in stages.items() if n.startswith("fingerprint_")}
-    assert {n: s["deps"] for n, s in fp.items() if n != "fingerprint_train_code"} == {
-        "fingerprint_code": ["nepa3d", "benchmark"],
-        "fingerprint_unpaired_cache": ["${data.unpaired_cache}"],
-        "fingerprint_scan_cache": ["${data.scan_cache}"]}
-    folders = {"nepa3d", "${data.unpaired_cache}", "${data.scan_cache}", *fp["fingerprint_train_code"]["deps"]}
+    assert [n for n in stages if n.startswith("fingerprint")] == ["fingerprint_code"]
+    code = stages["fingerprint_code"]
+    assert code["deps"] == ["nepa3d", "benchmark"]
+    assert [next(iter(o)) for o in code["outs"]] == ["results/fingerprints/code.txt",
+                                                     "results/fingerprints/train_code.txt"]
+    train_paths = code["cmd"][1].split()[4:-2]  # python -m benchmark fingerprint <paths> --out F
+    assert all((REPO / t).exists() and (t.startswith("nepa3d/")) for t in train_paths), train_paths
+    for name, cache, fp in (("unpaired_split", "${data.unpaired_cache}", "unpaired_cache.txt"),
+                            ("preprocess_scanobjectnn", "${data.scan_cache}", "scan_cache.txt")):
+        outs = [next(iter(o)) for o in stages[name]["outs"]]
+        assert cache in outs and f"results/fingerprints/{fp}" in outs, name
+        assert f"python -m benchmark fingerprint {cache} --out results/fingerprints/{fp}" in stages[name]["cmd"]
+    folders = {"nepa3d", "benchmark", "${data.unpaired_cache}", "${data.scan_cache}", *train_paths}
+    builders = ("fingerprint_code", "preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn")
     for name, stage in stages.items():
-        deps = set((stage.get("do") or stage).get("deps", []))
-        if name not in fp and name not in ("preprocess_shapenet", "unpaired_split", "preprocess_scanobjectnn"):
+        deps = set(stage.get("deps", []))
+        if name not in builders:
             assert not deps & folders, f"{name} depends on {sorted(deps & folders)} directly"
 
 
@@ -466,16 +505,28 @@ def test_make_targets_are_the_two_tiers():
     assert "dvc repro $(HEADLINE_TARGETS)" in make and re.search(r"^repro-lab: install$", make, re.M)
 
 
-def test_pretrain_stages_track_their_variant_params():
+def test_pretrain_stages_track_their_variant_params(tmp_path):
     stages = _dvc()
     root = stages["pretrain"]
     assert root["cmd"].split()[:5] == ["python", "-m", "benchmark", "run", "suites/pretrain.yaml"]
     assert {"pretrain", "pretrain_variants", "model"} <= set(root["params"])
     assert [next(iter(o)) for o in root["outs"]] == ["runs/pretrain", "results/pretrain"]
-    do = stages["pretrain_cont"]["do"]
-    assert stages["pretrain_cont"]["foreach"] == "${pretrain_continuations}"
-    assert {"continuations.yaml": ["pretrain_continuations.${key}"]} in do["params"]
-    assert _dvc_vars() == ["params.yaml", "continuations.yaml"]
-    assert "runs/continue/${key}" in do["outs"]
-    assert "${item.mix_config}" in do["deps"] and "${item.base}/last.pt" in do["deps"]
+    configs = {item["mix_config"] for item in _params()["pretrain_variants"].values()}
+    assert {d for d in root["deps"] if d.startswith("nepa3d/")} == configs
     assert all(item["save_dir"] == f"runs/pretrain/{name}" for name, item in _params()["pretrain_variants"].items())
+    cont = stages["pretrain_cont"]
+    assert cont["cmd"].split()[:5] == ["python", "-m", "benchmark", "run", "suites/continuations.yaml"]
+    assert {"pretrain", "model", "suites/continuations.yaml"} <= {
+        next(iter(p)) if isinstance(p, dict) else p for p in cont["params"]}
+    assert _dvc_vars() == ["params.yaml"]
+    assert cont["outs"] == [{"runs/continue": {"cache": False, "persist": True}},
+                            {"results/continuations": {"cache": False, "persist": True}}]
+    # deps: every file a row reads that another stage produces or git holds (its base roots, the
+    # teachers, the mix configs); rows resuming another row's checkpoint are ordered by the engine
+    jobs = expand(_suite("continuations"), tmp_path)
+    read = {j.args[k] for j in jobs for k in ("resume", "teacher_ckpt", "mix_config") if j.args.get(k)}
+    own = {j.args["save_dir"] for j in jobs}
+    external = {r for r in read if str(Path(r).parent) not in own}
+    assert external <= set(cont["deps"]), sorted(external - set(cont["deps"]))
+    assert {d for d in cont["deps"] if d.startswith(("runs/", "nepa3d/"))} == external
+    assert "results/fingerprints/train_code.txt" in cont["deps"]

@@ -119,3 +119,33 @@ def test_missing_checkpoint_is_one_clear_error(caches, tmp_path, capsys):
                             "--out_json", str(out)])
     assert rc == 2 and not out.exists()
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_epochs_after_resume_counts_from_the_checkpoint_and_a_new_run_clears_old_epochs(caches, tmp_path):
+    """A continuation trains N epochs past its base, whatever the base's length; re-running it
+    into the same folder from a different base leaves no epoch file or log line of the earlier run."""
+    shapes = ["--cache_root", str(caches / "shapes"), *SMALL, "--auto_resume", "0"]
+    base = tmp_path / "base"
+    assert pretrain.main([*shapes, "--epochs", "2", "--save_dir", str(base)]) == 0
+    cont = tmp_path / "cont"
+    argv = [*shapes, "--resume", str(base / "last.pt"), "--save_dir", str(cont), "--save_every", "1"]
+    assert pretrain.main([*argv, "--epochs_after_resume", "3"]) == 0
+    assert load_checkpoint(cont / "last.pt")["epoch"] == 4  # base ended at epoch 1 (0-based)
+    assert sorted(p.name for p in cont.glob("ckpt_ep*.pt")) == ["ckpt_ep002.pt", "ckpt_ep003.pt", "ckpt_ep004.pt"]
+    # same folder, a base one epoch long, one epoch after it: epochs 2..4 of the earlier run go
+    short = tmp_path / "short"
+    assert pretrain.main([*shapes, "--epochs", "1", "--save_dir", str(short)]) == 0
+    argv = [*shapes, "--resume", str(short / "last.pt"), "--save_dir", str(cont), "--save_every", "1"]
+    assert pretrain.main([*argv, "--epochs_after_resume", "1"]) == 0
+    assert sorted(p.name for p in cont.glob("ckpt_ep*.pt")) == ["ckpt_ep001.pt"]
+    assert [json.loads(l)["epoch"] for l in (cont / "train_log.jsonl").read_text().splitlines()] == [1]
+    assert load_checkpoint(cont / "last.pt")["args"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs_after_resume", "2"], "--epochs_after_resume needs --resume"),
+    (["--epochs_after_resume", "-1"], "--epochs_after_resume -1 is negative"),
+])
+def test_epochs_after_resume_bad_values(caches, tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        pretrain.main(["--cache_root", str(caches / "shapes"), *SMALL, "--save_dir", str(tmp_path / "x"), *argv])

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--backend", default="mesh", choices=BACKENDS)
     a("--batch", type=int, default=32)
     a("--epochs", type=int, default=50)
+    a("--epochs_after_resume", type=int, default=0,
+      help="with --resume: train N epochs past the checkpoint's (sets --epochs to its epoch count + N)")
     a("--lr", type=float, default=3e-4)
     a("--weight_decay", type=float, default=0.05)
     a("--n_point", type=int, default=512)
@@ -281,9 +283,53 @@ def try_resume(args, model, opt, save_dir: Path, heads: aux.AuxHeads | None = No
     return start, step
 
 
+def continues_own_run(args, save_dir: Path, start_epoch: int) -> bool:
+    """True when this run carries on the history already in ``save_dir`` (it resumed
+    ``save_dir/last.pt``); False for a fresh run or a resume from another checkpoint."""
+    if start_epoch == 0:
+        return False
+    own = save_dir / "last.pt"
+    path = Path(args.resume) if args.resume else own
+    return path.resolve() == own.resolve()
+
+
+def clear_earlier_run(save_dir: Path) -> None:
+    """A new training history in ``save_dir``: per-epoch checkpoints and the epoch log of an earlier
+    run there would pass for this run's, so they are removed (last.pt is overwritten at the first
+    epoch's end)."""
+    stale = sorted(save_dir.glob("ckpt_ep*.pt"))
+    log = save_dir / "train_log.jsonl"
+    for f in stale:
+        f.unlink()
+    if log.exists():
+        log.unlink()
+        stale.append(log)
+    if stale:
+        print(f"[pretrain] new run in {save_dir}: removed {len(stale)} file(s) of an earlier run "
+              f"({', '.join(f.name for f in stale[:4])}{', ...' if len(stale) > 4 else ''})")
+
+
+def resumed_epochs(path: str) -> int:
+    """Epochs a checkpoint has completed (its 0-based ``epoch`` + 1; 0 if it records none)."""
+    return int(load_checkpoint(path).get("epoch", -1)) + 1
+
+
+def resolve_epochs(args) -> None:
+    """``--epochs_after_resume N``: ``args.epochs`` = the --resume checkpoint's epochs + N, so a
+    continuation's length does not depend on how long its base was trained."""
+    if args.epochs_after_resume < 0:
+        raise SystemExit(f"error: --epochs_after_resume {args.epochs_after_resume} is negative")
+    if args.epochs_after_resume == 0:
+        return
+    if not args.resume:
+        raise SystemExit("error: --epochs_after_resume needs --resume (the checkpoint it counts from)")
+    args.epochs = resumed_epochs(args.resume) + args.epochs_after_resume
+
+
 def train(args) -> dict:
     timer = ResultTimer()
     check_aux_args(args)
+    resolve_epochs(args)
     set_seed(args.seed)
     device = resolve_device(args.device)
     qa, eos = bool(args.qa_tokens), bool(args.add_eos)
@@ -315,6 +361,8 @@ def train(args) -> dict:
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, step = try_resume(args, model, opt, save_dir, heads)
+    if not continues_own_run(args, save_dir, start_epoch):
+        clear_earlier_run(save_dir)
     steps_per_epoch = math.ceil(len(ds) / args.batch)
     warmup = max(1, int(args.dual_mask_warmup_frac * args.epochs * steps_per_epoch))
     log_path = save_dir / "train_log.jsonl"
