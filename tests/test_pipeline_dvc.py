@@ -162,13 +162,18 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
         "b2": [1], "b2c2": [1], "scale": [2], "scale_long": [3, 4, 5], "scale_stab": [3, 4],
         "qa_nodual_long": [1, 2]}
     before = {v: (work / "runs" / "continue" / v / "last.pt").read_bytes() for v in ("b2", "scale_long")}
-    # a changed row (through the suite file as a params file) re-runs it and what resumes it
+    # a changed row of the catalog (an experiment on the edited suite file) re-runs that row and
+    # the rows that resume it, nothing else
     sh(["git", "add", "-A"], work, env)
     sh(["git", "commit", "-qm", "continuations"], work, env)
-    out = sh([dvc, "exp", "run", "-S", "suites/continuations.yaml:matrix.continuation.scale.epochs_after_resume=2",
-              "pretrain_cont"], work, env)
+    doc = yaml.safe_load(conts.read_text())
+    doc["matrix"]["continuation"]["scale"]["n_point"] = 48
+    conts.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = sh([dvc, "exp", "run", "pretrain_cont"], work, env)
     assert ran_stages(out) == {"pretrain_cont"}, out
     assert "continuations: done=3 skipped=12 failed=0 total=15" in out, out
-    assert epochs("scale") == [2, 3] and epochs("scale_long") == [4, 5, 6]
+    assert epochs("scale") == [2] and epochs("scale_long") == [3, 4, 5]  # new runs: logs start over
+    assert [json.loads(line)["n_point"] for line in
+            (work / "runs" / "continue" / "scale" / "train_log.jsonl").read_text().splitlines()] == [48]
     assert (work / "runs" / "continue" / "b2" / "last.pt").read_bytes() == before["b2"]
     assert (work / "runs" / "continue" / "scale_long" / "last.pt").read_bytes() != before["scale_long"]

@@ -516,8 +516,7 @@ def test_pretrain_stages_track_their_variant_params(tmp_path):
     assert all(item["save_dir"] == f"runs/pretrain/{name}" for name, item in _params()["pretrain_variants"].items())
     cont = stages["pretrain_cont"]
     assert cont["cmd"].split()[:5] == ["python", "-m", "benchmark", "run", "suites/continuations.yaml"]
-    assert {"pretrain", "model", "suites/continuations.yaml"} <= {
-        next(iter(p)) if isinstance(p, dict) else p for p in cont["params"]}
+    assert {"pretrain", "model"} <= set(cont["params"]) and "suites/continuations.yaml" in cont["deps"]
     assert _dvc_vars() == ["params.yaml"]
     assert cont["outs"] == [{"runs/continue": {"cache": False, "persist": True}},
                             {"results/continuations": {"cache": False, "persist": True}}]
