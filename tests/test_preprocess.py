@@ -244,7 +244,7 @@ def test_shapenet_cli_counts_failures_and_resumes(tmp_path, capsys):
     write_obj(root, "02691156", "zz_nan", NAN_OBJ)
     write_obj(root, "03001627", "zz_empty", "")
     args = ["--shapenet_root", str(root), "--out_root", str(out), "--workers", "0",
-            "--test_ratio", "0.5"] + SMALL_ARGS
+            "--test_ratio", "0.5", "--max_failures", "2"] + SMALL_ARGS
     assert sn_cli.main(args) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("[preprocess_shapenet] ok=4 skip=0 fail=2 total=6 seconds=")
@@ -290,7 +290,7 @@ def test_shapenet_cli_pool_workers(tmp_path, capsys):
     root = tmp_path / "root"
     write_shapenet(root, 5)
     write_obj(root, "02691156", "zz_nan", NAN_OBJ)
-    base = ["--shapenet_root", str(root)] + SMALL_ARGS
+    base = ["--shapenet_root", str(root), "--max_failures", "1"] + SMALL_ARGS
     assert sn_cli.main(base + ["--out_root", str(tmp_path / "a"), "--workers", "2",
                                "--chunk_size", "2", "--max_tasks_per_child", "1"]) == 0
     assert "ok=5 skip=0 fail=1 total=6" in capsys.readouterr().out
