@@ -198,6 +198,34 @@ def test_stray_files_are_not_listed_and_a_rerun_removes_them(tmp_path, capsys):
     assert_consistent(out, root)
 
 
+def test_scan_rerun_with_another_profile_or_label_keeps_one_profile_and_one_class(tmp_path,
+                                                                                  capsys):
+    src, out = tmp_path / "h5", tmp_path / "out"
+    write_scan(src / "training_objectdataset.h5", 4, seed=0)
+    write_scan(src / "test_objectdataset.h5", 2, seed=1)
+    args = ["--scan_root", str(src), "--out_root", str(out), "--ray_pool", "4"]
+    assert run_main(scan_cli.main, args + ["--pt_pool", "32"], capsys)[0] == 0
+    rc, text, _ = run_main(scan_cli.main, args + ["--pt_pool", "48"], capsys)
+    assert rc == 0 and "ok=4 skip=0" in text and "ok=2 skip=0" in text
+    assert {load_cache(out / p)["pt_xyz_pool"].shape[0] for p in npz_files(out)} == {48}
+    # a train-only run with another profile: the test files of the old one cannot stay
+    assert run_main(scan_cli.main, args + ["--pt_pool", "40", "--split", "train"], capsys)[0] == 0
+    assert not list((out / "test").rglob("*.npz"))
+    assert {load_cache(out / p)["pt_xyz_pool"].shape[0] for p in npz_files(out)} == {40}
+    # a relabelled sample leaves its old class folder; the others stay as they are
+    with h5py.File(src / "training_objectdataset.h5", "a") as f:
+        old = int(f["label"][0, 0])
+        f["label"][0, 0] = old + 7
+    stamp = {p: (out / p).stat().st_mtime_ns for p in npz_files(out)}
+    rc, text, _ = run_main(scan_cli.main, args + ["--pt_pool", "40", "--split", "train"], capsys)
+    assert rc == 0 and "ok=1 skip=3" in text
+    names = [p.name for p in npz_files(out)]
+    assert sorted(names) == sorted(set(names)) and len(names) == 4
+    assert (out / "train" / f"class_{old + 7:03d}" / "training_objectdataset_000000.npz").exists()
+    assert all(stamp[p] == (out / p).stat().st_mtime_ns for p in npz_files(out) if p in stamp)
+    assert set(read_records(out)) == {str(p) for p in npz_files(out)}
+
+
 def test_unpaired_split_without_records_refuses_a_shape_in_both_splits(tmp_path, capsys):
     from planted import write_planted
 
