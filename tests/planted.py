@@ -58,13 +58,14 @@ def planted_arrays(kind: str, size: float, rng: np.random.Generator, *, N=256, P
 
 
 def write_planted(root: Path, split: str, per_class: int, seed: int = 0, scan: bool = False,
-                  **sizes) -> list[Path]:
-    """Write ``per_class`` sphere and cube caches under ``root/split/<class>/``."""
+                  first: int = 0, **sizes) -> list[Path]:
+    """Write ``per_class`` sphere and cube caches under ``root/split/<class>/``, numbered from
+    ``first`` (give another split other numbers: one name is one shape)."""
     rng = np.random.default_rng(seed)
     paths = []
     for ci, kind in enumerate(("sphere", "box")):
         cls = f"class_{ci:03d}" if scan else kind
-        for i in range(per_class):
+        for i in range(first, first + per_class):
             size = float(rng.uniform(0.4, 0.8))
             p = Path(root) / split / cls / f"{kind}_{i:04d}.npz"
             save_cache(p, planted_arrays(kind, size, rng, scan=scan, **sizes))

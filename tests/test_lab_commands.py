@@ -77,7 +77,8 @@ def lab_tree(tmp_path_factory):
     os.chdir(root)
     try:
         write_planted(root / "data/shapenet_cache_v0", "train", per_class=9, seed=0, G=GRID)
-        write_planted(root / "data/shapenet_cache_v0", "test", per_class=4, seed=1, G=GRID)
+        write_planted(root / "data/shapenet_cache_v0", "test", per_class=4, seed=1, G=GRID,
+                      first=9)  # a name is one shape: test shapes are not train shapes
         scans = root / "data/ScanObjectNN/h5_files/main_split"
         _write_scan_h5(scans / "training_objectdataset.h5", 6, 0)
         _write_scan_h5(scans / "test_objectdataset.h5", 4, 1)

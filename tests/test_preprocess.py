@@ -244,7 +244,7 @@ def test_shapenet_cli_counts_failures_and_resumes(tmp_path, capsys):
     write_obj(root, "02691156", "zz_nan", NAN_OBJ)
     write_obj(root, "03001627", "zz_empty", "")
     args = ["--shapenet_root", str(root), "--out_root", str(out), "--workers", "0",
-            "--test_ratio", "0.5"] + SMALL_ARGS
+            "--test_ratio", "0.5", "--max_failures", "2"] + SMALL_ARGS
     assert sn_cli.main(args) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("[preprocess_shapenet] ok=4 skip=0 fail=2 total=6 seconds=")
@@ -290,7 +290,7 @@ def test_shapenet_cli_pool_workers(tmp_path, capsys):
     root = tmp_path / "root"
     write_shapenet(root, 5)
     write_obj(root, "02691156", "zz_nan", NAN_OBJ)
-    base = ["--shapenet_root", str(root)] + SMALL_ARGS
+    base = ["--shapenet_root", str(root), "--max_failures", "1"] + SMALL_ARGS
     assert sn_cli.main(base + ["--out_root", str(tmp_path / "a"), "--workers", "2",
                                "--chunk_size", "2", "--max_tasks_per_child", "1"]) == 0
     assert "ok=5 skip=0 fail=1 total=6" in capsys.readouterr().out
@@ -424,10 +424,10 @@ def test_bucket_counts_and_ratios():
             split_cli.normalize_ratios(bad)
 
 
-def _fake_cache(root: Path, split: str, syn: str, n: int) -> None:
+def _fake_cache(root: Path, split: str, syn: str, n: int, first: int = 0) -> None:
     d = root / split / syn
     d.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
+    for i in range(first, first + n):
         (d / f"inst{i:02d}.npz").write_bytes(b"x")
 
 
@@ -435,7 +435,7 @@ def test_unpaired_split_and_materialize(tmp_path, capsys):
     cache = tmp_path / "cache"
     _fake_cache(cache, "train", "02691156", 10)
     _fake_cache(cache, "train", "03001627", 3)
-    _fake_cache(cache, "test", "02691156", 2)
+    _fake_cache(cache, "test", "02691156", 2, first=10)       # a shape lives in one split
     js = tmp_path / "split.json"
     assert split_cli.main(["--cache_root", str(cache), "--out_json", str(js), "--seed", "0",
                            "--ratios", "0.34", "0.33", "0.33"]) == 0
@@ -460,12 +460,13 @@ def test_unpaired_split_and_materialize(tmp_path, capsys):
 
     (cache / "train" / "03001627" / "inst02.npz").unlink()     # one missing source
     view = tmp_path / "view"
-    argv = ["--src_cache_root", str(cache), "--split_json", str(js), "--out_root", str(view)]
+    argv = ["--src_cache_root", str(cache), "--split_json", str(js), "--out_root", str(view),
+            "--max_failures", "1"]
     assert mat_cli.main(argv + ["--splits", "train_mesh", "train_pc", "train_udf", "eval",
                                 "--link_mode", "symlink"]) == 0
     assert capsys.readouterr().out.strip() == "[materialize] created=14 skipped=0 missing=1"
-    link = view / "eval" / "02691156" / "inst00.npz"
-    assert link.is_symlink() and os.readlink(link) == str(cache.resolve() / "test/02691156/inst00.npz")
+    link = view / "eval" / "02691156" / "inst10.npz"
+    assert link.is_symlink() and os.readlink(link) == str(cache.resolve() / "test/02691156/inst10.npz")
     meta = json.loads((view / "_meta" / "split_source.json").read_text())
     assert meta["created"] == 14 and meta["missing"] == 1 and meta["link_mode"] == "symlink"
     assert meta["splits"] == ["eval", "train_mesh", "train_pc", "train_udf"]
@@ -476,7 +477,7 @@ def test_unpaired_split_and_materialize(tmp_path, capsys):
     hl = tmp_path / "hl"
     assert mat_cli.main(["--src_cache_root", str(cache), "--split_json", str(js), "--out_root",
                          str(hl), "--splits", "eval", "--link_mode", "hardlink"]) == 0
-    assert (hl / "eval" / "02691156" / "inst00.npz").stat().st_nlink == 2
+    assert (hl / "eval" / "02691156" / "inst10.npz").stat().st_nlink == 2
     empty = tmp_path / "empty.json"
     empty.write_text('{"records": []}')
     assert mat_cli.main(["--src_cache_root", str(cache), "--split_json", str(empty),

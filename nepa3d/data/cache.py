@@ -17,10 +17,18 @@ Loaded files are kept in a per-process memo (:class:`_LoadedFiles`), keyed by th
 identity on disk (real path, inode, size, mtime), so that the jobs a persistent benchmark worker
 runs one after another decompress and validate each file once; a rewritten file is a new key.
 Memoised arrays are read-only, so no caller can change what the next caller reads.
+
+File records (``<root>/_meta/cache_records.tsv``, written by the preprocessors): one line per
+cache file with its split, the digest of the settings that determine its content
+(:func:`profile_digest`), its seed and its size. A re-run keeps only files whose record matches
+what it would write, and readers list a split from the records (:func:`split_files`), not from
+the folders.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -28,7 +36,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -238,6 +246,17 @@ def _read_npz(path: Path, keys: list[str] | None, validate: bool) -> dict[str, n
         raise CacheError(path, f"unreadable npz ({type(e).__name__}: {e})") from e
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The first of ``folder`` and its parents that exists but is not a folder (a file where
+    a folder is needed), or None."""
+    for p in (Path(folder), *Path(folder).parents):
+        if p.is_dir():
+            return None
+        if os.path.lexists(p):
+            return p
+    return None
+
+
 def save_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
                kind: str | None = None) -> None:
     """Validate then write atomically (temp file in the same folder + ``os.replace``)."""
@@ -245,6 +264,11 @@ def save_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     arrays = dict(arrays)
     arrays.setdefault("schema_version", np.array([SCHEMA_VERSION], dtype=np.int32))
     validate_arrays(arrays, path, kind=kind)
+    blocker = file_in_the_way(path.parent)
+    if blocker is not None:
+        raise CacheError(path, f"cannot create its folder: {blocker} is a file, not a folder")
+    if path.is_dir():
+        raise CacheError(path, "is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_npz_", suffix=".npz", dir=path.parent)
     try:
@@ -256,3 +280,223 @@ def save_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# ----------------------------------------------------------------------------------------
+# file records: which settings, split and seed made each file of a cache root
+
+RECORDS_FILE = ("_meta", "cache_records.tsv")
+RECORDS_HEADER = "# nepa3d cache records v1: relpath split profile seed bytes (tab-separated)"
+PROFILE_DIGITS = 16
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What made one cache file.
+
+    ``relpath``: ``<split>/<class>/<name>.npz`` ('/'-separated, relative to the cache root);
+    ``profile``: :func:`profile_digest` of the settings that determine the content; ``seed``:
+    the file's own seed, as text; ``size``: bytes on disk when it was written.
+    """
+
+    relpath: str
+    split: str
+    profile: str
+    seed: str
+    size: int
+
+    def line(self) -> str:
+        fields = (self.relpath, self.split, self.profile, self.seed, str(int(self.size)))
+        if any(c in f for f in fields for c in "\t\n\r"):
+            raise ValueError(f"cache record field holds a tab or line break: {fields!r}")
+        return "\t".join(fields)
+
+    @classmethod
+    def parse(cls, line: str) -> "FileRecord":
+        relpath, split, profile, seed, size = line.rstrip("\n").split("\t")
+        return cls(relpath, split, profile, seed, int(size))
+
+
+def profile_digest(settings: Mapping[str, object]) -> str:
+    """First 16 hex digits of the sha256 of ``settings`` (plus the schema version) as
+    canonical JSON: equal digests = files made the same way."""
+    doc = json.dumps({"schema_version": SCHEMA_VERSION, **settings}, sort_keys=True,
+                     separators=(",", ":"))
+    return hashlib.sha256(doc.encode("utf-8")).hexdigest()[:PROFILE_DIGITS]
+
+
+def records_path(root: str | os.PathLike) -> Path:
+    return Path(root).joinpath(*RECORDS_FILE)
+
+
+def read_records(root: str | os.PathLike) -> dict[str, FileRecord] | None:
+    """``{relpath: record}`` of a cache root (a later line for the same file wins), or None
+    when the root has no records file. A malformed line raises :class:`CacheError`."""
+    path = records_path(root)
+    if not path.is_file():
+        return None
+    out: dict[str, FileRecord] = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line or line.startswith("#"):
+            continue
+        try:
+            rec = FileRecord.parse(line)
+        except ValueError as e:
+            raise CacheError(path, f"line {i} is not a cache record ({e})") from e
+        out[rec.relpath] = rec
+    return out
+
+
+def write_records(root: str | os.PathLike, records: Iterable[FileRecord]) -> Path:
+    """Replace the records file of ``root`` atomically (header, then lines sorted by path)."""
+    path = records_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [RECORDS_HEADER] + sorted(r.line() for r in records)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_records_", suffix=".tsv", dir=path.parent)
+    try:
+        public_mode(fd)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def append_record(root: str | os.PathLike, record: FileRecord) -> None:
+    """Add one record at the end of the records file (a file finished during a run)."""
+    with open(records_path(root), "a", encoding="utf-8") as f:
+        f.write(record.line() + "\n")
+
+
+def record_for(root: str | os.PathLike, relpath: str, split: str, profile: str,
+               seed: object) -> FileRecord:
+    """The record of the file ``root/relpath`` as it is on disk now."""
+    size = Path(root).joinpath(*relpath.split("/")).stat().st_size
+    return FileRecord(relpath, split, profile, str(seed), size)
+
+
+def split_files(root: str | os.PathLike, split: str) -> list[str] | None:
+    """Sorted paths of the files the records put in ``split`` (spelled as the glob
+    ``<root>/<split>/*/*.npz`` spells them), or None when ``root`` has no records file."""
+    records = read_records(root)
+    if records is None:
+        return None
+    return sorted(os.path.join(str(root), *r.relpath.split("/"))
+                  for r in records.values() if r.split == split)
+
+
+# ----------------------------------------------------------------------------------------
+# re-runs: which existing files may stay
+
+#: Why an existing file cannot stay (the keys of ``CachePlan.remove`` values).
+WHY_NOT_WANTED = "not wanted at this place (shape gone from the input, or now in another split)"
+WHY_NO_RECORD = "no record (written before records were kept, or by an interrupted run)"
+WHY_CHANGED = "changed on disk since it was recorded"
+WHY_PROFILE = "made with other settings (profile differs)"
+WHY_SEED = "made with another seed"
+WHY_OVERWRITE = "--overwrite"
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What a re-run does with the files already in its cache root.
+
+    ``keep``: files whose record matches (left as they are); ``remove``: ``{relpath: why}``;
+    ``build``: wanted files this run computes.
+    """
+
+    keep: tuple[str, ...]
+    remove: dict[str, str]
+    build: tuple[str, ...]
+
+
+def plan_cache(wanted: Mapping[str, str | None], on_disk: Mapping[str, int],
+               records: Mapping[str, FileRecord] | None, profile: str,
+               overwrite: bool = False) -> CachePlan:
+    """Decide, file by file, what stays (pure).
+
+    Args:
+        wanted: ``{relpath: seed}`` of every file the current inputs call for; seed ``None``
+            marks a file this run does not build (another split's), which may stay with any
+            seed as long as its profile matches.
+        on_disk: ``{relpath: size}`` of the files now present; records: the root's records
+            (None: no records file); profile: this run's :func:`profile_digest`;
+        overwrite: rebuild every file this run builds.
+
+    A file stays only when it is wanted at exactly its place, its record matches its size,
+    its split (first path component) and ``profile``, and, if this run builds it, its seed.
+    """
+    records = records or {}
+    keep, remove = [], {}
+    for rel in sorted(on_disk):
+        rec = records.get(rel)
+        if rel not in wanted:
+            remove[rel] = WHY_NOT_WANTED
+        elif overwrite and wanted[rel] is not None:
+            remove[rel] = WHY_OVERWRITE
+        elif rec is None:
+            remove[rel] = WHY_NO_RECORD
+        elif rec.size != on_disk[rel] or rec.split != rel.split("/", 1)[0]:
+            remove[rel] = WHY_CHANGED
+        elif rec.profile != profile:
+            remove[rel] = WHY_PROFILE
+        elif wanted[rel] is not None and rec.seed != wanted[rel]:
+            remove[rel] = WHY_SEED
+        else:
+            keep.append(rel)
+    kept = set(keep)
+    build = tuple(r for r in sorted(wanted) if wanted[r] is not None and r not in kept)
+    return CachePlan(tuple(keep), remove, build)
+
+
+def describe_removals(remove: Mapping[str, str]) -> str:
+    """``"3 made with another seed; 1 no record (...)"``: the reasons of a plan's removals,
+    most frequent first."""
+    counts: dict[str, int] = {}
+    for why in remove.values():
+        counts[why] = counts.get(why, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return "; ".join(f"{n} {why}" for why, n in ranked)
+
+
+def list_cache_files(root: str | os.PathLike, splits: Iterable[str]) -> dict[str, int]:
+    """``{"<split>/<class>/<name>.npz": size}`` of the files now under ``<root>/<split>/*/``
+    (hidden temp files excluded)."""
+    out: dict[str, int] = {}
+    for split in splits:
+        base = Path(root) / split
+        if not base.is_dir():
+            continue
+        for cls in sorted(base.iterdir()):
+            if not cls.is_dir():
+                continue
+            for f in cls.iterdir():
+                if f.name.endswith(".npz") and not f.name.startswith("."):
+                    try:
+                        out[f"{split}/{cls.name}/{f.name}"] = f.stat().st_size
+                    except OSError:  # a dangling link: no size a record can match
+                        out[f"{split}/{cls.name}/{f.name}"] = -1
+    return out
+
+
+def remove_cache_files(root: str | os.PathLike, relpaths: Iterable[str]) -> int:
+    """Delete ``root/relpath`` for each path (and class folders left empty); returns the
+    number deleted."""
+    n, folders = 0, set()
+    for rel in relpaths:
+        path = Path(root).joinpath(*rel.split("/"))
+        try:
+            path.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+        folders.add(path.parent)
+    for folder in sorted(folders):
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+    return n

@@ -18,6 +18,10 @@ folder such as ``.../h5_files/main_split``)::
 The synthetic corpus is recognised by the generator's ``corpus.json`` in the root or one of
 its first 4 parents (the root must lie inside a path that file lists), or by the
 ``.nepa3d_synthetic`` marker in a ShapeNetCore.v2 folder.
+
+Every preprocessing run also leaves ``<cache>/_meta/<prog>_run.json``
+(:func:`write_run_record`): its profile digest, its ``--max_failures`` allowance, the inputs
+that failed and why, its counts and its exit code (:func:`run_verdict` decides the code).
 """
 
 from __future__ import annotations
@@ -128,19 +132,51 @@ def cache_corpus_path(cache_root: str | os.PathLike) -> Path:
 
 def write_cache_corpus(out_root: str | os.PathLike, desc: dict) -> Path:
     """Write ``desc`` to ``<out_root>/_meta/corpus.json`` atomically (temp file + os.replace)."""
-    path = cache_corpus_path(out_root)
+    return _write_meta_json(cache_corpus_path(out_root), desc)
+
+
+def _write_meta_json(path: Path, doc: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CACHE_CORPUS}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(desc, f, indent=1)
+            json.dump(doc, f, indent=1)
             f.write("\n")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+# --------------------------------------------------------------------------- run record
+
+
+def run_record_path(cache_root: str | os.PathLike, prog: str) -> Path:
+    return Path(cache_root) / META_DIR / f"{prog}_run.json"
+
+
+def run_verdict(n_failed: int, max_failures: int, n_files: int) -> str | None:
+    """Why a preprocessing run must exit non-zero, or None: an empty result always; more
+    failed inputs than ``--max_failures`` allows."""
+    if n_files == 0:
+        return "no cache file was produced (an empty result is always an error)"
+    if n_failed > max_failures:
+        return (f"{n_failed} input(s) failed, more than --max_failures {max_failures} allows "
+                "(each is listed above)")
+    return None
+
+
+def write_run_record(out_root: str | os.PathLike, prog: str, *, profile: str,
+                     max_failures: int, failures: list[tuple[str, str]], counts: dict,
+                     exit_code: int) -> Path:
+    """``<out_root>/_meta/<prog>_run.json``: the last run's profile digest, failure allowance,
+    failed inputs (``[{"input", "reason"}]``), counts and exit code."""
+    doc = {"prog": prog, "profile": profile, "max_failures": int(max_failures),
+           "failed": [{"input": i, "reason": r} for i, r in failures],
+           "counts": dict(counts), "exit_code": int(exit_code)}
+    return _write_meta_json(run_record_path(out_root, prog), doc)
 
 
 def _first_npz(root: Path) -> Path | None:

@@ -2,7 +2,9 @@
 
 Layers (side effects only at the edges):
 
-- :func:`load_mesh`          file -> raw ``(vertices, faces)`` (trimesh, no processing).
+- :func:`load_mesh`          file -> raw ``(vertices, faces)`` (trimesh, no processing); a file
+  without triangle faces fails with the reason in words (:func:`faceless_reason`: empty file,
+  nothing parsable, a point cloud, only lines / strips).
 - :func:`clean_mesh`         pure: validate, merge vertices, drop degenerate / duplicate faces.
 - :func:`compute_mesh_arrays` pure: normalised mesh + config + generator -> every cache array.
 - :func:`preprocess_mesh`    the worker entry point: load, clean, normalise, compute, save;
@@ -126,7 +128,56 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise MeshError(f"not a triangle mesh (loaded {type(mesh).__name__})")
     v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
     f = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+    if len(f) == 0:
+        raise MeshError(faceless_reason(path, len(v)))
     return v, f
+
+
+def _element_counts(path: str | os.PathLike) -> dict[str, int]:
+    """Element counts a mesh file declares (PLY header ``element`` lines; OBJ ``v``/``f``/``l``/
+    ``p`` statements); empty for other formats or unreadable text."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    counts: dict[str, int] = {}
+    try:
+        with open(path, "rb") as fh:
+            if suffix == ".ply":
+                for raw in fh:
+                    words = raw.decode("ascii", "replace").split()
+                    if words[:1] == ["end_header"]:
+                        break
+                    if len(words) == 3 and words[0] == "element" and words[2].isdigit():
+                        counts[words[1]] = int(words[2])
+            elif suffix == ".obj":
+                for raw in fh:
+                    word = raw.split(maxsplit=1)[:1]
+                    if word in ([b"v"], [b"f"], [b"l"], [b"p"]):
+                        key = word[0].decode()
+                        counts[key] = counts.get(key, 0) + 1
+    except OSError:
+        return {}
+    return counts
+
+
+def faceless_reason(path: str | os.PathLike, n_loaded: int = 0) -> str:
+    """Why a mesh file gave no triangle faces, in words (point cloud, lines / strips only,
+    empty or unparsable file); ``n_loaded``: the vertices the loader found."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        return f"cannot read file ({type(e).__name__}: {e})"
+    if size == 0:
+        return "mesh has no vertices: the file is empty (0 bytes)"
+    counts = _element_counts(path)
+    n_v = counts.get("vertex", counts.get("v", 0)) or int(n_loaded)
+    others = {k: n for k, n in counts.items() if k not in ("vertex", "v", "face", "f") and n}
+    if not n_v:
+        kind = os.path.splitext(str(path))[1] or "mesh"
+        return ("mesh has no vertices: nothing could be parsed from the file "
+                f"({size} bytes; corrupt, or not a {kind} file)")
+    if others:
+        listed = ", ".join(f"{n} '{k}'" for k, n in sorted(others.items()))
+        return f"no triangle faces: {n_v} vertices and only other elements ({listed})"
+    return f"no triangle faces: {n_v} vertices only (a point cloud)"
 
 
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -356,5 +407,6 @@ def preprocess_mesh(mesh_path: str | os.PathLike, out_path: str | os.PathLike,
 
 __all__ = [
     "MeshCacheConfig", "MeshError", "PT_DIST_MODES", "build_mesh_cache", "clean_mesh",
-    "compute_mesh_arrays", "load_mesh", "make_rng", "preprocess_mesh", "require_embree",
+    "compute_mesh_arrays", "faceless_reason", "load_mesh", "make_rng", "preprocess_mesh",
+    "require_embree",
 ]

@@ -30,6 +30,20 @@ identical; ``pt_dist_pool`` = ``pt_dist_pc_pool`` = NN distance to ``pc_xyz``; r
 zeros. Output ``<out_root>/<split>/class_{label:03d}/{h5stem}_{idx:06d}.npz`` (atomic).
 After a successful run, ``<out_root>/_meta/corpus.json`` records which corpus ``scan_root``
 belongs to (:mod:`nepa3d.data.corpus_meta`).
+
+Re-runs: every file is recorded in ``<out_root>/_meta/cache_records.tsv`` with its split, the
+profile digest of ``--pt_pool --ray_pool --pt_surface_ratio --pt_surface_sigma`` and its seed
+(``<RandomState seed>:<position in the split's stream>``); a re-run keeps a file only when its
+record matches what this run would write there, and removes every other file of the splits it
+processes (another profile or seed, a sample gone from the input or now under another label, no
+record) before rebuilding; files of a split it does not process stay only with this profile.
+
+Failures: an h5 file that cannot be read, lacks ``data`` or ``label``, or whose ``label``
+length differs from its number of clouds, and a sample with non-finite points, are each one
+``FAIL <file>[<idx>]: <cause>`` line on stderr, listed in
+``_meta/scanobjectnn_<split>_failures.txt`` and ``_meta/preprocess_scanobjectnn_run.json``
+(with ``--max_failures``); more failures than ``--max_failures`` (default 0), or no sample at
+all, exit 1. Bad arguments and an output folder that is a file exit 2.
 """
 
 from __future__ import annotations
@@ -41,17 +55,49 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
-from nepa3d.data.cache import save_cache
-from nepa3d.data.corpus_meta import describe_source, write_cache_corpus
+from nepa3d.data.argcheck import (
+    OneLineParser,
+    fail,
+    int_in,
+    nonneg_float,
+    nonneg_int,
+    one_line,
+    positive_int,
+    unit_float,
+)
+from nepa3d.data.cache import (
+    CacheError,
+    FileRecord,
+    append_record,
+    describe_removals,
+    file_in_the_way,
+    list_cache_files,
+    plan_cache,
+    profile_digest,
+    read_records,
+    record_for,
+    remove_cache_files,
+    save_cache,
+    write_records,
+)
+from nepa3d.data.corpus_meta import (
+    describe_source,
+    run_verdict,
+    write_cache_corpus,
+    write_run_record,
+)
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_centroid_unit_sphere
 from nepa3d.geometry.pools import point_query_pool
 
 PROG = "preprocess_scanobjectnn"
 TEST_SEED_OFFSET = 12345
+SPLITS = ("train", "test")
+MAX_SEED = 2**32 - 1 - TEST_SEED_OFFSET  # RandomState takes seeds in [0, 2**32)
 VARIANTS = {
     "all": "*.h5",
     "obj": "*objectdataset.h5",
@@ -148,34 +194,117 @@ def scan_arrays(points: np.ndarray, pt_pool: int, ray_pool: int, surface_ratio: 
 
 
 # ----------------------------------------------------------------------------------------
+# h5 sources and the per-split sample stream
+
+
+@dataclass(frozen=True)
+class H5Source:
+    """A readable h5 file: its path, its stem and one class id per cloud."""
+
+    path: str
+    stem: str
+    labels: tuple[int, ...]
+
+
+def check_labels(labels: np.ndarray, n_clouds: int) -> tuple[int, ...]:
+    """Class ids of ``n_clouds`` clouds from a ``label`` array (pure).
+
+    Raises:
+        ValueError: a length that differs from ``n_clouds``, or values that are not
+        integers >= 0.
+    """
+    lab = np.asarray(labels).reshape(-1)
+    if len(lab) != n_clouds:
+        raise ValueError(f"'label' holds {len(lab)} entries but 'data' holds {n_clouds} clouds")
+    if len(lab) and (lab.dtype.kind not in "iuf" or not np.all(np.isfinite(lab))
+                     or np.any(lab < 0) or np.any(lab != np.round(lab))):
+        raise ValueError("'label' holds values that are not class ids (integers >= 0)")
+    return tuple(int(x) for x in lab)
+
+
+def read_h5_source(path: str) -> H5Source:
+    """Open ``path`` and check its ``data`` and ``label`` datasets (reads the labels only).
+
+    Raises:
+        ValueError: naming the cause (unreadable file, missing dataset, bad shape or labels).
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("data", "label") if not isinstance(f.get(k), h5py.Dataset)]
+            if missing:
+                raise ValueError(f"no {' and no '.join(repr(k) for k in missing)} dataset "
+                                 f"(it holds {sorted(f.keys())})")
+            shape = f["data"].shape
+            if len(shape) != 3 or shape[1] < 1 or shape[2] < 3:
+                raise ValueError(f"'data' has shape {shape}, expected (clouds, points >= 1, >= 3)")
+            labels = check_labels(f["label"][()], shape[0])
+    except OSError as e:
+        raise ValueError(f"cannot read the h5 file ({type(e).__name__}: {e})") from e
+    return H5Source(path, os.path.splitext(os.path.basename(path))[0], labels)
+
+
+def split_rng_seed(split: str, seed: int) -> int:
+    """Seed of the split's shared ``RandomState``: ``seed`` (train), ``seed + 12345`` (test)."""
+    return seed if split == "train" else seed + TEST_SEED_OFFSET
+
+
+def sample_relpath(split: str, label: int, stem: str, idx: int) -> str:
+    """``<split>/class_{label:03d}/{stem}_{idx:06d}.npz`` (relative to the cache root)."""
+    return f"{split}/class_{label:03d}/{stem}_{idx:06d}.npz"
+
+
+def split_stream(split: str, sources: list[H5Source],
+                 seed: int) -> list[tuple[H5Source, int, str, str]]:
+    """``(source, idx, relpath, seed text)`` of every sample of ``split`` in the order the
+    shared ``RandomState`` serves them; seed text ``<RandomState seed>:<position>``."""
+    rs = split_rng_seed(split, seed)
+    out: list[tuple[H5Source, int, str, str]] = []
+    for src in sources:
+        for idx, label in enumerate(src.labels):
+            out.append((src, idx, sample_relpath(split, label, src.stem, idx), f"{rs}:{len(out)}"))
+    return out
+
+
+def profile_settings(args: argparse.Namespace) -> dict:
+    """Every setting that determines a file's content (seeds are recorded per file)."""
+    return {"kind": "scan", "pt_pool": args.pt_pool, "ray_pool": args.ray_pool,
+            "pt_surface_ratio": args.pt_surface_ratio,
+            "pt_surface_sigma": args.pt_surface_sigma}
+
+
+# ----------------------------------------------------------------------------------------
 # CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--scan_root", required=True)
     ap.add_argument("--out_root", required=True)
     ap.add_argument("--split", choices=("train", "test", "all"), default="all")
-    ap.add_argument("--pt_pool", type=int, default=2000)
-    ap.add_argument("--ray_pool", type=int, default=1000)
-    ap.add_argument("--pt_surface_ratio", type=float, default=0.5)
-    ap.add_argument("--pt_surface_sigma", type=float, default=0.02)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pt_pool", type=positive_int, default=2000)
+    ap.add_argument("--ray_pool", type=positive_int, default=1000)
+    ap.add_argument("--pt_surface_ratio", type=unit_float, default=0.5)
+    ap.add_argument("--pt_surface_sigma", type=nonneg_float, default=0.02)
+    ap.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     ap.add_argument("--variant", choices=tuple(VARIANTS), default="all")
     ap.add_argument("--allow_duplicate_stems", action="store_true")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--max_failures", type=nonneg_int, default=0,
+                    help="failed h5 files and samples accepted before the run exits 1")
     return ap
 
 
-def write_provenance(args: argparse.Namespace, split: str, files: list[str]) -> str:
+def write_provenance(args: argparse.Namespace, split: str, files: list[str], profile: str) -> str:
     path = os.path.join(args.out_root, "_meta", f"scanobjectnn_{split}_source.txt")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lines = [f"scan_root={os.path.abspath(args.scan_root)}", f"split={split}",
              f"seed={args.seed}", f"pt_pool={args.pt_pool}", f"ray_pool={args.ray_pool}",
              f"pt_surface_ratio={args.pt_surface_ratio}",
              f"pt_surface_sigma={args.pt_surface_sigma}", f"variant={args.variant}",
-             f"h5_count={len(files)}"] + [os.path.abspath(p) for p in files]
+             f"profile={profile}", f"h5_count={len(files)}"] + [os.path.abspath(p) for p in files]
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -183,72 +312,109 @@ def write_provenance(args: argparse.Namespace, split: str, files: list[str]) -> 
     return path
 
 
-def process_split(args: argparse.Namespace, split: str, files: list[str]) -> dict[str, int]:
-    """Process every sample of ``files`` for ``split``; returns the counters."""
+def _load_data(path: str) -> np.ndarray:
     import h5py
 
-    rng = np.random.RandomState(args.seed if split == "train" else args.seed + TEST_SEED_OFFSET)
-    counts = {"ok": 0, "skip": 0, "fail": 0, "total": 0}
-    failures = []
-    for h5 in files:
-        stem = os.path.splitext(os.path.basename(h5))[0]
-        with h5py.File(h5, "r") as f:
-            if "data" not in f or "label" not in f:
-                print(f"[{PROG}] skip file without data/label: {h5}", file=sys.stderr)
+    with h5py.File(path, "r") as f:
+        return np.asarray(f["data"][:])
+
+
+def process_split(args: argparse.Namespace, split: str,
+                  stream: list[tuple[H5Source, int, str, str]], keep: set[str], profile: str
+                  ) -> tuple[dict[str, int], list[FileRecord], list[tuple[str, str]]]:
+    """Compute every sample of ``stream`` whose file is not in ``keep``.
+
+    Returns:
+        ``(counts, records of the files written, [(input, reason)] of the failed samples)``.
+    """
+    rng = np.random.RandomState(split_rng_seed(split, args.seed))
+    counts = {"ok": 0, "skip": 0, "fail": 0, "total": len(stream)}
+    made: list[FileRecord] = []
+    failures: list[tuple[str, str]] = []
+    data, loaded = None, None
+    for src, idx, rel, seed in stream:
+        try:
+            if loaded != src.path:
+                loaded, data = src.path, None
+                data = _load_data(src.path)
+            if data is None:
+                raise ValueError("the h5 file could not be read")
+            if rel in keep:  # draw the pool anyway: keeps the shared stream aligned
+                point_query_pool(np.zeros((data.shape[1], 3)), args.pt_pool,
+                                 args.pt_surface_ratio, args.pt_surface_sigma, rng)
+                counts["skip"] += 1
                 continue
-            data = np.asarray(f["data"][:])
-            labels = np.asarray(f["label"][:]).reshape(-1)
-        if len(labels) != len(data):
-            print(f"[{PROG}] skip file with {len(data)} clouds but {len(labels)} labels: {h5}",
-                  file=sys.stderr)
+            arrays = scan_arrays(data[idx], args.pt_pool, args.ray_pool,
+                                 args.pt_surface_ratio, args.pt_surface_sigma, rng)
+            save_cache(os.path.join(args.out_root, *rel.split("/")), arrays, kind="scan")
+        except Exception as e:
+            counts["fail"] += 1
+            failures.append((f"{src.path}[{idx}]", one_line(f"{type(e).__name__}: {e}")))
             continue
-        for idx in range(len(data)):
-            counts["total"] += 1
-            out = os.path.join(args.out_root, split, f"class_{int(labels[idx]):03d}",
-                               f"{stem}_{idx:06d}.npz")
-            exists = os.path.exists(out) and not args.overwrite
-            try:
-                if exists:  # draw the pool anyway: keeps the shared stream aligned
-                    point_query_pool(np.zeros((data.shape[1], 3)), args.pt_pool,
-                                     args.pt_surface_ratio, args.pt_surface_sigma, rng)
-                    counts["skip"] += 1
-                    continue
-                arrays = scan_arrays(data[idx], args.pt_pool, args.ray_pool,
-                                     args.pt_surface_ratio, args.pt_surface_sigma, rng)
-                save_cache(out, arrays, kind="scan")
-                counts["ok"] += 1
-            except Exception as e:
-                counts["fail"] += 1
-                failures.append(f"{h5}\t{idx}\t{type(e).__name__}: {e}")
-    if failures:
-        path = os.path.join(args.out_root, "_meta", f"scanobjectnn_{split}_failures.txt")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(failures) + "\n")
-        print(f"[{PROG}] {len(failures)} failure(s) listed in {path}", file=sys.stderr)
-    return counts
+        rec = record_for(args.out_root, rel, split, profile, seed)
+        append_record(args.out_root, rec)
+        made.append(rec)
+        counts["ok"] += 1
+    return counts, made, failures
+
+
+def _blocked_output(out_root: str) -> str | None:
+    """One line when a folder the run writes into is a file, else None."""
+    for sub in ("", "_meta", *SPLITS):
+        blocker = file_in_the_way(os.path.join(out_root, sub))
+        if blocker is not None:
+            return f"--out_root {out_root}: {blocker} is a file, not a folder"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.pt_pool < 0 or args.ray_pool < 0 or not 0.0 <= args.pt_surface_ratio <= 1.0:
-        print(f"[{PROG}] error: bad pool settings", file=sys.stderr)
-        return 2
+    blocked = _blocked_output(args.out_root)
+    if blocked:
+        return fail(PROG, blocked)
     all_h5 = discover_h5(args.scan_root)
     splits = ["train", "test"] if args.split == "all" else [args.split]
     chosen = {s: select_h5(all_h5, s, args.variant) for s in splits}
     for s in splits:
         if not chosen[s]:
-            print(f"[{PROG}] error: no {s} h5 file (variant {args.variant!r}) under "
-                  f"--scan_root {args.scan_root!r} ({len(all_h5)} h5 files found)",
-                  file=sys.stderr)
-            return 2
+            return fail(PROG, f"no {s} h5 file (variant {args.variant!r}) under --scan_root "
+                              f"{args.scan_root!r} ({len(all_h5)} h5 files found)")
         if not args.allow_duplicate_stems:
             try:
                 check_duplicate_stems(chosen[s])
             except RuntimeError as e:
                 print(f"[{PROG}] error ({s}): {e}", file=sys.stderr)
                 return 2
-    rc = 0
+    sources: dict[str, list[H5Source]] = {s: [] for s in splits}
+    file_failures: dict[str, list[tuple[str, str]]] = {s: [] for s in splits}
+    for s in splits:
+        for h5 in chosen[s]:
+            try:
+                sources[s].append(read_h5_source(h5))
+            except ValueError as e:
+                file_failures[s].append((h5, one_line(e)))
+    streams = {s: split_stream(s, sources[s], args.seed) for s in splits}
+    profile = profile_digest(profile_settings(args))
+    on_disk = list_cache_files(args.out_root, SPLITS)
+    wanted = {rel: seed for s in splits for _, _, rel, seed in streams[s]}
+    wanted.update({rel: None for rel in on_disk if rel.split("/", 1)[0] not in splits})
+    try:
+        records = read_records(args.out_root)
+    except CacheError as e:
+        return fail(PROG, e)
+    plan = plan_cache(wanted, on_disk, records, profile, args.overwrite)
+
+    # nothing was written before this line
+    os.makedirs(os.path.join(args.out_root, "_meta"), exist_ok=True)
+    if plan.remove:
+        remove_cache_files(args.out_root, plan.remove)
+        print(f"[{PROG}] removed {len(plan.remove)} existing file(s): "
+              f"{describe_removals(plan.remove)}", flush=True)
+    kept = [records[r] for r in plan.keep]
+    write_records(args.out_root, kept)
+    made: list[FileRecord] = []
+    failures: list[tuple[str, str]] = []
+    totals = {"ok": 0, "skip": 0, "fail": 0, "total": 0}
     for s in splits:
         files = chosen[s]
         variants = sorted({v for v, pat in VARIANTS.items() if v != "all" for p in files
@@ -256,13 +422,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.variant == "all" and len(variants) > 1:
             print(f"[{PROG}] note: split {s} mixes variants {variants}; use --variant to keep one",
                   file=sys.stderr)
-        write_provenance(args, s, files)
+        write_provenance(args, s, files, profile)
         t0 = time.time()
-        c = process_split(args, s, files)
+        c, split_made, split_failures = process_split(args, s, streams[s], set(plan.keep),
+                                                      profile)
+        split_failures = file_failures[s] + split_failures
+        c["fail"] += len(file_failures[s])
+        made += split_made
+        failures += split_failures
+        totals = {k: totals[k] + c[k] for k in totals}
+        path = os.path.join(args.out_root, "_meta", f"scanobjectnn_{s}_failures.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(f"{i}\t{r}\n" for i, r in split_failures))
+        for i, r in split_failures:
+            print(f"[{PROG}] FAIL {i}: {r}", file=sys.stderr)
         print(f"[{PROG}] split={s} h5={len(files)} ok={c['ok']} skip={c['skip']} "
               f"fail={c['fail']} total={c['total']} seconds={time.time() - t0:.1f}", flush=True)
-        if c["total"] and c["fail"] == c["total"]:
-            rc = 1
+    write_records(args.out_root, kept + made)
+    verdict = run_verdict(len(failures), args.max_failures, totals["ok"] + totals["skip"])
+    rc = 0 if verdict is None else 1
+    if verdict:
+        print(f"[{PROG}] error: {verdict}", file=sys.stderr)
+    write_run_record(args.out_root, PROG, profile=profile, max_failures=args.max_failures,
+                     failures=failures, counts={**totals, "removed": len(plan.remove)},
+                     exit_code=rc)
     if rc == 0:  # record which corpus this cache came from (read back into result provenance)
         write_cache_corpus(args.out_root, describe_source(args.scan_root))
     return rc

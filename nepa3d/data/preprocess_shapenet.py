@@ -7,24 +7,37 @@ Example (the active-track profile, which is the default)::
         --split all --workers 4 --chunk_size 1 --max_tasks_per_child 2
 
 Layout: ``<out_root>/<train|test>/<synset>/<model>.npz``; split manifest
-``<out_root>/_splits/{train,test}.txt`` (always written for all meshes); failures of the
-last run in ``<out_root>/_meta/preprocess_failures.txt`` (``path<TAB>reason`` per line); after a
-successful run ``<out_root>/_meta/corpus.json`` records which corpus ``shapenet_root`` belongs
-to (:mod:`nepa3d.data.corpus_meta`).
+``<out_root>/_splits/{train,test}.txt`` (every mesh of the input, failures included, rewritten
+by every run); file records ``<out_root>/_meta/cache_records.tsv`` (split, profile digest and
+seed of every cache file: :mod:`nepa3d.data.cache`; readers list a split from them); failures
+of the last run in ``<out_root>/_meta/preprocess_failures.txt`` (``path<TAB>reason`` per line)
+and ``<out_root>/_meta/preprocess_shapenet_run.json`` (profile, ``--max_failures``, failed
+inputs, counts, exit code); after a successful run ``<out_root>/_meta/corpus.json`` records
+which corpus ``shapenet_root`` belongs to (:mod:`nepa3d.data.corpus_meta`).
 
 Split: per synset, models sorted by id; ``n_test = int(round(test_ratio * n))``, at least 1
 when ``n >= 10``, capped at ``n``; the ``n_test`` models with the smallest
-``int(md5(f"{synset}/{model}:{split_seed}").hexdigest()[:8], 16)`` go to test.
+``int(md5(f"{synset}/{model}:{split_seed}").hexdigest()[:8], 16)`` go to test. The split is a
+function of the current input: adding or removing a mesh can move another shape of its synset
+to the other split.
 
 Seeds: task ``i`` of the sorted target list (all meshes for ``--split all``) uses
-``seed + i``; the index is counted before existing outputs are skipped, so a resumed run
+``seed + i``; the index is counted before existing outputs are kept, so a resumed run
 computes exactly what an uninterrupted one would. Outputs are written atomically (temp file
 + rename), so an interrupted run never leaves a truncated ``.npz``; stale temp files
 (``.tmp_npz_*``) of an interrupted run are removed at start-up. Run one preprocess per
 ``out_root`` at a time.
 
-Exit status: 0 when done (individual failures are logged, not fatal); 1 when every attempted
-mesh failed; 2 on bad arguments or when the glob matches no mesh.
+Re-runs: the cache afterwards holds what a fresh run with the same input and flags would hold.
+An existing file stays only when its record says it was made in the split the input now
+assigns it, with this run's profile (a digest of every flag that determines the content:
+:func:`profile_settings`) and, for a file this run builds, with this run's seed; every other
+file is removed (a shape that moved split, a mesh gone from the input, another profile or
+seed, no record) and, if this run builds it, rebuilt. A shape lives in one split only.
+
+Exit status: 0 when done; 1 when more inputs failed than ``--max_failures`` allows (default
+0; every failure is one ``FAIL <mesh>: <cause>`` line on stderr) or when no cache file
+results; 2 on bad arguments, an output folder that is a file, or a glob that matches no mesh.
 """
 
 from __future__ import annotations
@@ -32,19 +45,49 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import sys
 import time
 from collections import defaultdict
 
-from nepa3d.data.corpus_meta import describe_source, write_cache_corpus
+from nepa3d.data.argcheck import (
+    OneLineParser,
+    fail,
+    int_at_least,
+    nonneg_float,
+    nonneg_int,
+    one_line,
+    positive_int,
+    unit_float,
+)
+from nepa3d.data.cache import (
+    CacheError,
+    append_record,
+    describe_removals,
+    file_in_the_way,
+    list_cache_files,
+    plan_cache,
+    profile_digest,
+    read_records,
+    record_for,
+    remove_cache_files,
+    write_records,
+)
+from nepa3d.data.corpus_meta import (
+    describe_source,
+    run_verdict,
+    write_cache_corpus,
+    write_run_record,
+)
 from nepa3d.data.mesh_pipeline import PT_DIST_MODES, MeshCacheConfig, preprocess_mesh, require_embree
+from nepa3d.utils.results import write_json_atomic
 
 PROG = "preprocess_shapenet"
 DEFAULT_GLOB = "*/*/models/model_normalized.obj"
 SPLITS = ("train", "test")
+#: MeshCacheConfig fields that change how the work is chunked, never a stored value.
+CONTENT_FREE = ("pt_query_chunk", "ray_query_chunk")
 
 
 # ----------------------------------------------------------------------------------------
@@ -98,9 +141,40 @@ def assign_splits(paths: list[str], test_ratio: float, split_seed: int) -> dict[
     return out
 
 
-def output_path(out_root: str, split: str, mesh_path: str) -> str:
+def split_lists(assignment: dict[str, str]) -> dict[str, list[str]]:
+    """``{split: sorted mesh paths}`` of an assignment."""
+    return {s: sorted(p for p, sp in assignment.items() if sp == s) for s in SPLITS}
+
+
+def cache_relpath(split: str, mesh_path: str) -> str:
+    """``<split>/<synset>/<model>.npz`` ('/'-separated, relative to the cache root)."""
     syn, model = synset_model(mesh_path)
-    return os.path.join(out_root, split, syn, f"{model}.npz")
+    return f"{split}/{syn}/{model}.npz"
+
+
+def output_path(out_root: str, split: str, mesh_path: str) -> str:
+    return os.path.join(out_root, *cache_relpath(split, mesh_path).split("/"))
+
+
+def shared_outputs(paths: list[str]) -> dict[str, list[str]]:
+    """``{"<synset>/<model>": meshes}`` for every cache file more than one mesh maps to."""
+    by_shape: dict[str, list[str]] = defaultdict(list)
+    for p in paths:
+        by_shape["/".join(synset_model(p))].append(p)
+    return {k: v for k, v in sorted(by_shape.items()) if len(v) > 1}
+
+
+def profile_settings(cfg: MeshCacheConfig) -> dict:
+    """Every setting that determines a file's content (the digest's input; seeds are recorded
+    per file)."""
+    return {"kind": "mesh",
+            **{k: v for k, v in sorted(cfg.as_dict().items()) if k not in CONTENT_FREE}}
+
+
+def task_seeds(targets: list[str], seed: int) -> dict[str, int]:
+    """``{mesh: seed + i}`` over the sorted target list; -1 (unseeded) for every mesh when
+    ``seed < 0``."""
+    return {m: (-1 if seed < 0 else seed + i) for i, m in enumerate(targets)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -115,13 +189,11 @@ def _write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_split_manifest(out_root: str, assignment: dict[str, str]) -> dict[str, list[str]]:
+def write_split_manifest(out_root: str, lists: dict[str, list[str]]) -> None:
     """Write ``_splits/{train,test}.txt`` (sorted mesh paths, newline-terminated)."""
-    lists = {s: sorted(p for p, sp in assignment.items() if sp == s) for s in SPLITS}
     for s in SPLITS:
         _write_text_atomic(os.path.join(out_root, "_splits", f"{s}.txt"),
                            "".join(f"{p}\n" for p in lists[s]))
-    return lists
 
 
 def remove_stale_temp_files(out_root: str, splits: list[str]) -> int:
@@ -150,37 +222,42 @@ def _run_task(task: tuple) -> tuple[str, str, str, str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = MeshCacheConfig()
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--shapenet_root", required=True)
     ap.add_argument("--out_root", required=True)
     ap.add_argument("--split", choices=("train", "test", "all"), default="all")
     ap.add_argument("--mesh_glob", default=DEFAULT_GLOB)
-    ap.add_argument("--test_ratio", type=float, default=0.1)
+    ap.add_argument("--test_ratio", type=unit_float, default=0.1)
     ap.add_argument("--split_seed", type=int, default=0)
-    ap.add_argument("--pc_points", type=int, default=d.pc_points)
-    ap.add_argument("--pt_pool", type=int, default=d.pt_pool)
-    ap.add_argument("--ray_pool", type=int, default=d.ray_pool)
-    ap.add_argument("--n_views", type=int, default=d.n_views)
-    ap.add_argument("--rays_per_view", type=int, default=d.rays_per_view)
-    ap.add_argument("--pc_grid", type=int, default=d.pc_grid)
-    ap.add_argument("--pc_dilate", type=int, default=d.pc_dilate)
-    ap.add_argument("--pc_max_steps", type=int, default=d.pc_max_steps)
+    ap.add_argument("--pc_points", type=positive_int, default=d.pc_points)
+    ap.add_argument("--pt_pool", type=positive_int, default=d.pt_pool)
+    ap.add_argument("--ray_pool", type=positive_int, default=d.ray_pool)
+    ap.add_argument("--n_views", type=positive_int, default=d.n_views)
+    ap.add_argument("--rays_per_view", type=positive_int, default=d.rays_per_view)
+    ap.add_argument("--pc_grid", type=positive_int, default=d.pc_grid)
+    ap.add_argument("--pc_dilate", type=nonneg_int, default=d.pc_dilate)
+    ap.add_argument("--pc_max_steps", type=nonneg_int, default=d.pc_max_steps,
+                    help="DDA voxel budget; 0 = 3 * pc_grid")
     ap.add_argument("--no_pc_rays", action="store_true")
-    ap.add_argument("--df_grid", type=int, default=d.df_grid)
-    ap.add_argument("--df_dilate", type=int, default=d.df_dilate)
+    ap.add_argument("--df_grid", type=positive_int, default=d.df_grid,
+                    help="UDF grid side (--no_udf turns the UDF off)")
+    ap.add_argument("--df_dilate", type=nonneg_int, default=d.df_dilate)
     ap.add_argument("--no_udf", action="store_true")
-    ap.add_argument("--pt_surface_ratio", type=float, default=d.pt_surface_ratio)
-    ap.add_argument("--pt_surface_sigma", type=float, default=d.pt_surface_sigma)
-    ap.add_argument("--pt_query_chunk", type=int, default=d.pt_query_chunk)
-    ap.add_argument("--ray_query_chunk", type=int, default=d.ray_query_chunk)
+    ap.add_argument("--pt_surface_ratio", type=unit_float, default=d.pt_surface_ratio)
+    ap.add_argument("--pt_surface_sigma", type=nonneg_float, default=d.pt_surface_sigma)
+    ap.add_argument("--pt_query_chunk", type=positive_int, default=d.pt_query_chunk)
+    ap.add_argument("--ray_query_chunk", type=positive_int, default=d.ray_query_chunk)
     ap.add_argument("--pt_dist_mode", choices=PT_DIST_MODES, default="kdtree")
-    ap.add_argument("--dist_ref_points", type=int, default=d.dist_ref_points)
-    ap.add_argument("--seed", type=int, default=0, help="task i uses seed + i; -1 = unseeded")
+    ap.add_argument("--dist_ref_points", type=positive_int, default=d.dist_ref_points)
+    ap.add_argument("--seed", type=int_at_least(-1), default=0,
+                    help="task i uses seed + i; -1 = unseeded")
     ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--workers", type=int, default=4, help="0 or 1 = run in-process")
-    ap.add_argument("--chunk_size", type=int, default=1)
-    ap.add_argument("--max_tasks_per_child", type=int, default=2, help="0 = unlimited")
+    ap.add_argument("--max_failures", type=nonneg_int, default=0,
+                    help="failed meshes accepted before the run exits 1")
+    ap.add_argument("--workers", type=nonneg_int, default=4, help="0 or 1 = run in-process")
+    ap.add_argument("--chunk_size", type=positive_int, default=1)
+    ap.add_argument("--max_tasks_per_child", type=nonneg_int, default=2, help="0 = unlimited")
     return ap
 
 
@@ -197,107 +274,146 @@ def config_from_args(args: argparse.Namespace) -> MeshCacheConfig:
     ).validate()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except ValueError as e:
-        print(f"[{PROG}] error: {e}", file=sys.stderr)
-        return 2
-    try:  # fail fast, and import once in the parent so forked workers inherit it
-        require_embree()
-    except ImportError as e:
-        print(f"[{PROG}] error: {e}", file=sys.stderr)
-        return 2
-    if cfg.udf_enabled:
-        try:
-            from scipy.ndimage import distance_transform_edt  # noqa: F401
-        except ImportError:
-            print(f"[{PROG}] error: the UDF needs scipy.ndimage.distance_transform_edt "
-                  "(install scipy or pass --no_udf)", file=sys.stderr)
-            return 2
+def _blocked_output(out_root: str) -> str | None:
+    """One line when a folder the run writes into is a file, else None."""
+    for sub in ("", "_meta", "_splits", *SPLITS):
+        blocker = file_in_the_way(os.path.join(out_root, sub))
+        if blocker is not None:
+            return f"--out_root {out_root}: {blocker} is a file, not a folder"
+    return None
 
-    pattern = os.path.join(args.shapenet_root, args.mesh_glob)
-    meshes = sorted(set(glob.glob(pattern)))
-    if not meshes:
-        print(f"[{PROG}] error: no mesh matches --mesh_glob {args.mesh_glob!r} under "
-              f"--shapenet_root {args.shapenet_root!r} (pattern {pattern!r})", file=sys.stderr)
-        return 2
-    try:
-        assignment = assign_splits(meshes, args.test_ratio, args.split_seed)
-    except ValueError as e:
-        print(f"[{PROG}] error: {e}", file=sys.stderr)
-        return 2
-    lists = write_split_manifest(args.out_root, assignment)
-    print(f"[{PROG}] meshes={len(meshes)} train={len(lists['train'])} test={len(lists['test'])} "
-          f"root={args.shapenet_root}", flush=True)
 
-    targets = meshes if args.split == "all" else lists[args.split]
-    splits_touched = list(SPLITS) if args.split == "all" else [args.split]
-    stale = remove_stale_temp_files(args.out_root, splits_touched)
-    if stale:
-        print(f"[{PROG}] removed {stale} stale temp file(s) of an interrupted run", flush=True)
-
-    meta_dir = os.path.join(args.out_root, "_meta")
-    os.makedirs(meta_dir, exist_ok=True)
-    _write_text_atomic(os.path.join(meta_dir, "preprocess_shapenet_args.json"),
-                       json.dumps({"argv": list(sys.argv[1:] if argv is None else argv),
-                                   "args": vars(args), "config": cfg.as_dict()}, indent=2) + "\n")
-
-    tasks, skip = [], 0
-    for i, mesh in enumerate(targets):  # seed index counted before the skip
-        out = output_path(args.out_root, assignment[mesh], mesh)
-        if not args.overwrite and os.path.exists(out):
-            skip += 1
-            continue
-        seed = -1 if args.seed < 0 else args.seed + i
-        tasks.append((mesh, out, cfg, seed))
-
+def _run_tasks(tasks: list[tuple], args: argparse.Namespace, on_result) -> None:
+    """Run ``tasks`` (in a pool for ``--workers > 1``); ``on_result(mesh, status, reason)``."""
     from tqdm import tqdm
 
     tqdm.monitor_interval = 0  # no monitor thread: pool workers may be forked mid-run
-    t0 = time.time()
-    ok, failures = 0, []
     pool = None
     if args.workers > 1 and tasks:
         pool = mp.get_context().Pool(processes=args.workers,
                                      maxtasksperchild=args.max_tasks_per_child or None)
     try:
-        results = (pool.imap_unordered(_run_task, tasks, chunksize=max(1, args.chunk_size))
+        results = (pool.imap_unordered(_run_task, tasks, chunksize=args.chunk_size)
                    if pool is not None else map(_run_task, tasks))
         with tqdm(total=len(tasks), desc=PROG, unit="mesh", dynamic_ncols=True,
                   file=sys.stderr) as bar:
+            n_fail = 0
             for mesh, _out, status, reason, _secs in results:
-                if status == "ok":
-                    ok += 1
-                else:
-                    failures.append((mesh, reason))
+                on_result(mesh, status, reason)
+                n_fail += status != "ok"
                 bar.update(1)
-                bar.set_postfix(ok=ok, fail=len(failures), refresh=False)
+                bar.set_postfix(ok=bar.n - n_fail, fail=n_fail, refresh=False)
         if pool is not None:
             pool.close()
             pool.join()
     finally:
         if pool is not None:
             pool.terminate()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        return fail(PROG, e)
+    blocked = _blocked_output(args.out_root)
+    if blocked:
+        return fail(PROG, blocked)
+    try:  # fail fast, and import once in the parent so forked workers inherit it
+        require_embree()
+    except ImportError as e:
+        return fail(PROG, e)
+    if cfg.udf_enabled:
+        try:
+            from scipy.ndimage import distance_transform_edt  # noqa: F401
+        except ImportError:
+            return fail(PROG, "the UDF needs scipy.ndimage.distance_transform_edt "
+                              "(install scipy or pass --no_udf)")
+
+    pattern = os.path.join(args.shapenet_root, args.mesh_glob)
+    meshes = sorted(set(glob.glob(pattern)))
+    if not meshes:
+        return fail(PROG, f"no mesh matches --mesh_glob {args.mesh_glob!r} under "
+                          f"--shapenet_root {args.shapenet_root!r} (pattern {pattern!r})")
+    try:
+        assignment = assign_splits(meshes, args.test_ratio, args.split_seed)
+    except ValueError as e:
+        return fail(PROG, e)
+    shared = shared_outputs(meshes)
+    if shared:
+        key, paths = next(iter(shared.items()))
+        return fail(PROG, f"{len(shared)} cache file(s) would each be written from several "
+                          f"meshes, e.g. {key}: {paths[0]} and {paths[1]} (narrow --mesh_glob)")
+    lists = split_lists(assignment)
+    targets = meshes if args.split == "all" else lists[args.split]
+    seeds = task_seeds(targets, args.seed)
+    relpath = {m: cache_relpath(assignment[m], m) for m in meshes}
+    wanted = {relpath[m]: (str(seeds[m]) if m in seeds else None) for m in meshes}
+    profile = profile_digest(profile_settings(cfg))
+    try:
+        records = read_records(args.out_root)
+    except CacheError as e:
+        return fail(PROG, e)
+    plan = plan_cache(wanted, list_cache_files(args.out_root, SPLITS), records, profile,
+                      args.overwrite)
+
+    # nothing was written before this line
+    print(f"[{PROG}] meshes={len(meshes)} train={len(lists['train'])} test={len(lists['test'])} "
+          f"root={args.shapenet_root} profile={profile}", flush=True)
+    stale = remove_stale_temp_files(args.out_root, list(SPLITS))
+    if stale:
+        print(f"[{PROG}] removed {stale} stale temp file(s) of an interrupted run", flush=True)
+    meta_dir = os.path.join(args.out_root, "_meta")
+    write_json_atomic({"argv": list(sys.argv[1:] if argv is None else argv), "args": vars(args),
+                       "config": cfg.as_dict(), "profile": profile,
+                       "profile_settings": profile_settings(cfg)},
+                      os.path.join(meta_dir, "preprocess_shapenet_args.json"))
+    write_split_manifest(args.out_root, lists)
+    if plan.remove:
+        remove_cache_files(args.out_root, plan.remove)
+        print(f"[{PROG}] removed {len(plan.remove)} existing file(s): "
+              f"{describe_removals(plan.remove)}", flush=True)
+    kept = [records[r] for r in plan.keep]
+    write_records(args.out_root, kept)
+
+    build = set(plan.build)
+    tasks = [(m, output_path(args.out_root, assignment[m], m), cfg, seeds[m])
+             for m in targets if relpath[m] in build]
+    made, failures = [], []
+
+    def on_result(mesh: str, status: str, reason: str) -> None:
+        if status == "ok":
+            rec = record_for(args.out_root, relpath[mesh], assignment[mesh], profile, seeds[mesh])
+            append_record(args.out_root, rec)
+            made.append(rec)
+        else:
+            failures.append((mesh, one_line(reason)))
+
+    t0 = time.time()
+    _run_tasks(tasks, args, on_result)
     seconds = time.time() - t0
+    write_records(args.out_root, kept + made)
 
     failures.sort()
     _write_text_atomic(os.path.join(meta_dir, "preprocess_failures.txt"),
                        "".join(f"{m}\t{r}\n" for m, r in failures))
-    for m, r in failures[:20]:
+    for m, r in failures:
         print(f"[{PROG}] FAIL {m}: {r}", file=sys.stderr)
-    if len(failures) > 20:
-        print(f"[{PROG}] ... {len(failures) - 20} more in {meta_dir}/preprocess_failures.txt",
-              file=sys.stderr)
-    print(f"[{PROG}] ok={ok} skip={skip} fail={len(failures)} total={len(targets)} "
+    skip = sum(wanted[r] is not None for r in plan.keep)
+    print(f"[{PROG}] ok={len(made)} skip={skip} fail={len(failures)} total={len(targets)} "
           f"seconds={seconds:.1f}", flush=True)
-    if failures and ok == 0 and skip == 0:
-        print(f"[{PROG}] error: all {len(failures)} meshes failed", file=sys.stderr)
-        return 1
-    # record which corpus this cache came from (read back into result provenance)
-    write_cache_corpus(args.out_root, describe_source(args.shapenet_root))
-    return 0
+    verdict = run_verdict(len(failures), args.max_failures, len(made) + skip)
+    rc = 0 if verdict is None else 1
+    if verdict:
+        print(f"[{PROG}] error: {verdict}", file=sys.stderr)
+    write_run_record(args.out_root, PROG, profile=profile, max_failures=args.max_failures,
+                     failures=failures, exit_code=rc,
+                     counts={"ok": len(made), "skip": skip, "fail": len(failures),
+                             "total": len(targets), "removed": len(plan.remove)})
+    if rc == 0:  # record which corpus this cache came from (read back into result provenance)
+        write_cache_corpus(args.out_root, describe_source(args.shapenet_root))
+    return rc
 
 
 if __name__ == "__main__":

@@ -9,22 +9,34 @@ Example::
         --splits train_mesh train_pc train_udf eval --link_mode symlink
 
 For each wanted record: ``<out_root>/<split>/<synset>/<inst>.npz`` -> the absolute source
-``<abs src_cache_root>/<src_relpath>`` (symlink, hard link or copy). Missing sources are
-counted; existing destinations are skipped unless ``--overwrite``.
+``<abs src_cache_root>/<src_relpath>`` (symlink, hard link or copy). Existing destinations that
+already lead to their source are skipped unless ``--overwrite``; one that leads elsewhere is
+replaced. A view entry the split JSON does not put there (a shape now in another split, or gone)
+is removed from every split folder of the view, so a shape sits in one split of the view.
+
+A missing source is a failure: one ``FAIL <source>: ...`` line each on stderr; more than
+``--max_failures`` (default 0) of them, or no record of ``--splits`` at all, exit 1. Bad
+arguments and an output folder that is a file exit 2. ``_meta/split_source.json`` records the
+counts, the missing sources and the allowance.
 
 Note on ``hardlink``: the migration (:mod:`nepa3d.data.migrate_add_pt_dist_pc_pool`)
 rewrites source files atomically (new inode), so hard-linked views made *before* a migration
-keep the old content; migrate first, or use ``symlink``, or re-materialise with
-``--overwrite``.
+keep the old content until the next materialisation, which replaces them (their content no
+longer matches the source); or use ``symlink``.
 """
 
 from __future__ import annotations
 
-import argparse
+import filecmp
 import json
 import os
 import shutil
 import sys
+from pathlib import Path
+
+from nepa3d.data.argcheck import OneLineParser, fail, nonneg_int
+from nepa3d.data.cache import file_in_the_way, list_cache_files, remove_cache_files
+from nepa3d.data.corpus_meta import run_verdict
 
 PROG = "materialize"
 LINK_MODES = ("symlink", "hardlink", "copy")
@@ -43,30 +55,65 @@ def _place(src: str, dst: str, mode: str) -> None:
         os.replace(tmp, dst)
 
 
-def materialize(src_cache_root: str, split_json: str, out_root: str, splits, link_mode: str,
-                overwrite: bool = False) -> dict:
-    """Create the view; returns the summary written to ``_meta/split_source.json``."""
-    if link_mode not in LINK_MODES:
-        raise ValueError(f"link_mode must be one of {LINK_MODES}, got {link_mode!r}")
+def leads_to(dst: str, src: str) -> bool:
+    """Whether the view entry ``dst`` gives the content of ``src`` (a link to it, the same
+    inode, or an identical copy)."""
+    if os.path.islink(dst):
+        return os.path.realpath(dst) == os.path.realpath(src)
+    if not os.path.isfile(dst):
+        return False
+    return os.path.samefile(src, dst) or filecmp.cmp(src, dst, shallow=True)
+
+
+def view_relpath(rec: dict) -> str:
+    """``<split>/<synset>/<inst>.npz`` of a split record, relative to the view root."""
+    return f"{rec['split']}/{rec['key']}.npz"
+
+
+def view_splits(out_root: str) -> list[str]:
+    """The split folders of an existing view (every folder but ``_meta`` and hidden ones)."""
+    root = Path(out_root)
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and not d.name.startswith(("_", ".")))
+
+
+def read_split_records(split_json: str) -> list[dict]:
     with open(split_json, encoding="utf-8") as f:
         doc = json.load(f)
     records = doc.get("records") if isinstance(doc, dict) else None
     if not records:
         raise ValueError(f"{split_json}: no 'records'")
+    return records
+
+
+def materialize(src_cache_root: str, split_json: str, out_root: str, splits, link_mode: str,
+                overwrite: bool = False, max_failures: int = 0) -> dict:
+    """Create the view; returns the summary written to ``_meta/split_source.json``
+    (``missing_sources``: the sources that do not exist)."""
+    if link_mode not in LINK_MODES:
+        raise ValueError(f"link_mode must be one of {LINK_MODES}, got {link_mode!r}")
+    records = read_split_records(split_json)
     wanted = set(splits)
     src_root = os.path.abspath(src_cache_root)
-    created = skipped = missing = 0
+    placed = {view_relpath(r): r for r in records}
+    stale = [rel for rel in list_cache_files(out_root, view_splits(out_root)) if rel not in placed]
+    removed = remove_cache_files(out_root, stale)
+    created = skipped = 0
+    missing: list[str] = []
     for rec in records:
         if rec["split"] not in wanted:
             continue
-        syn, inst = rec["key"].split("/", 1)
-        dst = os.path.join(out_root, rec["split"], syn, f"{inst}.npz")
+        dst = os.path.join(out_root, *view_relpath(rec).split("/"))
         src = os.path.join(src_root, rec["src_relpath"])
         if not os.path.exists(src):
-            missing += 1
+            missing.append(src)
+            if os.path.lexists(dst):
+                os.remove(dst)
             continue
         if os.path.lexists(dst):
-            if not overwrite:
+            if not overwrite and leads_to(dst, src):
                 skipped += 1
                 continue
             os.remove(dst)
@@ -74,7 +121,8 @@ def materialize(src_cache_root: str, split_json: str, out_root: str, splits, lin
         created += 1
     summary = {"src_cache_root": src_root, "split_json": os.path.abspath(split_json),
                "splits": sorted(wanted), "link_mode": link_mode, "created": created,
-               "skipped": skipped, "missing": missing}
+               "skipped": skipped, "missing": len(missing), "removed": removed,
+               "max_failures": int(max_failures), "missing_sources": missing}
     meta = os.path.join(out_root, "_meta", "split_source.json")
     os.makedirs(os.path.dirname(meta), exist_ok=True)
     with open(meta, "w", encoding="utf-8") as f:
@@ -84,25 +132,35 @@ def materialize(src_cache_root: str, split_json: str, out_root: str, splits, lin
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="preprocess_shapenet_unpaired",
-                                 description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="preprocess_shapenet_unpaired", description=__doc__.split("\n\n")[0])
     ap.add_argument("--src_cache_root", required=True)
     ap.add_argument("--split_json", required=True)
     ap.add_argument("--out_root", required=True)
     ap.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS))
     ap.add_argument("--link_mode", choices=LINK_MODES, default="symlink")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--max_failures", type=nonneg_int, default=0,
+                    help="missing sources accepted before the run exits 1")
     args = ap.parse_args(argv)
+    blocker = file_in_the_way(args.out_root)
+    if blocker is not None:
+        return fail(PROG, f"--out_root {args.out_root}: {blocker} is a file, not a folder")
     try:
         s = materialize(args.src_cache_root, args.split_json, args.out_root, args.splits,
-                        args.link_mode, args.overwrite)
-    except (ValueError, OSError) as e:
-        print(f"[{PROG}] error: {e}", file=sys.stderr)
-        return 2
+                        args.link_mode, args.overwrite, args.max_failures)
+    except (ValueError, OSError, KeyError) as e:
+        return fail(PROG, f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else e)
+    if s["removed"]:
+        print(f"[{PROG}] removed {s['removed']} view file(s) the split JSON no longer puts there")
+    for src in s["missing_sources"]:
+        print(f"[{PROG}] FAIL {src}: source file missing", file=sys.stderr)
     print(f"[{PROG}] created={s['created']} skipped={s['skipped']} missing={s['missing']}")
     if args.link_mode == "hardlink":
         print(f"[{PROG}] note: hard links do not follow later atomic rewrites of the source "
               "(migrate the source first)", file=sys.stderr)
+    verdict = run_verdict(s["missing"], args.max_failures, s["created"] + s["skipped"])
+    if verdict:
+        return fail(PROG, verdict, code=1)
     return 0
 
 

@@ -10,11 +10,17 @@ Every train-split shape goes to exactly one of ``train_mesh`` / ``train_pc`` / `
 (per synset, shuffled with one ``RandomState(seed)`` shared over synsets in sorted order);
 every eval-split shape goes to ``eval``. The files stay complete; "unpaired" means each
 split is read through one backend only.
+
+The files of a split come from the cache's records (``_meta/cache_records.tsv``, written by
+the preprocessors: :func:`nepa3d.data.cache.split_files`), not from its folders; a cache
+without records (made before records were kept, or planted by hand) is listed from its folders,
+with a note. Either way a shape (``<synset>/<model>``) found in both the train and the eval
+split is an error (exit 1, naming it): it would sit in a train bucket and in eval at once.
+Bad arguments exit 2 (``--ratios`` takes three numbers in [0, 1] that sum to 1).
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
@@ -24,8 +30,16 @@ from collections import defaultdict
 
 import numpy as np
 
+from nepa3d.data.argcheck import OneLineParser, fail, unit_float
+from nepa3d.data.cache import CacheError, file_in_the_way, split_files
+
 PROG = "shapenet_unpaired_split"
 TRAIN_BUCKETS = ("train_mesh", "train_pc", "train_udf")
+RATIO_SUM_TOL = 1e-6
+
+
+class SplitOverlap(ValueError):
+    """A shape listed in both the train and the eval split of a cache."""
 
 
 def normalize_ratios(ratios) -> list[float]:
@@ -79,19 +93,47 @@ def assign_unpaired(train_paths: list[str], weights: list[float], seed: int) -> 
     return out
 
 
-def _record(path: str, split: str, src_split: str) -> dict:
+def shape_key(path: str) -> str:
+    """``<synset>/<model>`` of a cache file ``.../<synset>/<model>.npz``."""
     syn = os.path.basename(os.path.dirname(path))
-    inst = os.path.splitext(os.path.basename(path))[0]
-    return {"key": f"{syn}/{inst}", "split": split, "src_split": src_split,
-            "src_relpath": f"{src_split}/{syn}/{inst}.npz"}
+    return f"{syn}/{os.path.splitext(os.path.basename(path))[0]}"
+
+
+def _record(path: str, split: str, src_split: str) -> dict:
+    key = shape_key(path)
+    return {"key": key, "split": split, "src_split": src_split,
+            "src_relpath": f"{src_split}/{key}.npz"}
+
+
+def check_disjoint(train: list[str], evals: list[str]) -> None:
+    """Raise :class:`SplitOverlap` when a shape key is in both lists (pure)."""
+    both = sorted({shape_key(p) for p in train} & {shape_key(p) for p in evals})
+    if both:
+        raise SplitOverlap(f"{len(both)} shape(s) are in both the train and the eval split, "
+                           f"e.g. {both[0]} (re-run the preprocessing of the cache)")
+
+
+def list_split(cache_root: str, split: str) -> tuple[list[str], bool]:
+    """``(sorted files of split, from_records)``: the cache's records when it has them,
+    else the ``<root>/<split>/*/*.npz`` folders."""
+    listed = split_files(cache_root, split)
+    if listed is not None:
+        return listed, True
+    root = glob.escape(cache_root)
+    return sorted(glob.glob(os.path.join(root, glob.escape(split), "*", "*.npz"))), False
 
 
 def build_split(cache_root: str, train_split: str, eval_split: str, ratios, seed: int) -> dict:
-    """The split document ``{"meta": {...}, "records": [...]}``."""
+    """The split document ``{"meta": {...}, "records": [...]}``.
+
+    Raises:
+        ValueError: bad ratios; :class:`SplitOverlap`: a shape in both splits;
+        :class:`nepa3d.data.cache.CacheError`: an unreadable records file.
+    """
     weights = normalize_ratios(ratios)
-    root = glob.escape(cache_root)
-    train = sorted(glob.glob(os.path.join(root, glob.escape(train_split), "*", "*.npz")))
-    evals = sorted(glob.glob(os.path.join(root, glob.escape(eval_split), "*", "*.npz")))
+    train, from_records = list_split(cache_root, train_split)
+    evals, _ = list_split(cache_root, eval_split)
+    check_disjoint(train, evals)
     assignment = assign_unpaired(train, weights, seed)
     records = [_record(p, assignment[p], train_split) for p in train]
     records += [_record(p, "eval", eval_split) for p in evals]
@@ -100,31 +142,52 @@ def build_split(cache_root: str, train_split: str, eval_split: str, ratios, seed
         counts[r["split"]] += 1
     meta = {"cache_root": os.path.abspath(cache_root), "train_split": train_split,
             "eval_split": eval_split, "seed": int(seed),
-            "ratios_mesh_pc_udf": [float(x) for x in ratios], "counts": counts}
+            "ratios_mesh_pc_udf": [float(x) for x in ratios], "counts": counts,
+            "listed_from": "records" if from_records else "folders"}
     return {"meta": meta, "records": records}
 
 
+def check_ratios(ratios: list[float]) -> str | None:
+    """Why ``--ratios`` is unusable (three numbers in [0, 1] summing to 1), or None."""
+    if len(ratios) != 3:
+        return f"argument --ratios: expected 3 numbers (mesh pc udf), got {len(ratios)}"
+    if abs(sum(ratios) - 1.0) > RATIO_SUM_TOL:
+        return f"argument --ratios: the three numbers must sum to 1, got {sum(ratios):g}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache_root", required=True)
     ap.add_argument("--train_split", default="train")
     ap.add_argument("--eval_split", default="test")
     ap.add_argument("--out_json", required=True)
-    ap.add_argument("--ratios", type=float, nargs="+", default=[0.34, 0.33, 0.33], metavar="R",
-                    help="three ratios: train_mesh train_pc train_udf")
+    ap.add_argument("--ratios", type=unit_float, nargs="+", default=[0.34, 0.33, 0.33],
+                    metavar="R", help="three ratios in [0, 1] summing to 1: mesh pc udf")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    bad = check_ratios(args.ratios)
+    if bad:
+        return fail(PROG, bad)
+    out_dir = os.path.dirname(os.path.abspath(args.out_json))
+    blocker = file_in_the_way(out_dir)
+    if blocker is not None:
+        return fail(PROG, f"--out_json {args.out_json}: {blocker} is a file, not a folder")
+    if os.path.isdir(args.out_json):
+        return fail(PROG, f"--out_json {args.out_json}: is a folder, not a file")
     try:
         doc = build_split(args.cache_root, args.train_split, args.eval_split, args.ratios,
                           args.seed)
-    except ValueError as e:
-        print(f"[{PROG}] error: {e}", file=sys.stderr)
-        return 2
+    except SplitOverlap as e:
+        return fail(PROG, e, code=1)
+    except (ValueError, CacheError) as e:
+        return fail(PROG, e)
     if not doc["records"]:
-        print(f"[{PROG}] error: no .npz under {args.cache_root}/{{{args.train_split},"
-              f"{args.eval_split}}}/*/", file=sys.stderr)
-        return 2
-    out_dir = os.path.dirname(os.path.abspath(args.out_json))
+        return fail(PROG, f"no .npz under {args.cache_root}/{{{args.train_split},"
+                          f"{args.eval_split}}}/*/")
+    if doc["meta"]["listed_from"] == "folders":
+        print(f"[{PROG}] note: {args.cache_root} has no file records (_meta/cache_records.tsv); "
+              "its splits were listed from the folders", file=sys.stderr)
     os.makedirs(out_dir, exist_ok=True)
     tmp = f"{args.out_json}.tmp.{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
