@@ -144,8 +144,9 @@ def test_epochs_after_resume_counts_from_the_checkpoint_and_a_new_run_clears_old
 
 @pytest.mark.parametrize("argv, message", [
     (["--epochs_after_resume", "2"], "--epochs_after_resume needs --resume"),
-    (["--epochs_after_resume", "-1"], "--epochs_after_resume -1 is negative"),
+    (["--epochs_after_resume", "-1"], "--epochs_after_resume: must be an integer >= 0 (got '-1')"),
 ])
-def test_epochs_after_resume_bad_values(caches, tmp_path, argv, message):
-    with pytest.raises(SystemExit, match=message):
+def test_epochs_after_resume_bad_values(caches, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
         pretrain.main(["--cache_root", str(caches / "shapes"), *SMALL, "--save_dir", str(tmp_path / "x"), *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err

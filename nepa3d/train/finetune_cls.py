@@ -8,7 +8,9 @@
 Protocol: stratified validation split (val_seed), K-shot per class from the rest
 (fewshot_seed), classifier on the last token's hidden state, model selection on val
 accuracy, test accuracy of the best state with MC evaluation (logits averaged over views).
-With ``--save_dir``, a finished run (``last.pt`` present) is not trained again.
+With ``--save_dir``, a finished run (``last.pt`` present) is not trained again when it was
+trained with the same arguments (RESULT_NEUTRAL_ARGS aside), the same --ckpt file (sha256) and the
+same --cache_root listing; otherwise its files are removed and the run trains from scratch.
 """
 
 from __future__ import annotations
@@ -32,13 +34,20 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
 from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
+from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, float_in, int_at_least,
+                                   nonneg_float, nonneg_int, positive_float, positive_int,
+                                   positive_or_auto, unit_float)
 from nepa3d.utils.curves import plot_curves
-from nepa3d.utils.results import ResultTimer, build_result, emit_result
+from nepa3d.utils.results import ResultTimer, build_result, emit_result, sha256_file
+from nepa3d.utils.run_identity import describe_difference, first_differing_arg, tree_listing_sha256
 from nepa3d.utils.seeding import set_seed
+
+#: --val_ratio: a fraction of each class held out; 1 would leave nothing to train on.
+VAL_RATIO = float_in(0.0, 1.0, high_open=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser(description=__doc__.split("\n")[0])
     a = p.add_argument
     a("--cache_root", default="data/modelnet40_cache")
     a("--backend", default="mesh", choices=BACKENDS)
@@ -46,34 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval_backend", default=None, choices=BACKENDS)
     a("--ckpt", required=True)
     a("--save_dir", default="")
-    a("--batch", type=int, default=32)
-    a("--epochs", type=int, default=100)
-    a("--lr", type=float, default=1e-4)
-    a("--weight_decay", type=float, default=0.05)
-    a("--n_point", type=int, default=None)
-    a("--n_ray", type=int, default=None)
-    a("--allow_scale_up", type=int, default=0)
-    a("--max_len", type=int, default=-1)
-    a("--num_workers", type=int, default=4)
+    a("--batch", type=positive_int, default=32)
+    a("--epochs", type=positive_int, default=100)
+    a("--lr", type=positive_float, default=1e-4)
+    a("--weight_decay", type=nonneg_float, default=0.05)
+    a("--n_point", type=positive_int, default=None)
+    a("--n_ray", type=nonneg_int, default=None, help="0: no ray tokens (ScanObjectNN)")
+    a("--allow_scale_up", type=int, choices=SWITCH, default=0)
+    a("--max_len", type=positive_or_auto, default=-1)
+    a("--num_workers", type=nonneg_int, default=4)
     a("--seed", type=int, default=0)
-    a("--val_ratio", type=float, default=0.1)
+    a("--val_ratio", type=VAL_RATIO, default=0.1)
     a("--val_seed", type=int, default=0)
-    a("--fewshot_k", type=int, default=0)
-    a("--fewshot_seed", type=int, default=0,
+    a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
+    a("--fewshot_seed", type=int_at_least(-1), default=0,
       help="seed of the K-shot subset; -1 = same as --seed (the lab notes' protocol for K > 0)")
-    a("--fewshot_n_way", type=int, default=0)
-    a("--fewshot_way_seed", type=int, default=-1)
+    a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
+    a("--fewshot_way_seed", type=int_at_least(-1), default=-1)
     a("--eval_seed", type=int, default=0)
-    a("--mc_eval_k", type=int, default=1)
-    a("--mc_eval_k_val", type=int, default=-1)
-    a("--mc_eval_k_test", type=int, default=-1)
-    a("--drop_ray_prob_train", type=float, default=0.0)
+    a("--mc_eval_k", type=positive_int, default=1)
+    a("--mc_eval_k_val", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
+    a("--mc_eval_k_test", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
+    a("--drop_ray_prob_train", type=unit_float, default=0.0)
     a("--force_missing_ray", action="store_true")
     VoxelConfig.add_args(p)
-    a("--add_eos", type=int, default=-1)
-    a("--qa_tokens", type=int, default=-1)
+    a("--add_eos", type=int, choices=TRI_STATE, default=-1)
+    a("--qa_tokens", type=int, choices=TRI_STATE, default=-1)
     a("--freeze_backbone", action="store_true")
-    a("--shuffle_train_labels", type=int, default=0, choices=(0, 1),
+    a("--shuffle_train_labels", type=int, default=0, choices=SWITCH,
       help="canary only: train on a fixed random permutation of the training labels (a planted "
            "defect: the result is flagged planted_defect:shuffled_labels and never a real number)")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -171,6 +180,42 @@ def select_files(args):
     return train, val, test, label_map
 
 
+#: Arguments that cannot change a fine-tuning result (``ckpt``: its path; the file's contents
+#: are compared by sha256 instead): a finished save_dir is reused when all others are equal.
+RESULT_NEUTRAL_ARGS = ("num_workers", "out_json", "device", "save_dir", "ckpt")
+#: Files a finished run leaves in its save_dir (``last.pt`` holds the result it reuses).
+STATE_FILES = ("last.pt", "train_log.json", "curves.png")
+
+
+def input_fingerprints(args) -> dict:
+    """What the result is computed from besides the arguments: the sha256 of the --ckpt file and
+    the listing fingerprint of --cache_root (None for a missing file / folder)."""
+    return {"ckpt_sha256": sha256_file(args.ckpt),
+            "cache_root_listing_sha256": tree_listing_sha256(args.cache_root)}
+
+
+def reuse_refusal(done: dict, current_args: dict, inputs: dict) -> str | None:
+    """Why the finished run ``done`` (a save_dir's last.pt) is not this run's result; None when
+    its recorded arguments (RESULT_NEUTRAL_ARGS aside) and input fingerprints equal this run's."""
+    if not done.get("result_metrics"):
+        return "it records no finished result"
+    saved_args = done.get("args") or {}
+    name = first_differing_arg(saved_args, current_args, RESULT_NEUTRAL_ARGS)
+    if name is not None:
+        return f"it was trained with {describe_difference(saved_args, current_args, name)}"
+    saved_inputs = done.get("inputs") or {}
+    for key, value in inputs.items():
+        if saved_inputs.get(key) != value:
+            return f"its {key} differs ({str(saved_inputs.get(key))[:12]} vs {str(value)[:12]})"
+    return None
+
+
+def clear_state(save_dir: Path) -> None:
+    """Remove the STATE_FILES of an earlier run in ``save_dir``."""
+    for name in STATE_FILES:
+        (save_dir / name).unlink(missing_ok=True)
+
+
 def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
     """Train (or reuse a finished ``save_dir``); return (metrics, flags, device, history),
     ``history`` being one record per epoch (train_loss, train_acc, val_acc, seconds)."""
@@ -178,12 +223,16 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     save_dir = Path(args.save_dir) if args.save_dir else None
+    inputs = input_fingerprints(args) if save_dir else {}
     if save_dir and (save_dir / "last.pt").exists():
         done = load_checkpoint(save_dir / "last.pt")
-        if done.get("result_metrics"):
-            print(f"[finetune] {save_dir}/last.pt exists: not training again")
+        refusal = reuse_refusal(done, dict(vars(args)), inputs)
+        if refusal is None:
+            print(f"[finetune] {save_dir}/last.pt is this run's: not training again")
             return (done["result_metrics"], done.get("result_flags", []), device,
                     done.get("history", []))
+        print(f"[finetune] not reusing {save_dir}/last.pt: {refusal}; training again from scratch")
+        clear_state(save_dir)
     loaded = load_backbone(
         args.ckpt, max_len=args.max_len, qa_tokens=args.qa_tokens, add_eos=args.add_eos,
         required_len=lambda st: tt.required_len(*token_sizes(args, st.args), st.qa_tokens, st.add_eos),
@@ -272,7 +321,8 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
         save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
                          "test_acc": test_acc, "args": dict(vars(args)),
                          "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
-                         "result_flags": flags, "history": history}, save_dir / "last.pt")
+                         "result_flags": flags, "history": history, "inputs": inputs},
+                        save_dir / "last.pt")
     return metrics, flags, device, history
 
 

@@ -7,8 +7,11 @@
 
 Deterministic on CPU: data (seed, epoch, slot), dual masks (seed * 1000003 + step) and MAE
 masks are pure functions of their indices, so a killed run resumed with ``--auto_resume``
-ends with the same weights as an uninterrupted one. Optimisation: AdamW (weight decay 0.05),
-constant LR, bf16 autocast on CUDA.
+ends with the same weights as an uninterrupted one. ``--auto_resume`` only takes a
+``<save_dir>/last.pt`` trained with the same settings (:data:`RESUME_NEUTRAL_ARGS` aside); a
+changed setting starts fresh. An epoch's line in ``train_log.jsonl`` is written after its
+checkpoints, and a resumed run drops the lines of the epochs it trains again.
+Optimisation: AdamW (weight decay 0.05), constant LR, bf16 autocast on CUDA.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,77 +39,82 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train import aux_losses as aux, losses
 from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
-from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, resize_pos_emb, save_checkpoint
+from nepa3d.utils.ckpt import (CheckpointError, check_fits, load_checkpoint, resize_pos_emb,
+                               save_checkpoint)
+from nepa3d.utils.cli_args import (SWITCH, OneLineParser, nonneg_float, nonneg_int, positive_float,
+                                   positive_int, positive_or_auto, unit_float, usage_error)
 from nepa3d.utils.curves import plot_curves, read_jsonl
-from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic
+from nepa3d.utils.results import ResultTimer, build_result, public_mode, write_json_atomic
+from nepa3d.utils.run_identity import describe_difference, first_differing_arg
 from nepa3d.utils.seeding import set_seed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser(description=__doc__.split("\n")[0])
     a = p.add_argument
     a("--cache_root", default="data/modelnet40_cache")
     a("--split", default="train", help="cache split read when no --mix_config is given")
     a("--mix_config", default="")
-    a("--mix_num_samples", type=int, default=0)
+    a("--mix_num_samples", type=nonneg_int, default=0, help="samples per epoch (0 = all)")
     a("--mix_seed", type=int, default=0)
     a("--backend", default="mesh", choices=BACKENDS)
-    a("--batch", type=int, default=32)
-    a("--epochs", type=int, default=50)
-    a("--epochs_after_resume", type=int, default=0,
+    a("--batch", type=positive_int, default=32)
+    a("--epochs", type=positive_int, default=50)
+    a("--epochs_after_resume", type=nonneg_int, default=0,
       help="with --resume: train N epochs past the checkpoint's (sets --epochs to its epoch count + N)")
-    a("--lr", type=float, default=3e-4)
-    a("--weight_decay", type=float, default=0.05)
-    a("--n_point", type=int, default=512)
-    a("--n_ray", type=int, default=512)
-    a("--max_len", type=int, default=-1)
+    a("--lr", type=positive_float, default=3e-4)
+    a("--weight_decay", type=nonneg_float, default=0.05)
+    a("--n_point", type=positive_int, default=512)
+    a("--n_ray", type=nonneg_int, default=512)
+    a("--max_len", type=positive_or_auto, default=-1)
     a("--n_point_schedule", default="")
     a("--n_ray_schedule", default="")
-    a("--resume_optimizer", type=int, default=1)
-    a("--d_model", type=int, default=384)
-    a("--layers", type=int, default=8)
-    a("--heads", type=int, default=6)
-    a("--mlp_ratio", type=float, default=4.0)
-    a("--type_emb_std", type=float, default=0.02, help="type embedding init std (1.0 = original)")
+    a("--resume_optimizer", type=int, choices=SWITCH, default=1)
+    a("--d_model", type=positive_int, default=384)
+    a("--layers", type=positive_int, default=8)
+    a("--heads", type=positive_int, default=6)
+    a("--mlp_ratio", type=positive_float, default=4.0)
+    a("--type_emb_std", type=nonneg_float, default=0.02, help="type embedding init std (1.0 = original)")
     a("--save_dir", default="runs/querynepa3d_pretrain")
-    a("--save_every", type=int, default=1)
-    a("--save_last", type=int, default=1)
+    a("--save_every", type=nonneg_int, default=1, help="keep ckpt_epNNN.pt every N epochs (0 = off)")
+    a("--save_last", type=int, choices=SWITCH, default=1)
     a("--resume", default="")
-    a("--auto_resume", type=int, default=1)
-    a("--num_workers", type=int, default=4)
-    a("--drop_ray_prob", type=float, default=0.0)
+    a("--auto_resume", type=int, choices=SWITCH, default=1,
+      help="resume <save_dir>/last.pt when it was trained with the same settings (RESUME_NEUTRAL_ARGS aside)")
+    a("--num_workers", type=nonneg_int, default=4)
+    a("--drop_ray_prob", type=unit_float, default=0.0)
     a("--force_missing_ray", action="store_true")
-    a("--add_eos", type=int, default=1)
-    a("--qa_tokens", type=int, default=0)
-    a("--dual_mask_near", type=float, default=0.0)
-    a("--dual_mask_far", type=float, default=0.0)
-    a("--dual_mask_window", type=int, default=32)
-    a("--dual_mask_warmup_frac", type=float, default=0.05)
-    a("--dual_mask_type_aware", type=int, default=0)
+    a("--add_eos", type=int, choices=SWITCH, default=1)
+    a("--qa_tokens", type=int, choices=SWITCH, default=0)
+    a("--dual_mask_near", type=unit_float, default=0.0)
+    a("--dual_mask_far", type=unit_float, default=0.0)
+    a("--dual_mask_window", type=int, default=32, help="<= 0: --dual_mask_far for every past token")
+    a("--dual_mask_warmup_frac", type=unit_float, default=0.05)
+    a("--dual_mask_type_aware", type=int, choices=SWITCH, default=0)
     # auxiliary losses (objective nepa only; all off by default)
-    a("--aux_b2_weight", type=float, default=0.0)
-    a("--aux_b2_hit_weight", type=float, default=1.0)
-    a("--aux_b2_t_weight", type=float, default=1.0)
-    a("--aux_b2_rank_weight", type=float, default=1.0)
-    a("--aux_b2_rank_pairs", type=int, default=128)
-    a("--aux_b2_rank_margin", type=float, default=0.0)
-    a("--aux_b3_weight", type=float, default=0.0)
-    a("--aux_b3_near_tau", type=float, default=0.05)
+    a("--aux_b2_weight", type=nonneg_float, default=0.0)
+    a("--aux_b2_hit_weight", type=nonneg_float, default=1.0)
+    a("--aux_b2_t_weight", type=nonneg_float, default=1.0)
+    a("--aux_b2_rank_weight", type=nonneg_float, default=1.0)
+    a("--aux_b2_rank_pairs", type=nonneg_int, default=128)
+    a("--aux_b2_rank_margin", type=nonneg_float, default=0.0)
+    a("--aux_b3_weight", type=nonneg_float, default=0.0)
+    a("--aux_b3_near_tau", type=nonneg_float, default=0.05)
     a("--teacher_ckpt", default="")
-    a("--teacher_distill_weight", type=float, default=0.0)
-    a("--teacher_answer_drop_prob", type=float, default=0.0)
-    a("--cycle_weight", type=float, default=0.0)
-    a("--cycle_answer_drop_prob", type=float, default=0.3)
-    a("--d_hard_weight", type=float, default=0.0)
-    a("--d_hard_top_frac", type=float, default=0.25)
-    a("--d_hard_min_tokens", type=int, default=32)
-    a("--aux_e_weight", type=float, default=0.0)
+    a("--teacher_distill_weight", type=nonneg_float, default=0.0)
+    a("--teacher_answer_drop_prob", type=unit_float, default=0.0)
+    a("--cycle_weight", type=nonneg_float, default=0.0)
+    a("--cycle_answer_drop_prob", type=unit_float, default=0.3)
+    a("--d_hard_weight", type=nonneg_float, default=0.0)
+    a("--d_hard_top_frac", type=unit_float, default=0.25)
+    a("--d_hard_min_tokens", type=nonneg_int, default=32)
+    a("--aux_e_weight", type=nonneg_float, default=0.0)
     a("--objective", default="nepa", choices=("nepa", "mae"))
-    a("--mask_ratio", type=float, default=0.4)
+    a("--mask_ratio", type=unit_float, default=0.4)
     VoxelConfig.add_args(p)
     a("--seed", type=int, default=0)
     a("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    a("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0 = no cap)")
+    a("--max_steps", type=nonneg_int, default=0, help="stop after this many optimizer steps (0 = no cap)")
     a("--out_json", default="", help="also write the result envelope (pretrain_summary.json) here")
     return p
 
@@ -232,14 +241,31 @@ def compute_loss(model, feat, types, args, step: int, dm_scale: float, device,
     raise ValueError(f"unknown objective {args.objective!r}")
 
 
+#: Arguments that do not change the training trajectory of a run (or only extend it): an
+#: auto-resumed ``last.pt`` must have been trained with every other argument equal to this run's.
+RESUME_NEUTRAL_ARGS = ("resume", "auto_resume", "save_every", "save_last", "save_dir", "out_json",
+                       "num_workers", "device", "epochs", "epochs_after_resume", "max_steps")
+
+
+def auto_resume_refusal(saved_args: dict, args) -> str | None:
+    """Why ``<save_dir>/last.pt`` (trained with ``saved_args``) is not this run's to resume: the
+    first argument outside RESUME_NEUTRAL_ARGS that differs; None when it is."""
+    current = dict(vars(args))
+    name = first_differing_arg(saved_args, current, RESUME_NEUTRAL_ARGS)
+    return None if name is None else f"it was trained with {describe_difference(saved_args, current, name)}"
+
+
 def try_resume(args, model, opt, save_dir: Path, heads: aux.AuxHeads | None = None):
     """Returns (start_epoch, step). Loads model, aux heads and (when compatible) the optimizer.
 
-    The optimizer is restored only if --resume_optimizer, the pos_emb length is unchanged and
-    either the aux heads are on and their saved state loads with no missing/unexpected keys,
-    or they are off and the checkpoint has none."""
+    ``--auto_resume`` takes ``<save_dir>/last.pt`` only when its recorded args match this run's
+    (:func:`auto_resume_refusal`); otherwise the run starts fresh. The optimizer is restored only
+    if --resume_optimizer, the pos_emb length is unchanged and either the aux heads are on and
+    their saved state loads with no missing/unexpected keys, or they are off and the checkpoint
+    has none."""
     path = args.resume
-    if not path and args.auto_resume and (save_dir / "last.pt").exists():
+    auto = not path and args.auto_resume and (save_dir / "last.pt").exists()
+    if auto:
         path = str(save_dir / "last.pt")
     if not path:
         return 0, 0
@@ -249,7 +275,12 @@ def try_resume(args, model, opt, save_dir: Path, heads: aux.AuxHeads | None = No
             return 0, 0
         raise CheckpointError(path, "--resume checkpoint does not exist")
     ck = load_checkpoint(path)
+    refusal = auto_resume_refusal(ck.get("args") or {}, args) if auto else None
+    if refusal:
+        print(f"[resume] not resuming {path}: {refusal}; starting fresh")
+        return 0, 0
     sd = dict(ck["model"])
+    check_fits(path, sd, model, any_length=("pos_emb",))  # its length is resized below
     same_len = sd["pos_emb"].shape[1] == model.pos_emb.shape[1]
     sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], model.pos_emb.shape[1])
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -293,20 +324,50 @@ def continues_own_run(args, save_dir: Path, start_epoch: int) -> bool:
     return path.resolve() == own.resolve()
 
 
+#: The epoch log of a run: one JSON line per saved epoch.
+LOG_NAME = "train_log.jsonl"
+#: What a pretraining run leaves in its save_dir besides the ``ckpt_epNNN.pt`` files.
+RUN_FILES = ("last.pt", LOG_NAME, "pretrain_summary.json", "loss_curve.png")
+
+
 def clear_earlier_run(save_dir: Path) -> None:
-    """A new training history in ``save_dir``: per-epoch checkpoints and the epoch log of an earlier
-    run there would pass for this run's, so they are removed (last.pt is overwritten at the first
-    epoch's end)."""
-    stale = sorted(save_dir.glob("ckpt_ep*.pt"))
-    log = save_dir / "train_log.jsonl"
+    """A new training history in ``save_dir``: the checkpoints, epoch log, summary and curve of
+    an earlier run there would pass for this run's, so they are removed."""
+    stale = sorted(save_dir.glob("ckpt_ep*.pt")) + [save_dir / n for n in RUN_FILES
+                                                    if (save_dir / n).exists()]
     for f in stale:
         f.unlink()
-    if log.exists():
-        log.unlink()
-        stale.append(log)
     if stale:
         print(f"[pretrain] new run in {save_dir}: removed {len(stale)} file(s) of an earlier run "
               f"({', '.join(f.name for f in stale[:4])}{', ...' if len(stale) > 4 else ''})")
+
+
+def write_jsonl_atomic(records: list[dict], path: Path) -> None:
+    """Replace ``path`` by one JSON line per record (temp file in the same folder + os.replace)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_log_", suffix=".jsonl", dir=path.parent)
+    try:
+        public_mode(fd)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def truncate_log(path: Path, start_epoch: int) -> None:
+    """Resuming at ``start_epoch``: keep only the records of earlier epochs (a record of a later
+    one belongs to the interrupted attempt, and this run writes its own) and drop a torn last
+    line; the log is rewritten atomically."""
+    if path.exists():
+        write_jsonl_atomic([r for r in read_jsonl(path) if int(r.get("epoch", -1)) < start_epoch], path)
+
+
+def append_log(path: Path, record: dict) -> None:
+    """Append one epoch's record (after that epoch's checkpoints are on disk)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def resumed_epochs(path: str) -> int:
@@ -318,11 +379,11 @@ def resolve_epochs(args) -> None:
     """``--epochs_after_resume N``: ``args.epochs`` = the --resume checkpoint's epochs + N, so a
     continuation's length does not depend on how long its base was trained."""
     if args.epochs_after_resume < 0:
-        raise SystemExit(f"error: --epochs_after_resume {args.epochs_after_resume} is negative")
+        usage_error(f"--epochs_after_resume {args.epochs_after_resume} is negative")
     if args.epochs_after_resume == 0:
         return
     if not args.resume:
-        raise SystemExit("error: --epochs_after_resume needs --resume (the checkpoint it counts from)")
+        usage_error("--epochs_after_resume needs --resume (the checkpoint it counts from)")
     args.epochs = resumed_epochs(args.resume) + args.epochs_after_resume
 
 
@@ -340,7 +401,7 @@ def train(args) -> dict:
     if args.max_len < 0:
         args.max_len = need
     elif args.max_len < need:
-        raise SystemExit(f"error: --max_len {args.max_len} < required sequence length {need}")
+        usage_error(f"--max_len {args.max_len} < required sequence length {need}")
     args.n_point, args.n_ray = n_point0, n_ray0
     tok = TokenizerConfig(n_point=n_point0, n_ray=n_ray0, qa_tokens=qa, add_eos=eos,
                           drop_ray_prob=args.drop_ray_prob)
@@ -361,11 +422,13 @@ def train(args) -> dict:
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, step = try_resume(args, model, opt, save_dir, heads)
-    if not continues_own_run(args, save_dir, start_epoch):
+    log_path = save_dir / LOG_NAME
+    if continues_own_run(args, save_dir, start_epoch):
+        truncate_log(log_path, start_epoch)
+    else:
         clear_earlier_run(save_dir)
     steps_per_epoch = math.ceil(len(ds) / args.batch)
     warmup = max(1, int(args.dual_mask_warmup_frac * args.epochs * steps_per_epoch))
-    log_path = save_dir / "train_log.jsonl"
     use_bf16 = device.type == "cuda"
     last_loss = float("nan")
     if start_epoch >= args.epochs:
@@ -412,8 +475,6 @@ def train(args) -> dict:
                "n_point": ds.tok.n_point, "n_ray": ds.tok.n_ray}
         rec.update({k: v / max(nb, 1) for k, v in term_sums.items()})
         print(f"[pretrain] epoch {epoch} loss {last_loss:.5f} ({rec['seconds']} s)")
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
         state = {"model": model.state_dict(),
                  "aux_heads": heads.state_dict() if heads.enabled else None, "opt": opt.state_dict(),
                  "scaler": None, "args": dict(vars(args)), "model_config": cfg.to_dict(),
@@ -423,6 +484,7 @@ def train(args) -> dict:
             save_checkpoint(state, save_dir / f"ckpt_ep{epoch:03d}.pt")
         if args.save_last:
             save_checkpoint(state, save_dir / "last.pt")
+        append_log(log_path, rec)  # after the checkpoints: no record of an epoch that was not saved
     metrics = {"final_loss": last_loss, "steps": step, "epochs": args.epochs,
                "n_params": sum(p.numel() for p in model.parameters())}
     result = build_result("pretrain", vars(args), metrics,
@@ -431,7 +493,7 @@ def train(args) -> dict:
     write_json_atomic(result, save_dir / "pretrain_summary.json")
     if args.out_json:  # last: a benchmark job is finished only when its checkpoint is written
         write_json_atomic(result, args.out_json)
-    plot_curves(read_jsonl(log_path), save_dir / "loss_curve.png",
+    plot_curves(read_jsonl(log_path) if log_path.exists() else [], save_dir / "loss_curve.png",
                 title=f"pretrain {args.objective} ({save_dir})")
     return result
 

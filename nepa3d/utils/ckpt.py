@@ -11,7 +11,7 @@ import io
 import os
 import sys
 import tempfile
-from typing import Callable
+from typing import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +72,33 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(path, "not a nepa3d checkpoint (no 'model' state dict)")
     return ckpt
+
+
+def first_shape_mismatch(saved: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                         any_length: tuple[str, ...] = ()) -> tuple[str, tuple, tuple] | None:
+    """(key, saved shape, expected shape) of the first key (``expected``'s order) present in both
+    state dicts with different shapes; None if every shared key agrees. Keys in ``any_length``
+    (the positional embedding, resized on load) are compared without their sequence axis (1)."""
+    for key, want in expected.items():
+        got = saved.get(key)
+        if got is None:
+            continue
+        a, b = tuple(got.shape), tuple(want.shape)
+        if key in any_length:
+            a, b = a[:1] + a[2:], b[:1] + b[2:]
+        if a != b:
+            return key, tuple(got.shape), tuple(want.shape)
+    return None
+
+
+def check_fits(path: str | os.PathLike, saved: Mapping[str, torch.Tensor], model: torch.nn.Module,
+               any_length: tuple[str, ...] = ()) -> None:
+    """Raise CheckpointError ``<path>: <key>: checkpoint (..) vs model (..)`` when a tensor of
+    ``saved`` does not fit ``model`` (``load_state_dict`` would raise a bare RuntimeError)."""
+    bad = first_shape_mismatch(saved, model.state_dict(), any_length)
+    if bad:
+        key, got, want = bad
+        raise CheckpointError(path, f"{key}: checkpoint {got} vs model {want}")
 
 
 def resize_pos_emb(pos: torch.Tensor, new_len: int) -> torch.Tensor:
@@ -160,6 +187,7 @@ def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int 
         sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], target)
         cfg.max_len = target
     model = QueryNepa(cfg)
+    check_fits(path, sd, model)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(path, f"state dict mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")

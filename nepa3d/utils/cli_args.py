@@ -1,0 +1,111 @@
+"""Command-line values checked at the edge: ``type=`` helpers for argparse and a parser whose
+errors are one line.
+
+    p = OneLineParser(description=...)
+    p.add_argument("--batch", type=positive_int)      # 1, 2, ...
+    p.add_argument("--val_ratio", type=unit_float)    # [0, 1]
+    p.add_argument("--max_len", type=positive_or_auto)  # -1 (auto) or 1, 2, ...
+
+A value out of range exits with status 2 and a single stderr line naming the flag and the
+allowed range, e.g. ``pretrain.py: error: argument --batch: must be an integer >= 1 (got '0')``.
+Checks that need several arguments call :func:`usage_error` (same status, one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Callable, NoReturn
+
+#: Exit status of a command line that cannot be run (argparse's own convention).
+USAGE_EXIT = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one stderr line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def usage_error(message: str) -> NoReturn:
+    """Print ``error: <message>`` as one stderr line and exit with :data:`USAGE_EXIT`."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(USAGE_EXIT)
+
+
+def _refuse(allowed: str, text: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(f"must be {allowed} (got {text!r})")
+
+
+def _parse_int(text: str, allowed: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        _refuse(allowed, text)
+
+
+def _parse_float(text: str, allowed: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        _refuse(allowed, text)
+    if not math.isfinite(value):
+        _refuse(allowed, text)
+    return value
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``low``."""
+    allowed = f"an integer >= {low}"
+
+    def parse(text: str) -> int:
+        value = _parse_int(text, allowed)
+        if value < low:
+            _refuse(allowed, text)
+        return value
+    parse.__name__ = f"int_at_least_{low}"
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, *, high_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+    upper = "inf)" if high == math.inf else (f"{high:g})" if high_open else f"{high:g}]")
+    allowed = f"a number in [{low:g}, {upper}"
+
+    def parse(text: str) -> float:
+        value = _parse_float(text, allowed)
+        if value < low or value > high or (high_open and value == high):
+            _refuse(allowed, text)
+        return value
+    parse.__name__ = f"float_in_{low:g}_{high:g}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    allowed = "a number > 0"
+    value = _parse_float(text, allowed)
+    if value <= 0:
+        _refuse(allowed, text)
+    return value
+
+
+def positive_or_auto(text: str) -> int:
+    """argparse type: -1 (auto: resolved by the program) or an integer >= 1."""
+    allowed = "-1 (auto) or an integer >= 1"
+    value = _parse_int(text, allowed)
+    if value != -1 and value < 1:
+        _refuse(allowed, text)
+    return value
+
+
+positive_int = int_at_least(1)
+nonneg_int = int_at_least(0)
+#: a fraction or probability: [0, 1]
+unit_float = float_in(0.0, 1.0)
+nonneg_float = float_in(0.0)
+#: A 0/1 switch (``choices=``); TRI_STATE adds -1 (= take it from the checkpoint).
+SWITCH = (0, 1)
+TRI_STATE = (-1, 0, 1)
