@@ -163,14 +163,6 @@ def inspect_lock(path: Path, stale_s: Optional[float] = None) -> Optional[LockCh
     return LockCheck(holder, age, True, f"heartbeat {_fmt_age(age)} ago")
 
 
-def lock_state(path: Path, stale_s: Optional[float] = None) -> Optional[str]:
-    """``None`` (no lock), ``"live"`` or ``"stale"``: for status displays."""
-    check = inspect_lock(path, stale_s)
-    if check is None:
-        return None
-    return "live" if check.live else "stale"
-
-
 def break_lock(path: Path, seen: Optional[LockInfo]) -> bool:
     """Remove the lock ``path`` if it still holds ``seen`` (the holder judged stale, or None for an
     empty file), without clobbering a lock another process took meanwhile. True if removed."""

@@ -572,7 +572,8 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
     for i in elsewhere:  # what became of them while this run went on
         results[i] = settle_elsewhere(results[i], kind_of(jobs[i]))
         if results[i].status != "locked":
-            log(f"  since judged: {jobs[i].label}  {jobs[i].job_id}  {results[i].detail}")
+            verb = "FAILED  " if results[i].status == "failed" else "finished"
+            log(f"  since judged: {verb} {jobs[i].label}  {jobs[i].job_id}  {results[i].detail}")
     fixed = reconcile(jobs, {jobs[i].job_id for i, o in results.items() if o.status in FINISHED}, tracker)
     if fixed.line():
         log(fixed.line())
