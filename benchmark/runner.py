@@ -433,8 +433,8 @@ def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int =
     running the job again.
 
     This process alone skips, locks, validates, prints one line per job and logs finished jobs to
-    ``tracker`` (an :class:`~benchmark.tracking.MlflowTracker` or None); the executor only runs
-    commands. Returns a :class:`RunSummary` in job order. An interrupt terminates running
+    ``tracker`` (an :class:`~benchmark.tracking.MlflowTracker`, or any object with its ``enabled``,
+    ``store`` and ``log_job``; None: no MLflow); the executor only runs commands. Returns a :class:`RunSummary` in job order. An interrupt terminates running
     commands, records them, releases their locks and re-raises. Jobs that read what other jobs
     write wait for them (:func:`dependency_links`); a cycle raises SuiteError before anything runs.
     """
