@@ -1,7 +1,9 @@
-"""``python -m benchmark {run,status,report,validate} SUITE.yaml...``
+"""``python -m benchmark {run,status,report,validate,unlock} SUITE.yaml...``
 
-Exit codes: 0 ok; 1 a job failed or a result is invalid; 2 a suite (or the command line) is
-invalid, reported as one message without a traceback; 130 interrupted.
+Exit codes: 0 ok (``run``: every job of the suites has a valid result); 1 a job failed or a
+result is invalid; 2 a suite (or the command line) is invalid, reported as one line without a
+traceback; 3 (``run``) no job failed but some are running elsewhere (held by live locks): the
+suites have holes until they finish and a re-run picks their results up; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -12,11 +14,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from .errors import BenchmarkError, SuiteError
 from .expand import Job, expand, select
 from .suite import Suite, load_suite
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_RUNNING_ELSEWHERE = 3
+EXIT_INTERRUPTED = 130
 
 
 def _suite_paths(items: Sequence[str]) -> list[Path]:
@@ -47,7 +55,9 @@ def load_suites(items: Sequence[str], params: str) -> list[Suite]:
     return suites
 
 
-def _parse_only(values: Sequence[str], suite: Suite) -> dict[str, list[str]]:
+def _parse_only(values: Sequence[str], suite: Suite, jobs: list[Job]) -> dict[str, list[str]]:
+    """``--only AXIS=ROW[,ROW]`` items as ``{axis: [rows]}``; an axis the suite lacks or a row
+    no job of ``jobs`` has on that axis is a SuiteError naming the ones it has."""
     only: dict[str, list[str]] = {}
     allowed = suite.axes + ([suite.seed_arg] if suite.seed_arg else [])
     for item in values:
@@ -56,6 +66,11 @@ def _parse_only(values: Sequence[str], suite: Suite) -> dict[str, list[str]]:
             raise SuiteError(f"--only {item}: expected AXIS=ROW[,ROW...]")
         if axis not in allowed:
             raise SuiteError(f"--only {item}: {suite.source} has no axis {axis!r} (axes: {', '.join(allowed)})")
+        known = list(dict.fromkeys(str(j.tags.get(axis)) for j in jobs))
+        for row in rows.split(","):
+            if row not in known:
+                raise SuiteError(f"--only {item}: {suite.source} has no row {row!r} on axis {axis!r} "
+                                 f"(rows: {', '.join(known)})")
         only.setdefault(axis, []).extend(rows.split(","))
     return only
 
@@ -63,13 +78,30 @@ def _parse_only(values: Sequence[str], suite: Suite) -> dict[str, list[str]]:
 def _jobs(suite: Suite, args) -> list[Job]:
     jobs = expand(suite, args.results_dir)
     if getattr(args, "only", None):
-        jobs = select(jobs, _parse_only(args.only, suite))
+        jobs = select(jobs, _parse_only(args.only, suite, jobs))
     return jobs
+
+
+def _check_counts(args) -> None:
+    """Counts of ``run`` must be positive integers: SuiteError naming the flag otherwise."""
+    for flag, value in (("--jobs", args.jobs), ("--jobs-per-gpu", args.jobs_per_gpu), ("--workers", args.workers)):
+        if value is not None and value < 1:
+            raise SuiteError(f"{flag}: expected an integer >= 1; got {value}")
+
+
+def _check_lock_settings() -> None:
+    """The lock heartbeat periods from the environment are valid (SuiteError naming the variable)."""
+    from .locks import renew_period, stale_limit
+
+    renew_period()
+    stale_limit()
 
 
 def cmd_run(args) -> int:
     from .runner import run_jobs
 
+    _check_counts(args)
+    _check_lock_settings()
     suites = load_suites(args.suites, args.params)
     plans = [(s, _jobs(s, args)) for s in suites]
     if args.dry_run:
@@ -81,7 +113,7 @@ def cmd_run(args) -> int:
             for job in jobs:
                 state = "done" if is_valid_result(job.out_json, job.task) else "todo"
                 print(f"[{state}] {job.label}  {job.job_id}\n    {_portable_argv(job.argv)}")
-        return 0
+        return EXIT_OK
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     executor = _make_executor(args, gpus)  # None: the local executor of each run_jobs
     tracker = None
@@ -104,7 +136,19 @@ def cmd_run(args) -> int:
             executor.close()
     for s in summaries:
         print(s.line())
-    return 0 if all(s.ok for s in summaries) else 1
+    return _run_exit(sum(s.count("failed") for s in summaries), sum(s.count("locked") for s in summaries))
+
+
+def _run_exit(failed: int, elsewhere: int) -> int:
+    """``run``'s exit code, with one line on stderr when jobs are left without a result."""
+    if not failed and not elsewhere:
+        return EXIT_OK
+    parts = [f"{failed} failed (see the FAILED lines)"] if failed else []
+    if elsewhere:
+        parts.append(f"{elsewhere} running elsewhere (held by live locks; re-run when they finish, or "
+                     "`python -m benchmark unlock` if their runner is gone)")
+    print(f"not finished: {failed + elsewhere} job(s): " + "; ".join(parts), file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_RUNNING_ELSEWHERE
 
 
 POOL_FLAGS = (("--worker-max-rss-mb", "worker_max_rss_mb"), ("--worker-max-jobs", "worker_max_jobs"),
@@ -152,9 +196,8 @@ def _pool_executor(args, gpus: Optional[list[str]]):
     """``--executor pool``: validate its flags; the workers start when the first job runs."""
     from .pool import PoolExecutor
 
-    for flag, value, low in (("--jobs", args.jobs, 1), ("--jobs-per-gpu", args.jobs_per_gpu, 1),
-                             ("--worker-max-rss-mb", args.worker_max_rss_mb, 0),
-                             ("--worker-max-jobs", args.worker_max_jobs, 0)):
+    for flag, value, low in (("--worker-max-rss-mb", args.worker_max_rss_mb, 0),
+                             ("--worker-max-jobs", args.worker_max_jobs, 0)):  # --jobs: _check_counts
         if value is not None and value < low:
             raise SuiteError(f"{flag}: expected an integer >= {low}; got {value}")
     preload = [m.strip() for m in (args.preload or "").split(",") if m.strip()]
@@ -171,11 +214,14 @@ def _pool_executor(args, gpus: Optional[list[str]]):
 def cmd_status(args) -> int:
     from .status import status_lines
 
+    if args.limit < 0:
+        raise SuiteError(f"--limit: expected an integer >= 0; got {args.limit}")
+    _check_lock_settings()
     for i, suite in enumerate(load_suites(args.suites, args.params)):
         if i:
             print()
         print("\n".join(status_lines(suite, _jobs(suite, args), limit=None if args.all else args.limit)))
-    return 0
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:
@@ -196,7 +242,7 @@ def cmd_report(args) -> int:
               f"{paths[0]}, {paths[1]}{plots}{gate}")
         if rep.gate and rep.gate.reasons:
             print("\n".join(f"  {reason}" for reason in rep.gate.reasons))
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_validate(args) -> int:
@@ -212,7 +258,37 @@ def cmd_validate(args) -> int:
         if problems:
             failed = True
             print("\n".join(f"  {p}" for p in problems), file=sys.stderr)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_unlock(args) -> int:
+    """Remove the locks of the suites' jobs whose holder is dead or stale (``--force``: every
+    lock); one line per lock file found. Live locks are kept (and named) without ``--force``."""
+    from .locks import break_lock, inspect_lock
+
+    _check_lock_settings()
+    jobs = [job for suite in load_suites(args.suites, args.params) for job in _jobs(suite, args)]
+    wanted = set(args.job)
+    unknown = sorted(wanted - {job.job_id for job in jobs})
+    if unknown:
+        raise SuiteError(f"--job {unknown[0]}: no job of the suites has this id")
+    found = 0
+    for job in jobs:
+        if wanted and job.job_id not in wanted:
+            continue
+        check = inspect_lock(job.lock)
+        if check is None:
+            continue
+        found += 1
+        if check.live and not args.force:
+            print(f"kept     {job.lock}: {check.describe()}; live (--force removes it)")
+        elif break_lock(job.lock, check.holder):
+            print(f"removed  {job.lock}: {check.describe()}" + ("; live, forced" if check.live else ""))
+        else:
+            print(f"kept     {job.lock}: re-taken by another process while being removed")
+    if not found:
+        print(f"no locks among {len(jobs)} job(s)")
+    return EXIT_OK
 
 
 def cmd_fingerprint(args) -> int:
@@ -220,11 +296,18 @@ def cmd_fingerprint(args) -> int:
 
     digest = write_fingerprint(args.paths, args.out)
     print(f"{args.out}: sha256 {digest[:16]} ({', '.join(args.paths)})")
-    return 0
+    return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the flag and what it allows; no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"error: {message} (`{self.prog} --help` lists the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m benchmark", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -288,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("unlock", help="remove locks whose holder is dead or stale (--force: every lock)")
+    common(p)
+    p.add_argument("--job", action="append", default=[], metavar="ID",
+                   help="only this job id's lock (repeatable)")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
+                   help="restrict to matching jobs (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="remove live locks too (their runner may still be running the job)")
+    p.set_defaults(func=cmd_unlock)
+
     p = sub.add_parser("fingerprint", help="write the content fingerprint of folders to a file "
                                           "(a cheap DVC dependency in place of the folders)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
@@ -314,15 +407,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.func(args)
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `python -m benchmark run --dry-run ... | head`
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return EXIT_OK

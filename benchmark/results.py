@@ -134,7 +134,26 @@ def load_result(path: Path | str, task: Optional[str] = None) -> Envelope:
         raise ResultError(f"{path}: invalid result envelope: " + "; ".join(msgs)) from None
     if task is not None and env.task != task:
         raise ResultError(f"{path}: task is {env.task!r} but the suite's task is {task!r}")
+    bad = nonfinite_metrics(env) if _requires_finite(env.task) else []
+    if bad:
+        raise ResultError(f"{path}: " + "; ".join(f"metric {name!r} is {value}" for name, value in bad)
+                          + f" (task {env.task!r} takes finite numbers only)")
     return env
+
+
+def nonfinite_metrics(env: Envelope) -> list[tuple[str, float]]:
+    """``(flattened name, value)`` of every NaN or infinite metric and baseline value."""
+    return [(name, value) for name, value in env.flat().items() if not math.isfinite(value)]
+
+
+def _requires_finite(task: str) -> bool:
+    """Whether the registered kind ``task`` refuses non-finite metrics (:attr:`TaskKind.finite`)."""
+    from .tasks import get_task
+
+    try:
+        return get_task(task).finite
+    except KeyError:
+        return False
 
 
 def is_valid_result(path: Path, task: Optional[str] = None) -> bool:

@@ -18,33 +18,40 @@ anything runs. B is judged (skip, or claim and run) only once every producer has
 run, so a producer that re-ran makes B stale through its input fingerprint; B starts as soon as its
 producers are done. A failed producer fails B without running it (its old result stays as it is);
 a producer running elsewhere (locked) leaves B locked too. Jobs without producers run as before.
+
+A job's lock carries a heartbeat that this process renews while the job is claimed (see
+:mod:`benchmark.locks`). At the end of every run, :func:`benchmark.reconcile.reconcile` brings the
+run's locks, ``running`` marks and MLflow runs in line with the results on disk (what a runner
+killed outright leaves behind).
 """
 from __future__ import annotations
 
 import heapq
 import os
-import socket
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
-from .atomic import atomic_write_bytes, atomic_write_json
+from .atomic import atomic_write_bytes
 from .collect import invalid_results
 from .errors import ResultError, SuiteError
 from .executors import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, Executor,  # noqa: F401
                         LocalExecutor, execute_command, thread_share_env)
 from .expand import Job, expand, select
 from .inputs import fingerprints, out_of_date, out_of_date_text, recorded_fingerprints
-from .locks import JobLock
+from .locks import JobLock, inspect_lock
+from .reconcile import mlflow_record, reconcile
+from .records import file_sha256, now_iso, read_record, update_record, write_record
 from .results import Envelope, load_result, move_aside
 from .suite import Suite
 from .tasks import TaskKind, get_task
 
 LOG_TAIL_LINES = 20
+#: Outcomes after which the job has a valid, up-to-date result.
+FINISHED = ("done", "skipped", "reused")
 #: The run loop wakes at least this often (an executor's capacity may grow: clusters scale).
 WAIT_POLL_S = 2.0
 
@@ -94,10 +101,6 @@ class RunSummary:
         return text
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _tail(path: Path, offset: int, n: int = LOG_TAIL_LINES) -> list[str]:
     try:
         with path.open("rb") as fh:
@@ -120,13 +123,6 @@ def job_env(job: Job, gpu: Optional[str] = None, base: Optional[Mapping[str, str
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
-
-
-def _write_job_json(job: Job, **fields) -> None:
-    record = {"suite": job.suite, "job_id": job.job_id, "task": job.task, "tags": job.tags,
-              "args": job.args, "argv": job.argv, "out_json": str(job.out_json), "log": str(job.log),
-              "host": socket.gethostname(), "pid": os.getpid(), **fields}
-    atomic_write_json(job.job_json, record)
 
 
 def _row_problems(job: Job, env: Envelope, kind: TaskKind) -> list[str]:
@@ -205,7 +201,7 @@ def claim_job(job: Job, kind: TaskKind, *,
                 moved_why = out_of_date_text(stale)
             moved = move_aside(job.out_json, "stale" if stale else "invalid")
         job.out_json.parent.mkdir(parents=True, exist_ok=True)
-        return None, Claim(job, lock, _now_iso(), fingerprints(job), moved, moved_why)
+        return None, Claim(job, lock, now_iso(), fingerprints(job), moved, moved_why)
     except BaseException:
         lock.release()
         raise
@@ -236,10 +232,10 @@ def adopt_twin(claim: Claim, twin: Job) -> JobOutcome:
         inputs = recorded_fingerprints(twin) or claim.inputs
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with job.log.open("a") as fh:
-            fh.write(f"=== {_now_iso()} reused the result of {twin.out_json} (same job id)\n")
-        _write_job_json(job, status="done", started=claim.started_iso, finished=_now_iso(),
-                        returncode=0, detail=f"reused from {twin.out_json}", reused_from=str(twin.out_json),
-                        inputs=inputs)
+            fh.write(f"=== {now_iso()} reused the result of {twin.out_json} (same job id)\n")
+        write_record(job, status="done", started=claim.started_iso, finished=now_iso(),
+                     returncode=0, detail=f"reused from {twin.out_json}", reused_from=str(twin.out_json),
+                     inputs=inputs)
         return JobOutcome(job, "reused", f"from {twin.out_json.parent.name}/", moved_aside=claim.moved,
                           moved_why=claim.moved_why)
     finally:
@@ -262,8 +258,8 @@ def _gpu_of(where: Optional[str]) -> Optional[str]:
 def mark_started(claim: Claim, where: Optional[str]) -> None:
     """Record ``status: running`` in ``<id>.job.json``, with the input fingerprints."""
     claim.where = where
-    _write_job_json(claim.job, status="running", started=claim.started_iso, where=where,
-                    cuda_visible_devices=_gpu_of(where), inputs=claim.inputs)
+    write_record(claim.job, status="running", started=claim.started_iso, where=where,
+                 cuda_visible_devices=_gpu_of(where), inputs=claim.inputs)
 
 
 def finish_job(claim: Claim, result: ExecResult, kind: TaskKind) -> JobOutcome:
@@ -280,10 +276,10 @@ def finish_job(claim: Claim, result: ExecResult, kind: TaskKind) -> JobOutcome:
                              moved_why=claim.moved_why, gpu=result.slot, host=result.host or None)
         if status == "failed":
             outcome.log_tail = _tail(job.log, result.log_offset)
-        _write_job_json(job, status=status, started=claim.started_iso, finished=_now_iso(),
-                        returncode=result.returncode, wall_s=round(outcome.wall_s, 3), detail=why,
-                        where=claim.where, exec_host=result.host or None, cuda_visible_devices=result.slot,
-                        inputs=claim.inputs)
+        write_record(job, status=status, started=claim.started_iso, finished=now_iso(),
+                     returncode=result.returncode, wall_s=round(outcome.wall_s, 3), detail=why,
+                     where=claim.where, exec_host=result.host or None, cuda_visible_devices=result.slot,
+                     inputs=claim.inputs)
         return outcome
     finally:
         claim.lock.release()
@@ -437,8 +433,8 @@ def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int =
     running the job again.
 
     This process alone skips, locks, validates, prints one line per job and logs finished jobs to
-    ``tracker`` (an :class:`~benchmark.tracking.MlflowTracker` or None); the executor only runs
-    commands. Returns a :class:`RunSummary` in job order. An interrupt terminates running
+    ``tracker`` (an :class:`~benchmark.tracking.MlflowTracker`, or any object with its ``enabled``,
+    ``store`` and ``log_job``; None: no MLflow); the executor only runs commands. Returns a :class:`RunSummary` in job order. An interrupt terminates running
     commands, records them, releases their locks and re-raises. Jobs that read what other jobs
     write wait for them (:func:`dependency_links`); a cycle raises SuiteError before anything runs.
     """
@@ -479,6 +475,7 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
         for p in waiting[i]:
             consumers.setdefault(p, []).append(i)
     ready: deque[int] = deque()  # producers all have an outcome; not judged yet
+    elsewhere: list[int] = []  # jobs whose lock another live process held when this run judged them
 
     def kind_of(job: Job) -> TaskKind:
         if job.task not in kinds:
@@ -520,6 +517,8 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
         job = jobs[i]
         outcome, claim = claim_job(job, kind_of(job), prechecked=True)
         if claim is None:
+            if outcome.status == "locked":
+                elsewhere.append(i)
             record(i, outcome)
             return
         twin = find_twin(job, kind_of(job)) if reuse else None
@@ -555,8 +554,7 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
             if ready:  # dependents of what just finished start before the (slow) MLflow logging
                 fill()
             while to_track:
-                o = to_track.popleft()
-                tracker.log_job(o.job, status=o.status, envelope=o.envelope, start=o.start, end=o.end)
+                _track(tracker, to_track.popleft())
             if in_flight:
                 done, _ = wait(in_flight, timeout=WAIT_POLL_S, return_when=FIRST_COMPLETED)
                 finished.extend((*in_flight.pop(fut), fut) for fut in done)
@@ -571,7 +569,44 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
         for i, claim in in_flight.values():  # still running after the grace: give the lock up
             record(i, finish_job(claim, ExecResult.not_started("interrupted"), kind_of(claim.job)))
         raise
+    for i in elsewhere:  # what became of them while this run went on
+        results[i] = settle_elsewhere(results[i], kind_of(jobs[i]))
+        if results[i].status != "locked":
+            verb = "FAILED  " if results[i].status == "failed" else "finished"
+            log(f"  since judged: {verb} {jobs[i].label}  {jobs[i].job_id}  {results[i].detail}")
+    fixed = reconcile(jobs, {jobs[i].job_id for i, o in results.items() if o.status in FINISHED}, tracker)
+    if fixed.line():
+        log(fixed.line())
     return RunSummary(name, [results[i] for i in sorted(results)], time.time() - t0)
+
+
+def settle_elsewhere(o: JobOutcome, kind: TaskKind) -> JobOutcome:
+    """Judge again, at the end of a run, a job that another process was running when this run
+    judged it: finished there meanwhile (skipped), still held by a live lock (locked, unchanged),
+    or neither (failed: that process failed the job or died; the next run runs it)."""
+    job = o.job
+    if job.out_json.exists() and check_existing(job, kind) is None and not out_of_date(job):
+        return JobOutcome(job, "skipped", "finished elsewhere meanwhile")
+    check = inspect_lock(job.lock)
+    if check is not None and check.live:
+        return o
+    record = read_record(job)
+    why = (f"failed elsewhere: {record.get('detail', '')}" if record.get("status") == "failed"
+           else "its runner elsewhere stopped without a valid result")
+    return JobOutcome(job, "failed", f"{why} (the next run runs it)")
+
+
+def _track(tracker, o: JobOutcome) -> None:
+    """Log a finished job to MLflow (a done job with its result's digest) and record the run in
+    its ``<id>.job.json``."""
+    try:
+        digest = file_sha256(o.job.out_json) if o.status == "done" else None
+    except OSError:
+        digest = None
+    run_id = tracker.log_job(o.job, status=o.status, envelope=o.envelope, start=o.start, end=o.end,
+                             result_sha256=digest)
+    if run_id is not None:
+        update_record(o.job, mlflow=mlflow_record(tracker, run_id, digest))
 
 
 def _result_of(fut: Future) -> ExecResult:

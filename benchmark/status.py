@@ -1,15 +1,20 @@
-"""Completion status of a suite's jobs, read from the results directory (no side effects)."""
+"""Completion status of a suite's jobs, read from the results directory (no side effects).
+
+A job is ``running`` while a live lock holds it: a runner on this host whose pid is alive, or a
+holder anywhere whose heartbeat is recent (:mod:`benchmark.locks`); a stale lock leaves it pending.
+"""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
-from .expand import Job
-from .locks import lock_state
 from .collect import invalid_results
+from .expand import Job
 from .inputs import out_of_date, out_of_date_text
+from .locks import inspect_lock
+from .reconcile import INTERRUPTED
+from .records import read_record
 from .suite import Suite
 
 
@@ -32,17 +37,16 @@ def job_state(job: Job, invalid: Optional[str] = None) -> JobState:
                 return JobState(job, "stale", f"{out_of_date_text(stale)} (re-run by the next run)")
             return JobState(job, "complete")
         return JobState(job, "invalid", f"{invalid} (moved aside and re-run by the next run)")
-    lock = lock_state(job.lock)
-    if lock == "live":
+    lock = inspect_lock(job.lock)
+    if lock is not None and lock.live:
         return JobState(job, "running")
-    try:
-        record = json.loads(job.job_json.read_text())
-    except (OSError, ValueError):
-        record = {}
+    record = read_record(job)
     if record.get("status") == "failed":
         return JobState(job, "failed", str(record.get("detail", "")))
-    if lock == "stale":
-        return JobState(job, "pending", "stale lock (broken on the next run)")
+    if lock is not None:
+        return JobState(job, "pending", f"stale lock: {lock.describe()} (broken on the next run)")
+    if record.get("status") in ("running", INTERRUPTED):
+        return JobState(job, "pending", "interrupted: its runner stopped before the job finished")
     return JobState(job, "pending")
 
 

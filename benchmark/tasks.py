@@ -93,7 +93,9 @@ class TaskKind:
     ``chance``: no-skill levels shown next to their metric, below which (within
     :data:`CHANCE_MARGIN_SE` standard errors) the readout does not rank a row. ``diagnostics``:
     full-match patterns of metrics that describe the evaluation rather than the method (a
-    majority-class rate, an expected random recall, set sizes): shown, never ranked.
+    majority-class rate, an expected random recall, set sizes): shown, never ranked. ``finite``:
+    every metric and baseline value must be a finite number (NaN and inf are refused; otherwise
+    only a required metric is refused NaN).
     """
 
     name: str
@@ -105,6 +107,7 @@ class TaskKind:
     guards: tuple[Guard, ...] = ()
     chance: tuple[Chance, ...] = ()
     diagnostics: tuple[str, ...] = ()
+    finite: bool = False
 
     def chance_of(self, metric: str) -> Optional[Chance]:
         """The chance rule of ``metric`` (a flattened name), if the kind has one."""
@@ -273,5 +276,6 @@ register_task(TaskKind(
 
 register_task(TaskKind(
     name="command",
-    description="any program that writes the result envelope; metrics are any numbers",
+    description="any program that writes the result envelope; metrics are any finite numbers",
+    finite=True,
 ))

@@ -3,6 +3,11 @@
 MLflow is imported lazily (it is slow to import) and every MLflow failure is a warning: after the
 first failure the tracker disables itself, so a down tracking server costs one timeout, not one
 per job. Tracking URI: ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the cwd.
+
+One active run per job id and experiment (= suite): its latest attempt. A run is tagged with the
+job id and, for a done job, the sha256 of its result file (:data:`DIGEST_TAG`); logging a job
+replaces (deletes) the job's earlier runs, and a done job whose only run already carries the same
+digest is not logged again (:meth:`MlflowTracker.log_job`).
 """
 from __future__ import annotations
 
@@ -18,12 +23,25 @@ from .expand import Job
 from .results import Envelope
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: Tag holding the sha256 of the result file a done run describes.
+DIGEST_TAG = "result_sha256"
+_SQLITE = "sqlite:///"
 _MAX_PARAM_LEN = 6000
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def store_of(uri: str) -> str:
+    """``uri`` with a relative SQLite or file path made absolute: the same store gets one name
+    whatever the working directory (recorded in ``<id>.job.json``)."""
+    if uri.startswith(_SQLITE) and not uri[len(_SQLITE):].startswith("/"):
+        return _SQLITE + os.path.abspath(uri[len(_SQLITE):])
+    if "://" not in uri:
+        return os.path.abspath(uri)
+    return uri
 
 
 def sanitize_key(key: str) -> str:
@@ -81,6 +99,7 @@ class MlflowTracker:
 
     def __init__(self, uri: Optional[str] = None, warn: Callable[[str], None] = print) -> None:
         self.uri = uri or tracking_uri()
+        self.store = store_of(self.uri)
         self.warn = warn
         self.enabled = True
         self._client = None
@@ -104,17 +123,38 @@ class MlflowTracker:
 
     def log_job(self, job: Job, *, status: str, envelope: Optional[Envelope] = None,
                 start: Optional[float] = None, end: Optional[float] = None,
-                extra_tags: Optional[dict[str, str]] = None) -> Optional[str]:
-        """Record one job (``status``: ``done`` or ``failed``); returns the MLflow run id or None."""
+                extra_tags: Optional[dict[str, str]] = None,
+                result_sha256: Optional[str] = None) -> Optional[str]:
+        """Record one job (``status``: ``done`` or ``failed``) as the job's only active run in its
+        suite's experiment; returns the MLflow run id or None.
+
+        ``result_sha256`` (done jobs): the digest of the result file, tagged on the run. If the
+        job's only run is a finished done run with that digest, it is kept and its id returned
+        (nothing logged); otherwise a new run is logged and the job's earlier runs are deleted."""
         if not self.enabled:
             return None
         try:
-            return self._log(job, status, envelope, start, end, extra_tags or {})
+            exp_id = self._experiment_id(job.suite)
+            earlier = self._runs_of(exp_id, job.job_id)
+            if status == "done" and result_sha256 and len(earlier) == 1 and _describes(earlier[0], result_sha256):
+                return earlier[0].info.run_id
+            tags = {**(extra_tags or {}), **({DIGEST_TAG: result_sha256} if result_sha256 else {})}
+            run_id = self._log(job, status, envelope, start, end, tags)
+            for run in earlier:
+                self._get_client().delete_run(run.info.run_id)
+            return run_id
         except Exception as exc:  # noqa: BLE001 - tracking must never fail a job
             self.enabled = False
             self.warn(f"warning: MLflow logging disabled after an error ({self.uri}): "
                       f"{type(exc).__name__}: {exc}")
             return None
+
+    def _runs_of(self, exp_id: str, job_id: str) -> list:
+        """Active runs of ``job_id`` in the experiment."""
+        from mlflow.entities import ViewType
+
+        return list(self._get_client().search_runs([exp_id], filter_string=f"tags.job_id = '{job_id}'",
+                                                   run_view_type=ViewType.ACTIVE_ONLY, max_results=1000))
 
     def _log(self, job: Job, status: str, env: Optional[Envelope], start: Optional[float],
              end: Optional[float], extra_tags: dict[str, str]) -> str:
@@ -153,3 +193,10 @@ class MlflowTracker:
         client.set_terminated(run_id, "FINISHED" if status == "done" else "FAILED",
                               end_time=int((end or now) * 1000))
         return run_id
+
+
+def _describes(run, result_sha256: str) -> bool:
+    """Whether ``run`` is a completely logged done run of the result file with that digest."""
+    tags = run.data.tags
+    return (run.info.status == "FINISHED" and tags.get("benchmark.status") == "done"
+            and tags.get(DIGEST_TAG) == result_sha256)

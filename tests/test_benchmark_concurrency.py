@@ -30,7 +30,9 @@ def test_two_concurrent_runners_run_each_job_once(tmp_path):
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    # a runner that ends while the other still runs some jobs exits 3 (holes: running elsewhere)
+    assert sorted(p.returncode for p in procs)[0] == 0, outs
+    assert all(p.returncode == 0 or "running elsewhere (held by live locks" in o for p, o in zip(procs, outs)), outs
     jobs = expand(load_suite(path, tmp_path / "params.yaml"), tmp_path / "results")
     ran = shared.read_text().split()
     assert sorted(ran) == sorted(j.job_id for j in jobs)  # every job exactly once

@@ -67,11 +67,15 @@ tables: [{{rows: [model], metrics: [score]}}]
 class RecordingTracker:
     """Stands in for MlflowTracker: remembers which process and thread logged each job."""
 
+    enabled = True
+    store = "recording"
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, int, int]] = []
 
-    def log_job(self, job, *, status, envelope=None, start=None, end=None):
+    def log_job(self, job, *, status, envelope=None, start=None, end=None, result_sha256=None):
         self.calls.append((job.job_id, status, os.getpid(), threading.get_ident()))
+        return f"run-{len(self.calls)}"
 
 
 @pytest.fixture(scope="module")

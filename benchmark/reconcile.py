@@ -1,0 +1,118 @@
+"""Bring locks, ``<id>.job.json`` marks and MLflow in line with the results on disk.
+
+A runner killed outright (SIGKILL, OOM killer, a lost node; SIGINT/SIGTERM take the interrupt path
+instead) leaves its locks, ``status: running`` marks, and jobs whose commands finished after it
+died: valid results that no MLflow run describes and that the next run skips. The runner calls
+:func:`reconcile` at the end of every run, over the run's jobs:
+
+* a stale lock (see :mod:`benchmark.locks`) is removed;
+* a ``running`` mark whose job holds no live lock becomes ``done`` (the job has a valid result)
+  or ``interrupted`` (it has none);
+* every valid result gets exactly one active MLflow run in its suite's experiment, tagged with the
+  job id and the sha256 of the result file (:meth:`~benchmark.tracking.MlflowTracker.log_job`
+  replaces the job's other runs). ``<id>.job.json`` records which run (``mlflow``: store, run id,
+  digest); a result whose record matches costs one hash of the file and no MLflow call, so an
+  all-skipped run does not even import MLflow.
+
+A job held by a live lock is left alone (its holder records it). Everything else is done under the
+job's lock, so a runner that starts the job meanwhile is never overwritten.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from .errors import ResultError
+from .expand import Job
+from .locks import JobLock, inspect_lock
+from .records import file_sha256, now_iso, read_record, update_record
+from .results import load_result
+
+#: The mark a running job gets when its runner died before it finished.
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Reconciled:
+    """What :func:`reconcile` changed."""
+
+    locks_removed: int = 0
+    marks: Counter = field(default_factory=Counter)  # new status of fixed ``running`` marks
+    logged: int = 0  # results without a recorded MLflow run, now logged (or matched to their run)
+
+    def line(self) -> Optional[str]:
+        """``  reconciled: 2 result(s) ... synced to MLflow, 1 `running` mark(s) -> done, ...``; None
+        if nothing changed."""
+        parts = []
+        if self.logged:
+            parts.append(f"{self.logged} result(s) without a recorded MLflow run synced to MLflow")
+        parts += [f"{n} `running` mark(s) -> {status}" for status, n in sorted(self.marks.items())]
+        if self.locks_removed:
+            parts.append(f"{self.locks_removed} stale lock(s) removed")
+        return "  reconciled: " + ", ".join(parts) if parts else None
+
+
+def mlflow_record(tracker, run_id: str, result_sha256: Optional[str]) -> dict:
+    """The ``mlflow`` field of ``<id>.job.json``."""
+    return {"store": tracker.store, "run_id": run_id, "result_sha256": result_sha256}
+
+
+def _in_sync(record: dict, tracker, digest: str) -> bool:
+    mine = record.get("mlflow")
+    return isinstance(mine, dict) and mine.get("store") == tracker.store and mine.get("result_sha256") == digest
+
+
+def reconcile(jobs: Iterable[Job], finished: set[str], tracker=None) -> Reconciled:
+    """Fix the locks, marks and MLflow runs of ``jobs``; ``finished``: ids of the jobs that have a
+    valid, up-to-date result (judged by this run). ``tracker``: an
+    :class:`~benchmark.tracking.MlflowTracker` or None (MLflow off: only locks and marks)."""
+    out = Reconciled()
+    for job in jobs:
+        check = inspect_lock(job.lock)
+        if check is not None and check.live:
+            continue
+        record = read_record(job)
+        done = job.job_id in finished
+        marked = record.get("status") == "running"
+        untracked = (done and tracker is not None and tracker.enabled
+                     and not _in_sync(record, tracker, file_sha256(job.out_json)))
+        if check is None and not marked and not untracked:
+            continue
+        lock = JobLock(job.lock)
+        if lock.acquire() is not None:
+            continue  # taken by a live runner meanwhile
+        try:
+            if check is not None:
+                out.locks_removed += 1
+            if marked and read_record(job).get("status") == "running":
+                status = "done" if done else INTERRUPTED
+                update_record(job, status=status, finished=now_iso(),
+                              detail="finished while no runner watched it" if done else
+                                     "its runner stopped before the job finished")
+                out.marks[status] += 1
+            if untracked and _log(job, tracker):
+                out.logged += 1
+        finally:
+            lock.release()
+    return out
+
+
+def _log(job: Job, tracker) -> bool:
+    """Log ``job``'s result (re-read under the lock) as its MLflow run; record the run."""
+    try:
+        digest = file_sha256(job.out_json)
+        envelope = load_result(job.out_json, job.task)
+        end = job.out_json.stat().st_mtime
+    except (OSError, ResultError):
+        return False
+    record = read_record(job)
+    if _in_sync(record, tracker, digest):
+        return False
+    run_id = tracker.log_job(job, status="done", envelope=envelope, start=end - envelope.provenance.wall_s,
+                             end=end, result_sha256=digest)
+    if run_id is None:
+        return False
+    fresh = {} if record else {"status": "done", "detail": "result found on disk"}
+    update_record(job, mlflow=mlflow_record(tracker, run_id, digest), **fresh)
+    return True
