@@ -15,6 +15,8 @@ Per result (:func:`derive`, each flag with a one-line reason):
   ``transductive_probe`` (probe head fit on the evaluation split), ``context_query_overlap``
   (context and query points not disjoint) and ``probe_not_above_nn_copy`` (a completion probe whose
   MAE is no better than copying the nearest context point's distance);
+* ``code_changed``: the result's recorded code (``provenance.code``, the digest of its module's
+  import closure) is not the checkout's (:mod:`benchmark.code_identity`; the reason names the files);
 * ``dirty_worktree``, ``args_mismatch:<key>`` (the recorded args differ from the job's: a result
   from elsewhere, e.g. another ``cache_root``), ``provenance_mismatch:<key>`` (provenance such as
   ``cache_root`` differs from the job's arg of the same name).
@@ -24,8 +26,9 @@ result's ``provenance.cache_manifest_sha256`` differs from the suite's cache as 
 that cache is not on this machine, from the other results on the same ``cache_root``).
 
 Per table (:func:`single_seed_rows`, :func:`segregation_key`): ``single_seed`` (a row with one
-seed is not a mean) and ``mixed_target_transform`` (transformed and untransformed metrics in one
-table: the cells are marked and never compared with each other).
+seed is not a mean), ``mixed_target_transform`` (transformed and untransformed metrics in one
+table: the cells are marked and never compared with each other) and ``mixed_code`` (results of
+one module computed by different code, or some without a recorded digest).
 
 Guards are data: :func:`register_guard` adds one without touching the engine.
 """
@@ -85,6 +88,11 @@ DESCRIPTIONS: dict[str, str] = {
     PLANTED_DEFECT: "computed with a deliberately planted defect (a canary check), never a real number",
     "mixed_target_transform": "metrics under a target transform beside untransformed ones; marked "
                               "cells are not comparable with the others",
+    "code_changed": "computed by code other than the checkout's (the module's import closure differs): "
+                    "a refactor (accept: `python -m benchmark accept-code`) or a change of numbers "
+                    "(bump the module's PROTOCOL_VERSION: its jobs re-run)",
+    "mixed_code": "the table holds results of one module computed by different code (or without a "
+                  "recorded code digest): its numbers may not be comparable",
 }
 
 

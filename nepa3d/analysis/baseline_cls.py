@@ -42,6 +42,7 @@ from nepa3d.train.finetune_cls import fewshot_seed, majority_rate, select_files
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 from nepa3d.utils.seeding import path_rng
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 C_DEFAULT = 1.0
 MAX_ITER = 10000

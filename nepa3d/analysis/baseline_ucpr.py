@@ -36,6 +36,7 @@ from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
 BASELINE = "shape_descriptors"
 
 

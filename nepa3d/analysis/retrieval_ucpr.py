@@ -40,6 +40,8 @@ from nepa3d.utils.ckpt import CheckpointError
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 from nepa3d.utils.seeding import path_rng
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m nepa3d.analysis.retrieval_ucpr",

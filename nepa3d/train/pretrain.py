@@ -40,6 +40,8 @@ from nepa3d.utils.curves import plot_curves, read_jsonl
 from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic
 from nepa3d.utils.seeding import set_seed
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
