@@ -9,7 +9,8 @@ It knows nothing of 3D: a job is an argv, an output JSON path and tags. Public A
     summary = run_jobs(jobs, suite_name=suite.name, n_jobs=4, tracker=MlflowTracker())
     rep = build_report(suite, jobs); write_report(rep, "reports")
 
-Heavy dependencies (pandas, pandera, tabulate, mlflow) are imported on first use.
+Heavy dependencies (pydantic, pandas, pandera, tabulate, mlflow) are imported on first use: a job
+that records its code identity (:mod:`benchmark.code_identity`) pays for none of them.
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from typing import Any
 
 from .errors import BenchmarkError, ResultError, SuiteError
 from .expand import Job, expand, job_id_for
-from .suite import Suite, load_suite
 from .tasks import Guard, MetricRule, RowCheck, TaskKind, get_task, register_task
 
 _LAZY = {
+    "Suite": "suite", "load_suite": "suite",
     "run_job": "runner", "run_jobs": "runner", "run_suite": "runner", "RunSummary": "runner",
     "JobOutcome": "runner", "LocalExecutor": "executors", "DaskExecutor": "executors",
     "derive_seed": "seeds",
@@ -30,9 +31,8 @@ _LAZY = {
     "MlflowTracker": "tracking", "status_lines": "status", "main": "cli",
 }
 
-__all__ = ["BenchmarkError", "ResultError", "SuiteError", "Job", "expand", "job_id_for", "Suite",
-           "load_suite", "Guard", "MetricRule", "RowCheck", "TaskKind", "get_task", "register_task",
-           *_LAZY]
+__all__ = ["BenchmarkError", "ResultError", "SuiteError", "Job", "expand", "job_id_for", "Guard",
+           "MetricRule", "RowCheck", "TaskKind", "get_task", "register_task", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""``python -m benchmark {run,status,report,validate,unlock} SUITE.yaml...``
+"""``python -m benchmark {run,status,report,validate,unlock,accept-code} SUITE.yaml...``
 
 Exit codes: 0 ok (``run``: every job of the suites has a valid result); 1 a job failed or a
 result is invalid; 2 a suite (or the command line) is invalid, reported as one line without a
@@ -291,6 +291,17 @@ def cmd_unlock(args) -> int:
     return EXIT_OK
 
 
+def cmd_accept_code(args) -> int:
+    from .code_identity import accept_code
+
+    for suite in load_suites(args.suites, args.params):
+        done = accept_code(_jobs(suite, args))
+        print(f"{suite.name}: {len(done)} result(s) accepted as computed by the checkout's code")
+        for job, what in done:
+            print(f"  {job.label} ({job.job_id}): {what}")
+    return EXIT_OK
+
+
 def cmd_fingerprint(args) -> int:
     from .fingerprint import write_fingerprint
 
@@ -380,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="remove live locks too (their runner may still be running the job)")
     p.set_defaults(func=cmd_unlock)
+
+    p = sub.add_parser("accept-code", help="re-stamp results of other code with the checkout's code digest "
+                                          "(a refactor; a change of numbers bumps PROTOCOL_VERSION instead)")
+    common(p)
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
+                   help="restrict to matching jobs (repeatable)")
+    p.set_defaults(func=cmd_accept_code)
 
     p = sub.add_parser("fingerprint", help="write the content fingerprint of folders to a file "
                                           "(a cheap DVC dependency in place of the folders)")

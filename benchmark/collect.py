@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .code_identity import code_flags
 from .errors import ResultError
 from .expand import Job
 from .guards import cache_fingerprint_flags, derive, segregation_key
@@ -106,7 +107,8 @@ def collect(suite: Suite, jobs: list[Job], *, live_cache_check: bool = True) -> 
     """Read every job's result JSON (envelope-validated, task-checked) and apply the guards.
 
     ``live_cache_check``: compare each result's cache fingerprint with the cache as it is now
-    (when it exists on this machine); otherwise only with the suite's other results.
+    (when it exists on this machine); otherwise only with the suite's other results. A result
+    whose recorded code differs from the checkout's carries ``code_changed``.
     """
     out = Collected(suite=suite, jobs=jobs)
     kind = suite.kind
@@ -130,5 +132,7 @@ def collect(suite: Suite, jobs: list[Job], *, live_cache_check: bool = True) -> 
     by_id = {r.job.job_id: r for r in out.rows}
     for job_id, reasons in cache_fingerprint_flags([(r.job, r.envelope) for r in out.rows],
                                                    live=live_cache_check).items():
+        by_id[job_id].add_flags(reasons)
+    for job_id, reasons in code_flags([(r.job, r.envelope) for r in out.rows]).items():
         by_id[job_id].add_flags(reasons)
     return out

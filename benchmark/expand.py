@@ -1,8 +1,11 @@
 """Expansion of a suite into jobs: cartesian product of matrix axes x seed values.
 
 A job's identity (``job_id``) is the first 16 hex digits of the sha256 of the canonical JSON of
-``{"module" | "program": ..., "args": resolved args}``: it does not depend on the suite name, the
-results directory, the output path or the machine, so a re-run finds finished jobs.
+``{"module" | "program": ..., "args": resolved args}``, plus ``"protocol_version": N`` when the
+module declares ``PROTOCOL_VERSION = N`` with N != 1 (:mod:`benchmark.code_identity`): it does not
+depend on the suite name, the results directory, the output path or the machine, so a re-run finds
+finished jobs; version 1 leaves the ids as they were before versions existed, and bumping a
+module's version re-runs that module's jobs only.
 """
 from __future__ import annotations
 
@@ -12,11 +15,14 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+from .code_identity import command_version
 from .errors import SuiteError
 from .seeds import derive_seed, replicate_identity
-from .suite import Suite
+
+if TYPE_CHECKING:  # annotations only: `import benchmark` (a job recording its code) skips pydantic
+    from .suite import Suite
 
 PYTHON_ALIASES = ("python", "python3")
 
@@ -55,9 +61,12 @@ def canonical_args(args: dict[str, Any]) -> dict[str, Any]:
     return {k: args[k] for k in sorted(args) if args[k] is not None and args[k] is not False}
 
 
-def job_id_for(command: dict[str, Any], args: dict[str, Any]) -> str:
-    """Stable id: sha256 of canonical JSON of ``{**command, "args": canonical args}``, 16 hex."""
+def job_id_for(command: dict[str, Any], args: dict[str, Any], version: int = 1) -> str:
+    """Stable id: sha256 of canonical JSON of ``{**command, "args": canonical args}``, with
+    ``"protocol_version": version`` when ``version`` is not 1; 16 hex."""
     payload = {**command, "args": canonical_args(args)}
+    if version != 1:
+        payload["protocol_version"] = version
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -142,13 +151,21 @@ def matrix_points(suite: Suite) -> Iterable[tuple[dict[str, Any], dict[str, Any]
 
 
 def expand(suite: Suite, results_dir: Path | str = "results") -> list[Job]:
-    """All jobs of ``suite``. Two matrix points with identical resolved args raise SuiteError."""
+    """All jobs of ``suite``. Two matrix points with identical resolved args raise SuiteError, and
+    so does a module whose ``PROTOCOL_VERSION`` is not an int literal."""
     results_dir = Path(results_dir)
     base = results_dir / suite.name
     jobs: list[Job] = []
     seen: dict[str, dict[str, Any]] = {}
+    versions: dict[str, int] = {}
     for tags, args, command in matrix_points(suite):
-        jid = job_id_for(command, args)
+        key = json.dumps(command, sort_keys=True)
+        if key not in versions:
+            try:
+                versions[key] = command_version(command)
+            except ValueError as exc:
+                raise SuiteError(f"{suite.source}: {exc}") from None
+        jid = job_id_for(command, args, versions[key])
         if jid in seen:
             a = " ".join(f"{k}={v}" for k, v in seen[jid].items())
             b = " ".join(f"{k}={v}" for k, v in tags.items())

@@ -6,15 +6,17 @@ a *blocking* flag on a compared result rejects the candidate).
 
 Per result (:func:`derive`, each flag with a one-line reason):
 
-* the task kind's metric guards (:class:`benchmark.tasks.Guard`);
+* the task kind's metric guards (:class:`benchmark.tasks.Guard`; e.g. ``easy_pair_saturated``,
+  ``majority_collapse``, ``collapsed_embeddings``, whose thresholds the task definitions take
+  from the evaluators' own definitions: no number is repeated here);
 * :data:`PROTOCOL_GUARDS`, which see the whole envelope (args, metrics, ``extra``, ``sanity``):
   ``mesh_distance_leak`` (a point-cloud backend fed mesh-derived distances),
-  ``easy_pair_saturated`` (retrieval R@1 >= 0.98: an easy pair, not alignment evidence),
-  ``majority_collapse`` (few-shot accuracy within a tolerance of the majority-class rate),
   ``target_transform:<name>`` (metrics of a transformed target),
   ``transductive_probe`` (probe head fit on the evaluation split), ``context_query_overlap``
   (context and query points not disjoint) and ``probe_not_above_nn_copy`` (a completion probe whose
   MAE is no better than copying the nearest context point's distance);
+* ``code_changed``: the result's recorded code (``provenance.code``, the digest of its module's
+  import closure) is not the checkout's (:mod:`benchmark.code_identity`; the reason names the files);
 * ``dirty_worktree``, ``args_mismatch:<key>`` (the recorded args differ from the job's: a result
   from elsewhere, e.g. another ``cache_root``), ``provenance_mismatch:<key>`` (provenance such as
   ``cache_root`` differs from the job's arg of the same name).
@@ -24,8 +26,9 @@ result's ``provenance.cache_manifest_sha256`` differs from the suite's cache as 
 that cache is not on this machine, from the other results on the same ``cache_root``).
 
 Per table (:func:`single_seed_rows`, :func:`segregation_key`): ``single_seed`` (a row with one
-seed is not a mean) and ``mixed_target_transform`` (transformed and untransformed metrics in one
-table: the cells are marked and never compared with each other).
+seed is not a mean), ``mixed_target_transform`` (transformed and untransformed metrics in one
+table: the cells are marked and never compared with each other) and ``mixed_code`` (results of
+one module computed by different code, or some without a recorded digest).
 
 Guards are data: :func:`register_guard` adds one without touching the engine.
 """
@@ -45,22 +48,6 @@ from .results import BASELINE_PREFIX, Envelope
 from .tasks import TaskKind
 
 PROVENANCE_KEYS = ("cache_root", "cache_manifest_sha256", "ckpt_sha256")
-
-#: R@1 at or above which a retrieval pair counts as easy (lab notes 8.4: ``pointcloud_noray ->
-#: udfgrid`` reached 0.999-1.000 for every objective).
-EASY_PAIR_R1 = 0.98
-#: Few-shot accuracy within this much of the majority-class rate counts as collapse (lab notes 7:
-#: ``test_acc=0.1115`` vs majority ``0.11147``).
-MAJORITY_TOL = 0.005
-
-#: Retrieval embeddings whose spread (1 - mean pairwise cosine between two shapes' L2-normalised
-#: embeddings, metrics ``embed_spread_query`` / ``embed_spread_gallery``) is below this count as
-#: collapsed: every shape sits within ~8 degrees of every other, so a direction shared by all
-#: embeddings (and the query/gallery offset) decides the ranking, not the shape. Measured on the
-#: embedded checkpoints: 0.0003 (pretrained, R@k exactly k/N), 0.002 (random init); hand-made
-#: shape descriptors ~0.9.
-EMBED_SPREAD_MIN = 0.01
-EMBED_SPREAD_METRICS = ("embed_spread_query", "embed_spread_gallery")
 
 #: A result computed with a deliberately planted defect (a canary: shuffled labels, ...) carries a
 #: flag ``planted_defect:<what>`` from its producer; it is never evidence for anything.
@@ -101,6 +88,11 @@ DESCRIPTIONS: dict[str, str] = {
     PLANTED_DEFECT: "computed with a deliberately planted defect (a canary check), never a real number",
     "mixed_target_transform": "metrics under a target transform beside untransformed ones; marked "
                               "cells are not comparable with the others",
+    "code_changed": "computed by code other than the checkout's (the module's import closure differs): "
+                    "a refactor (accept: `python -m benchmark accept-code`) or a change of numbers "
+                    "(bump the module's PROTOCOL_VERSION: its jobs re-run)",
+    "mixed_code": "the table holds results of one module computed by different code (or without a "
+                  "recorded code digest): its numbers may not be comparable",
 }
 
 
@@ -158,11 +150,6 @@ def _falsy(value: Any) -> bool:
     return value is not None and not bool(value)
 
 
-def _metric(env: Envelope, name: str) -> Optional[float]:
-    value = env.flat().get(name)
-    return None if value is None or math.isnan(value) else value
-
-
 def check_mesh_distance_leak(env: Envelope) -> Optional[str]:
     """A point-cloud backend whose recorded distance source is mesh-derived.
 
@@ -192,20 +179,6 @@ def check_mesh_distance_leak(env: Envelope) -> Optional[str]:
     return "; ".join(hits) or None
 
 
-def check_easy_pair(env: Envelope) -> Optional[str]:
-    r1 = _metric(env, "r@1")
-    if r1 is not None and r1 >= EASY_PAIR_R1:
-        return f"r@1 = {r1:.4f} >= {EASY_PAIR_R1:g}"
-    return None
-
-
-def check_majority_collapse(env: Envelope) -> Optional[str]:
-    acc, majority = _metric(env, "test_acc"), _metric(env, "test_majority_rate")
-    if acc is not None and majority is not None and acc <= majority + MAJORITY_TOL:
-        return f"test_acc {acc:.4f} <= test_majority_rate {majority:.4f} + {MAJORITY_TOL:g}"
-    return None
-
-
 def check_target_transform(env: Envelope) -> Optional[tuple[str, str]]:
     value = protocol_fields(env).get("target_transform")
     if value not in SEGREGATING_ARGS["target_transform"]:
@@ -226,16 +199,6 @@ def check_transductive(env: Envelope) -> Optional[str]:
         if split is not None and str(head) == str(split):
             return f"head_train_split={head!r} is the evaluation split"
     return None
-
-
-def check_collapsed_embeddings(env: Envelope) -> Optional[str]:
-    """A retrieval side whose embeddings' spread is below :data:`EMBED_SPREAD_MIN`."""
-    low = []
-    for name in EMBED_SPREAD_METRICS:
-        value = _metric(env, name)
-        if value is not None and value < EMBED_SPREAD_MIN:
-            low.append(f"{name} = {value:.2e}")
-    return f"{', '.join(low)} < {EMBED_SPREAD_MIN:g}" if low else None
 
 
 def check_probe_vs_nn_copy(env: Envelope) -> Optional[str]:
@@ -263,15 +226,6 @@ def check_context_query_overlap(env: Envelope) -> Optional[str]:
 
 register_guard(ProtocolGuard("mesh_distance_leak", check_mesh_distance_leak,
                              "a point-cloud backend read mesh-derived distances (leak)", blocking=True))
-register_guard(ProtocolGuard("easy_pair_saturated", check_easy_pair,
-                             f"R@1 >= {EASY_PAIR_R1:g}: an easy pair, not alignment evidence"))
-register_guard(ProtocolGuard("collapsed_embeddings", check_collapsed_embeddings,
-                             f"retrieval embeddings collapsed (spread = 1 - mean pairwise cosine < "
-                             f"{EMBED_SPREAD_MIN:g}): a direction shared by every shape decides the "
-                             "ranking", tasks=("ucpr",)))
-register_guard(ProtocolGuard("majority_collapse", check_majority_collapse,
-                             f"test accuracy within {MAJORITY_TOL:g} of the majority-class rate "
-                             "(collapse)"))
 register_guard(ProtocolGuard("target_transform:", check_target_transform,
                              "metrics of a transformed target (report as auxiliary)"))
 register_guard(ProtocolGuard("transductive_probe", check_transductive,
@@ -324,7 +278,7 @@ def derive(job: Job, env: Envelope, kind: TaskKind) -> dict[str, str]:
     for guard in kind.guards:
         try:
             if guard.fires(flat):
-                flags[guard.flag] = guard.description
+                flags[guard.flag] = guard.reason(flat) if guard.reason else guard.description
         except (KeyError, TypeError, ValueError):
             continue
     for guard in PROTOCOL_GUARDS:
@@ -363,8 +317,15 @@ def is_blocking(flag: str) -> bool:
 
 
 def describe(flag: str) -> str:
-    """What a flag means ("" if unknown)."""
-    return DESCRIPTIONS.get(flag) or DESCRIPTIONS.get(flag.split(":", 1)[0], "")
+    """What a flag means ("" if unknown): a built-in or protocol guard's text, else the
+    description of the first registered task kind's guard of that name."""
+    from .tasks import get_task, task_names
+
+    text = DESCRIPTIONS.get(flag) or DESCRIPTIONS.get(flag.split(":", 1)[0], "")
+    if text:
+        return text
+    return next((g.description for name in task_names() for g in get_task(name).guards
+                 if g.flag == flag and g.description), "")
 
 
 # --- across a suite's results: which cache ----------------------------------------------------

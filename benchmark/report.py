@@ -28,6 +28,7 @@ from tabulate import tabulate
 from .aggregate import (Cell, Column, Readout, TableData, baseline_columns, build_table, competing_axes,
                         gate_comparisons, gate_rows, paired_baseline_cell, readout)
 from .atomic import atomic_write_json, atomic_write_text
+from .code_identity import Checkout, code_versions, job_module, mixed_code, short, versions_text
 from .collect import Collected, ResultRow, collect
 from .expand import Job, command_of
 from .guards import describe, is_blocking
@@ -182,11 +183,30 @@ def _chance_text(t: TableData, rk, c: Column) -> str:
     return DASH if level is None else fmt_num(level[0])
 
 
-def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str]) -> list[str]:
+def _pairs(t: TableData) -> list[tuple[Job, Any]]:
+    return [(r.job, r.envelope) for rows in t.results.values() for r in rows]
+
+
+def code_note(t: TableData, checkout: Optional[Checkout] = None) -> str:
+    """The table's warning when results of one module come from different code ("" if none)."""
+    mixed = mixed_code(_pairs(t), checkout)
+    if not mixed:
+        return ""
+    return ("⚠ Code: this table mixes results computed by different code (guard `mixed_code`; "
+            "digests of each module's import closure, results per digest): " + "; ".join(mixed)
+            + ". Rows flagged `code_changed` were not computed by the checkout's code.")
+
+
+def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str],
+                 checkout: Optional[Checkout] = None) -> list[str]:
     """Markdown lines of one table, its Δ-vs-reference companion and, when the results carry
     baselines, the paired row-minus-baseline companion (``direction``: the task's metric
-    direction, "min" or "max")."""
+    direction, "min" or "max"). A table whose results of one module come from different code
+    says so under its title (:func:`code_note`)."""
     out = [f"## {t.title}", "", _seed_note(t, seed_arg), ""]
+    note = code_note(t, checkout)
+    if note:
+        out += [note, ""]
     marks = _marks(t)
 
     def cell_text(rk, c) -> str:
@@ -362,7 +382,20 @@ def _cache_line(col: Collected) -> str:
                      for (root, fp), n in sorted(roots.items(), key=lambda kv: str(kv[0])))
 
 
-def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path]) -> list[str]:
+def _code_line(col: Collected, checkout: Checkout) -> str:
+    """Each module's protocol version and code digest in this checkout."""
+    parts = []
+    for module in sorted({job_module(j) for j in col.jobs} - {"(program)"}):
+        code = checkout(module)
+        if code is not None:
+            parts.append(f"`{module}` protocol version {code['protocol_version']}, digest "
+                         f"`{short(code['sha256'])}` ({len(code['files'])} files)")
+    return "; ".join(parts) + " in this checkout" if parts else DASH
+
+
+def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path],
+              checkout: Optional[Checkout] = None) -> list[str]:
+    checkout = checkout or Checkout()
     cmd = command_of(suite)
     what = f"python -m {cmd['module']}" if "module" in cmd else shlex.join(cmd["program"])
     dims = [f"{a} ({len(suite.matrix[a])})" for a in suite.axes]
@@ -378,6 +411,7 @@ def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path]) -> list
         ["task", f"`{suite.task}`: {suite.kind.description}".rstrip(": ")],
         ["corpus", corpus_text(col.rows) or "(not recorded by the results)"],
         ["command", f"`{what}`"],
+        ["code", _code_line(col, checkout)],
         ["suite file", f"`{suite.source}` (sha256 `{suite.source_sha256[:12]}`)"],
         ["params", f"`{suite.params_path}`: {params}" if params else "(no params references)"],
         ["matrix", " × ".join(dims) + f" = {len(col.jobs)} jobs" if dims else f"{len(col.jobs)} job(s)"],
@@ -438,9 +472,10 @@ def _status(suite: Suite, col: Collected) -> list[str]:
     return lines + [""]
 
 
-def _provenance(col: Collected) -> list[str]:
+def _provenance(col: Collected, checkout: Optional[Checkout] = None) -> list[str]:
     if not col.rows:
         return []
+    code = code_versions((r.job, r.envelope) for r in col.rows)
     revs = Counter((r.envelope.provenance.git_rev or "unknown")[:12] for r in col.rows)
     dirty = sum(bool(r.envelope.provenance.dirty) for r in col.rows)
     devices = Counter(r.envelope.provenance.device or "unknown" for r in col.rows)
@@ -453,6 +488,7 @@ def _provenance(col: Collected) -> list[str]:
         "- git rev: " + ", ".join(f"`{k}` ({v})" for k, v in sorted(revs.items())),
         f"- dirty worktree: {dirty} of {len(col.rows)}",
         "- device: " + ", ".join(f"{k} ({v})" for k, v in sorted(devices.items())),
+        "- code digest: " + "; ".join(versions_text(m, c, checkout) for m, c in sorted(code.items())),
     ]
     if versions:
         lines.append("- versions: " + ", ".join(f"{k} {'/'.join(sorted(v))}" for k, v in sorted(versions.items())))
@@ -462,8 +498,9 @@ def _provenance(col: Collected) -> list[str]:
 
 # --- flags ------------------------------------------------------------------------------------
 
-def table_flags(tables: list[TableData]) -> list[tuple[str, str, list[str]]]:
-    """``[(flag, table title, [row labels])]`` raised per table: single-seed rows, mixed classes."""
+def table_flags(tables: list[TableData], checkout: Optional[Checkout] = None) -> list[tuple[str, str, list[str]]]:
+    """``[(flag, table title, [row labels])]`` raised per table: single-seed rows, mixed classes,
+    results of one module computed by different code."""
     out = []
     for t in tables:
         single = t.single_seed_rows()
@@ -473,10 +510,13 @@ def table_flags(tables: list[TableData]) -> list[tuple[str, str, list[str]]]:
             rows = sorted({t.row_label(rk) for (rk, _, _), cell in t.cells.items() if cell.n and cell.segregation})
             out.append(("mixed_target_transform", t.title,
                         [f"{', '.join(rows)} under {'; '.join(_seg_text(s) for s in t.segregations() if s)}"]))
+        mixed = mixed_code(_pairs(t), checkout)
+        if mixed:
+            out.append(("mixed_code", t.title, mixed))
     return out
 
 
-def _flags(col: Collected, tables: list[TableData]) -> list[str]:
+def _flags(col: Collected, tables: list[TableData], checkout: Optional[Checkout] = None) -> list[str]:
     out = ["## Flags", ""]
     jobs_by_flag: dict[str, list[ResultRow]] = {}
     source: dict[str, set] = {}
@@ -485,7 +525,7 @@ def _flags(col: Collected, tables: list[TableData]) -> list[str]:
         for f in r.flags:
             jobs_by_flag.setdefault(f, []).append(r)
             source.setdefault(f, set()).add("result" if f in own else "benchmark guard")
-    per_table = table_flags(tables)
+    per_table = table_flags(tables, checkout)
     if not jobs_by_flag and not per_table:
         return out + [f"No flags raised by {len(col.rows)} result(s); no table guard fired.", ""]
     for flag in sorted(jobs_by_flag):
@@ -509,9 +549,11 @@ def _flags(col: Collected, tables: list[TableData]) -> list[str]:
 
 # --- promotion gate ---------------------------------------------------------------------------
 
-def guarded_gate(suite: Suite, col: Collected) -> tuple[GateResult, list[str]]:
-    """The gate's verdict on seed means, then vetoed by blocking flags on the compared results or
-    by candidate and reference of different segregation classes. Returns (result, advisory notes)."""
+def guarded_gate(suite: Suite, col: Collected,
+                 checkout: Optional[Checkout] = None) -> tuple[GateResult, list[str]]:
+    """The gate's verdict on seed means, then vetoed by blocking flags on the compared results, by
+    candidate and reference of different segregation classes, or by compared results of one module
+    computed by different code. Returns (result, advisory notes)."""
     gate = evaluate_gate(suite.requirements, gate_comparisons(suite, col.rows), fmt=fmt_num)
     cand, ref = gate_rows(suite, col.rows)
     reasons, notes = list(gate.reasons), []
@@ -520,6 +562,8 @@ def guarded_gate(suite: Suite, col: Collected) -> tuple[GateResult, list[str]]:
         for flag, n in sorted(counts.items()):
             line = f"{n} {who} result(s) carry `{flag}`"
             (reasons if is_blocking(flag) else notes).append(line + (" (blocking)" if is_blocking(flag) else ""))
+    for text in mixed_code([(r.job, r.envelope) for r in (*cand, *ref)], checkout):
+        reasons.append(f"candidate and reference come from different code: {text}")
     segs_c, segs_r = {r.segregation for r in cand}, {r.segregation for r in ref}
     if cand and ref and segs_c != segs_r:
         reasons.append(f"candidate ({'; '.join(_seg_text(s) or 'default' for s in sorted(segs_c))}) and reference "
@@ -562,13 +606,14 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
     lines = [f"# {suite.name}", ""]
     if suite.description:
         lines += [suite.description.strip(), ""]
-    lines += _protocol(suite, col, results_dir)
+    checkout = Checkout()
+    lines += _protocol(suite, col, results_dir, checkout)
     lines += _status(suite, col)
-    lines += _provenance(col)
+    lines += _provenance(col, checkout)
 
     rep.tables = [build_table(suite, i, col.rows) for i in range(len(suite.tables))]
     for t in rep.tables:
-        lines += render_table(t, suite.seed_arg, suite.kind.direction)
+        lines += render_table(t, suite.seed_arg, suite.kind.direction, checkout)
 
     rep.plots = [plot_data(suite, spec, col.rows) for spec in suite.plots]
     if rep.plots:
@@ -589,10 +634,10 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
     else:
         lines += ["No complete results yet.", ""]
 
-    lines += _flags(col, rep.tables)
+    lines += _flags(col, rep.tables, checkout)
 
     if suite.promote is not None:
-        rep.gate, notes = guarded_gate(suite, col)
+        rep.gate, notes = guarded_gate(suite, col, checkout)
         lines += _gate_lines(suite, rep.gate, notes)
     rep.sensitivity = sensitivity_checks(suite, col.rows)
     if suite.sensitivity is not None:

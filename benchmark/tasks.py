@@ -13,6 +13,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Optional
 
+from nepa3d.protocol_thresholds import (COLLAPSED_EMBEDDINGS_FLAG, EASY_PAIR_FLAG, EASY_PAIR_R1,
+                                        EMBED_SPREAD_METRICS, EMBED_SPREAD_MIN, MAJORITY_FLAG,
+                                        MAJORITY_TOL, easy_pair_saturated, embeddings_collapsed,
+                                        majority_collapse)
+
 Direction = Literal["min", "max"]
 
 #: Direction of a metric when its task kind says nothing: matched (full match) against the last
@@ -59,12 +64,14 @@ class RowCheck:
 class Guard:
     """A protocol guard: raises ``flag`` on a result whose flattened metrics satisfy ``fires``.
 
-    ``fires`` gets a mapping of flattened metric name -> float (missing metrics are absent).
+    ``fires`` gets a mapping of flattened metric name -> float (missing metrics are absent);
+    ``reason`` (optional) the same mapping, and says why in one line (else ``description``).
     """
 
     flag: str
     fires: Callable[[Mapping[str, float]], bool]
     description: str = ""
+    reason: Optional[Callable[[Mapping[str, float]], str]] = None
 
 
 #: A cell sits "at chance" when it is no further than this many standard errors of a no-skill
@@ -202,6 +209,28 @@ def _mean_rank_chance(m: Mapping[str, float]) -> Optional[tuple[float, float]]:
     return None if n is None else ((n + 1) / 2.0, math.sqrt((n * n - 1) / 12.0 / n))
 
 
+def _collapsed_spreads(m: Mapping[str, float]) -> list[str]:
+    return [f"{name} = {m[name]:.2e}" for name in EMBED_SPREAD_METRICS if embeddings_collapsed(m.get(name))]
+
+
+#: The NEPA protocol guards: the thresholds and tests are :mod:`nepa3d.protocol_thresholds`', the
+#: objects the evaluators flag their own results with.
+EASY_PAIR_GUARD = Guard(
+    EASY_PAIR_FLAG, lambda m: easy_pair_saturated(m.get("r@1")),
+    f"R@1 >= {EASY_PAIR_R1:g}: an easy pair, not alignment evidence",
+    reason=lambda m: f"r@1 = {m['r@1']:.4f} >= {EASY_PAIR_R1:g}")
+MAJORITY_GUARD = Guard(
+    MAJORITY_FLAG, lambda m: majority_collapse(m.get("test_acc"), m.get("test_majority_rate")),
+    f"test accuracy within {MAJORITY_TOL:g} of the majority-class rate (collapse)",
+    reason=lambda m: (f"test_acc {m['test_acc']:.4f} <= test_majority_rate "
+                      f"{m['test_majority_rate']:.4f} + {MAJORITY_TOL:g}"))
+COLLAPSED_EMBEDDINGS_GUARD = Guard(
+    COLLAPSED_EMBEDDINGS_FLAG, lambda m: bool(_collapsed_spreads(m)),
+    f"retrieval embeddings collapsed (spread = 1 - mean pairwise cosine < {EMBED_SPREAD_MIN:g}): "
+    "a direction shared by every shape decides the ranking",
+    reason=lambda m: f"{', '.join(_collapsed_spreads(m))} < {EMBED_SPREAD_MIN:g}")
+
+
 # --- built-in kinds --------------------------------------------------------------------------
 
 register_task(TaskKind(
@@ -216,9 +245,7 @@ register_task(TaskKind(
     chance=(Chance("test_acc", _accuracy_chance, "the test set's majority-class rate"),),
     diagnostics=(r"test_majority_rate", r"test_pred_classes", r"n_(train|val|test|classes)",
                  r"best_epoch"),
-    guards=(Guard("majority_collapse",
-                  lambda m: _get(m, "test_acc") <= _get(m, "test_majority_rate") + 1e-9,
-                  "test accuracy does not beat the majority-class rate (collapse)"),),
+    guards=(MAJORITY_GUARD,),
 ))
 
 register_task(TaskKind(
@@ -242,8 +269,7 @@ register_task(TaskKind(
             Chance("mAP", _reciprocal_rank_chance, "H_N / N (random ranks)"),
             Chance("mean_rank", _mean_rank_chance, "(N + 1) / 2")),
     diagnostics=(r"expected_random_r@\d+", r"embed_spread_(query|gallery)"),
-    guards=(Guard("easy_pair_saturated", lambda m: _get(m, "r@1") >= 0.99,
-                  "R@1 near 1: an easy pair, not alignment evidence"),),
+    guards=(EASY_PAIR_GUARD, COLLAPSED_EMBEDDINGS_GUARD),
 ))
 
 register_task(TaskKind(

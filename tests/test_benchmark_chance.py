@@ -15,6 +15,7 @@ from test_benchmark_guards import cells, flags_by_row, plant  # noqa: E402
 from benchmark import guards  # noqa: E402
 from benchmark.report import build_report  # noqa: E402
 from benchmark.tasks import CHANCE_MARGIN_SE, get_task  # noqa: E402
+from nepa3d.protocol_thresholds import EMBED_SPREAD_MIN  # noqa: E402
 
 
 def _ucpr(n: int, **m) -> dict:
@@ -96,13 +97,13 @@ def test_collapsed_embeddings_guard(tmp_path):
     spread = lambda q, g: {"metrics": _ucpr(60, embed_spread_query=q, embed_spread_gallery=g)}  # noqa: E731
     suite, jobs = plant(tmp_path, "ucpr", {
         "collapsed": spread(3e-4, 2e-2),
-        "edge": spread(guards.EMBED_SPREAD_MIN, guards.EMBED_SPREAD_MIN),
+        "edge": spread(EMBED_SPREAD_MIN, EMBED_SPREAD_MIN),
         "healthy": spread(0.9, 0.8),
         "unrecorded": {"metrics": _ucpr(60)}})
     rows = flags_by_row(suite, jobs)
     assert rows["collapsed"].flags == ["collapsed_embeddings"]
     assert rows["collapsed"].reasons["collapsed_embeddings"] == (
-        f"embed_spread_query = 3.00e-04 < {guards.EMBED_SPREAD_MIN:g}")
+        f"embed_spread_query = 3.00e-04 < {EMBED_SPREAD_MIN:g}")
     assert rows["edge"].flags == rows["healthy"].flags == rows["unrecorded"].flags == []
     assert not guards.is_blocking("collapsed_embeddings")
     md = build_report(suite, jobs).markdown
@@ -115,9 +116,10 @@ def test_planted_defect_results_are_blocking(tmp_path):
 
 
 def test_spread_threshold_is_defined_once():
-    """The guard's threshold lives in benchmark.guards only: no other module repeats the number."""
+    """The guard's threshold lives in nepa3d.protocol_thresholds only: no other module repeats
+    the number (tests/test_thresholds.py checks every protocol threshold)."""
     root = Path(__file__).resolve().parents[1]
-    text = str(guards.EMBED_SPREAD_MIN)
+    text = str(EMBED_SPREAD_MIN)
     hits = [p for p in itertools.chain(root.glob("benchmark/*.py"), root.glob("nepa3d/**/*.py"))
             if "EMBED_SPREAD_MIN =" in p.read_text() or f"spread < {text}" in p.read_text()]
-    assert [p.name for p in hits] == ["guards.py"]
+    assert [p.name for p in hits] == ["protocol_thresholds.py"]

@@ -36,11 +36,13 @@ from nepa3d.analysis.shape_descriptors import DESCRIPTOR_DIM, token_descriptor
 from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import class_of
+from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.train.finetune_cls import fewshot_seed, majority_rate, select_files
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 from nepa3d.utils.seeding import path_rng
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 C_DEFAULT = 1.0
 MAX_ITER = 10000
@@ -173,11 +175,12 @@ def run(args) -> tuple[dict, list[str], dict]:
     pred = predict(Xte)
     test_acc = accuracy(pred, yte)
     n_pred = int(len(np.unique(pred)))
+    majority = majority_rate(yte)
     metrics = {"test_acc": test_acc, "best_val_acc": best_val,
-               "test_majority_rate": majority_rate(yte), "test_pred_classes": n_pred,
+               "test_majority_rate": majority, "test_pred_classes": n_pred,
                "n_train": len(train), "n_val": len(val), "n_test": len(test),
                "n_classes": len(label_map)}
-    flags = ["majority_collapse"] if n_pred <= 1 else []
+    flags = [MAJORITY_FLAG] if majority_collapse(test_acc, majority) else []
     extra = {"baseline": BASELINE, "C": C, "C_grid": list(C_GRID),
              "val_acc_by_C": {f"{c:g}": a for c, a in val_by_C.items()},
              "descriptor_dim": DESCRIPTOR_DIM, "logreg_converged": converged,

@@ -27,14 +27,16 @@ import numpy as np
 
 from nepa3d.analysis.metrics import (l2_normalize, retrieval_metrics, tie_aware_ranks,
                                      tie_noise_seed)
-from nepa3d.analysis.retrieval_ucpr import EASY_PAIR_R1, shape_sequences, spread_metrics
+from nepa3d.analysis.retrieval_ucpr import shape_sequences, spread_metrics
 from nepa3d.analysis.shape_descriptors import DESCRIPTOR_DIM, token_descriptor
 from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
+from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
 BASELINE = "shape_descriptors"
 
 
@@ -121,7 +123,7 @@ def run(args) -> dict:
              "ablate_point_xyz": bool(args.ablate_point_xyz),
              "ablate_point_dist": bool(args.ablate_point_dist),
              "tie_break_eps": float(args.tie_break_eps)}
-    flags = ["easy_pair_saturated"] if metrics["r@1"] >= EASY_PAIR_R1 else []
+    flags = [EASY_PAIR_FLAG] if easy_pair_saturated(metrics["r@1"]) else []
     resolved = {**vars(args), "n_ray": 0, "eval_seed_gallery": int(gallery_seed)}
     prov = timer.provenance(seed=args.eval_seed, ckpt=None, cache_root=args.cache_root,
                             device="cpu")

@@ -45,6 +45,7 @@ from nepa3d.utils.ckpt import CheckpointError
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 from nepa3d.utils.seeding import path_rng
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
 TARGET_NAME = "udfgrid_distance_probe"
 CONTEXT_MODES = ("normal", "none", "mismatch")
 TEST_SEED_OFFSET = 999

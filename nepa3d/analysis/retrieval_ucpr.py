@@ -33,13 +33,14 @@ from nepa3d.analysis.metrics import (l2_normalize, mean_pairwise_cosine, retriev
 from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
+from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
 from nepa3d.utils.results import ResultTimer, build_result, emit_result
 from nepa3d.utils.seeding import path_rng
 
-EASY_PAIR_R1 = 0.98
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,8 +172,8 @@ def run(args) -> dict:
              "max_len": int(lb.model.pos_emb.shape[1]), "ckpt": ckpt_abs,
              "precision": resolve_precision(args.precision, device)}
     flags = []
-    if metrics["r@1"] >= EASY_PAIR_R1:
-        flags.append("easy_pair_saturated")
+    if easy_pair_saturated(metrics["r@1"]):
+        flags.append(EASY_PAIR_FLAG)
     if args.sanity_constant_embed:
         flags.append("sanity_constant_embed")
     resolved = {**vars(args), "ckpt": ckpt_abs, "n_point": n_point, "n_ray": n_ray,

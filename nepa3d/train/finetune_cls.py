@@ -136,6 +136,7 @@ def majority_rate(y: np.ndarray) -> float:
 
 #: The result flag of a run trained on shuffled labels (a canary; see ``--shuffle_train_labels``).
 SHUFFLED_LABELS_FLAG = "planted_defect:shuffled_labels"
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
 
 
 def shuffled_labels(labels: list[int], seed: int) -> list[int]:

@@ -48,6 +48,8 @@ from nepa3d.utils.results import ResultTimer, build_result, public_mode, write_j
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg
 from nepa3d.utils.seeding import set_seed
 
+PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])

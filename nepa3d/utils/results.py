@@ -3,7 +3,10 @@
     {"schema_version": 1, "task", "args", "metrics", "baselines", "flags", "provenance"}
 
 The benchmark engine validates these files (``benchmark.results`` / ``benchmark.schemas``);
-this module is the producer side used by every nepa3d CLI.
+this module is the producer side used by every nepa3d CLI. ``provenance.code`` says which code
+computed the result: the running module, its ``PROTOCOL_VERSION`` and the sha256 of its in-repo
+import closure (:func:`benchmark.code_identity.code_identity`), which reports compare with the
+checkout's.
 """
 
 from __future__ import annotations
@@ -87,12 +90,25 @@ def _clean(x):
     return x
 
 
+def code_provenance() -> dict | None:
+    """``provenance.code`` of the module this process runs as ``__main__`` (``python -m``, or a
+    persistent pool worker's in-process job); None for anything else (a test calling ``main``)."""
+    try:
+        from benchmark.code_identity import code_identity, main_module
+    except ImportError:
+        return None
+    module = main_module()
+    return code_identity(module) if module else None
+
+
 class ResultTimer:
-    """Records the start time; ``provenance()`` fills wall time at write."""
+    """Records the start time and the code (read when the job starts, the code it imported);
+    ``provenance()`` fills wall time at write."""
 
     def __init__(self):
         self.t0 = time.time()
         self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.code = code_provenance()
 
     def provenance(self, *, seed=None, ckpt=None, cache_root=None, device="cpu", extra=None) -> dict:
         rev, dirty = git_state()
@@ -104,7 +120,7 @@ class ResultTimer:
                 "corpus": read_cache_corpus(cache_root),  # which corpus the cache came from
                 "seed": seed, "versions": versions(), "device": str(device),
                 "host": platform.node(), "started": self.started,
-                "wall_s": round(time.time() - self.t0, 3)}
+                "wall_s": round(time.time() - self.t0, 3), "code": self.code}
         if extra:
             prov.update(extra)
         return prov
