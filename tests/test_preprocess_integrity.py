@@ -395,7 +395,7 @@ CASES = [
          ("--out_root", "/train is a file, not a folder")),
     Case("synset_folder_is_a_file", "sn", _blocked("train/09999999"), 1,
          ("09999999/zz", "train/09999999 is a file, not a folder"), 1),
-    Case("zero_pool", "sn", _flags("--pt_pool", "0"), 2, ("--pt_pool", "integer >= 1", "got 0")),
+    Case("zero_pool", "sn", _flags("--pt_pool", "0"), 2, ("--pt_pool", "integer >= 1", "(got '0')")),
     Case("negative_grid", "sn", _flags("--df_grid", "-8"), 2, ("--df_grid", ">= 1")),
     Case("zero_views", "sn", _flags("--n_views", "0"), 2, ("--n_views", ">= 1")),
     Case("zero_chunk", "sn", _flags("--pt_query_chunk", "0"), 2, ("--pt_query_chunk", ">= 1")),
@@ -518,4 +518,4 @@ def test_cli_subprocess_prints_one_line_per_failure_and_no_traceback(tmp_path):
     r = subprocess.run(base + ["--out_root", str(tmp_path / "o"), "--ray_pool", "-3"],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "[preprocess_shapenet] error: argument --ray_pool: must be an integer >= 1, got -3"]
+        "preprocess_shapenet: error: argument --ray_pool: must be an integer >= 1 (got '-3')"]

@@ -267,7 +267,7 @@ BAD_FLAGS = [
     ("finetune", "--n_point", "0", "an integer >= 1"),
     ("finetune", "--mc_eval_k_test", "0", "-1 (auto) or an integer >= 1"),
     ("finetune", "--drop_ray_prob_train", "-1", "a number in [0, 1]"),
-    ("finetune", "--weight_decay", "-0.05", "a number in [0, inf)"),
+    ("finetune", "--weight_decay", "-0.05", "a number >= 0"),
     ("finetune", "--fewshot_seed", "-2", "an integer >= -1"),
 ]
 MODULES = {"pretrain": pretrain, "finetune": finetune_cls}

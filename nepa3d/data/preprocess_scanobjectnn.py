@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nepa3d.data.argcheck import (
+from nepa3d.utils.cli_args import (
     OneLineParser,
     fail,
     int_in,

@@ -51,7 +51,7 @@ import sys
 import time
 from collections import defaultdict
 
-from nepa3d.data.argcheck import (
+from nepa3d.utils.cli_args import (
     OneLineParser,
     fail,
     int_at_least,

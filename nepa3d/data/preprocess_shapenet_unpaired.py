@@ -34,7 +34,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from nepa3d.data.argcheck import OneLineParser, fail, nonneg_int
+from nepa3d.utils.cli_args import OneLineParser, fail, nonneg_int
 from nepa3d.data.cache import file_in_the_way, list_cache_files, remove_cache_files
 from nepa3d.data.corpus_meta import run_verdict
 

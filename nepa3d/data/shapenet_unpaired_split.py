@@ -30,7 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from nepa3d.data.argcheck import OneLineParser, fail, unit_float
+from nepa3d.utils.cli_args import OneLineParser, fail, unit_float
 from nepa3d.data.cache import CacheError, file_in_the_way, split_files
 
 PROG = "shapenet_unpaired_split"

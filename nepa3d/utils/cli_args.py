@@ -29,6 +29,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(USAGE_EXIT, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def one_line(message: object) -> str:
+    """``message`` with its line breaks and runs of spaces made single spaces (one output line)."""
+    return " ".join(str(message).split())
+
+
+def fail(prog: str, message: object, code: int = USAGE_EXIT) -> int:
+    """Print ``[prog] error: message`` (one line) to stderr; returns ``code`` for ``main``."""
+    print(f"[{prog}] error: {one_line(message)}", file=sys.stderr)
+    return code
+
+
 def usage_error(message: str) -> NoReturn:
     """Print ``error: <message>`` as one stderr line and exit with :data:`USAGE_EXIT`."""
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
@@ -69,10 +80,25 @@ def int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer in ``[low, high]``."""
+    allowed = f"an integer in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        value = _parse_int(text, allowed)
+        if not low <= value <= high:
+            _refuse(allowed, text)
+        return value
+    parse.__name__ = f"int_in_{low}_{high}"
+    return parse
+
+
 def float_in(low: float, high: float = math.inf, *, high_open: bool = False) -> Callable[[str], float]:
     """argparse type: a finite number in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
-    upper = "inf)" if high == math.inf else (f"{high:g})" if high_open else f"{high:g}]")
-    allowed = f"a number in [{low:g}, {upper}"
+    if high == math.inf:
+        allowed = f"a number >= {low:g}"
+    else:
+        allowed = f"a number in [{low:g}, {high:g}{')' if high_open else ']'}"
 
     def parse(text: str) -> float:
         value = _parse_float(text, allowed)
