@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import Item, TokenDataset, cache_files, class_of, collate
+from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
 from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
@@ -309,8 +310,8 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
                "n_train": len(train), "n_val": len(val), "n_test": len(test),
                "n_classes": len(label_map)}
     flags = []
-    if len(np.unique(pred)) <= 1:
-        flags.append("majority_collapse")
+    if majority_collapse(test_acc, metrics["test_majority_rate"]):  # also covers one predicted class
+        flags.append(MAJORITY_FLAG)
     if args.shuffle_train_labels:
         flags.append(SHUFFLED_LABELS_FLAG)
     print(f"best_val={best_val:.4f} best_ep={best_ep} test_acc={test_acc:.4f}")
