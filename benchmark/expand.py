@@ -41,6 +41,7 @@ class Job:
     args: dict[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()  # args naming input files whose contents the result depends on
     outputs: tuple[str, ...] = ()  # args naming paths the job writes besides its result JSON
+    depends_on: tuple[str, ...] = ()  # files (not args) whose contents every job's result depends on
 
     @property
     def lock(self) -> Path:
@@ -176,7 +177,8 @@ def expand(suite: Suite, results_dir: Path | str = "results") -> list[Job]:
         argv = [*command_prefix(command), *render_args(args), suite.out_flag, str(out_json)]
         jobs.append(Job(suite=suite.name, job_id=jid, tags=tags, argv=argv, out_json=out_json,
                         log=base / "logs" / f"{jid}.log", task=suite.task, args=args,
-                        inputs=tuple(suite.inputs), outputs=tuple(suite.outputs)))
+                        inputs=tuple(suite.inputs), outputs=tuple(suite.outputs),
+                        depends_on=tuple(suite.depends_on)))
     return jobs
 
 

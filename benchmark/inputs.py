@@ -60,13 +60,19 @@ def fingerprint_path(path: Path | str) -> str:
     return digest
 
 
+DEPENDS_PREFIX = "file:"
+
+
 def input_paths(job: Job) -> dict[str, str]:
-    """``{arg: path}`` for the job's declared inputs that it actually passes."""
+    """``{arg: path}`` for the job's declared inputs that it actually passes, plus
+    ``{"file:<path>": path}`` for each of the suite's ``depends_on`` files."""
     out = {}
     for name in job.inputs:
         value = job.args.get(name)
         if value is not None and value is not False and not isinstance(value, (list, bool)):
             out[name] = str(value)
+    for path in job.depends_on:
+        out[f"{DEPENDS_PREFIX}{path}"] = path
     return out
 
 
@@ -87,15 +93,17 @@ def recorded_fingerprints(job: Job) -> Optional[dict[str, dict[str, str]]]:
 
 
 def stale_inputs(job: Job) -> list[str]:
-    """Declared inputs whose content changed since the job ran ([] when nothing is recorded)."""
-    if not job.inputs:
+    """Declared inputs whose content changed since the job ran ([] when nothing is recorded). A
+    ``depends_on`` file the run did not record (declared later) counts as changed."""
+    if not job.inputs and not job.depends_on:
         return []
     before = recorded_fingerprints(job)
     if before is None:
         return []
     now = fingerprints(job)
     return sorted(name for name, info in now.items()
-                  if name in before and before[name].get("fingerprint") != info["fingerprint"])
+                  if (name in before or name.startswith(DEPENDS_PREFIX))
+                  and before.get(name, {}).get("fingerprint") != info["fingerprint"])
 
 
 def missing_outputs(job: Job) -> list[str]:

@@ -199,12 +199,32 @@ def claim_job(job: Job, kind: TaskKind, *,
                 return JobOutcome(job, "skipped", "done"), None
             if stale:
                 moved_why = out_of_date_text(stale)
+                if any(not r.startswith("output:") for r in stale):  # its inputs changed:
+                    for path in move_outputs_aside(job):               # start from clean outputs
+                        moved_why += f"; moved its output aside to {path}"
             moved = move_aside(job.out_json, "stale" if stale else "invalid")
         job.out_json.parent.mkdir(parents=True, exist_ok=True)
         return None, Claim(job, lock, now_iso(), fingerprints(job), moved, moved_why)
     except BaseException:
         lock.release()
         raise
+
+
+def move_outputs_aside(job: Job) -> list[Path]:
+    """Rename the job's existing declared outputs (``outputs: [save_dir]``) to
+    ``<name>.stale-<stamp>`` (never deleted); the new paths. A job re-run because its inputs
+    changed must not resume or reuse what the earlier run left there; a job that merely never
+    finished keeps its outputs (a program with resume support carries on from them)."""
+    from .inputs import missing_outputs
+
+    gone = set(missing_outputs(job))
+    moved = []
+    for name in job.outputs:
+        value = job.args.get(name)
+        if name in gone or value is None or isinstance(value, (list, bool)):
+            continue
+        moved.append(move_aside(Path(str(value)), "stale"))
+    return moved
 
 
 def find_twin(job: Job, kind: TaskKind) -> Optional[Job]:

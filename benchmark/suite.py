@@ -163,6 +163,7 @@ class Suite(BaseModel):
     sensitivity: Optional[SensitivitySpec] = None
     inputs: list[str] = []
     outputs: list[str] = []
+    depends_on: list[str] = []
     plots: list[PlotSpec] = []
 
     _source: Path = PrivateAttr(default=Path("<memory>"))
@@ -246,7 +247,7 @@ def load_suite(path: Path | str, params_path: Path | str = "params.yaml") -> Sui
                          f"{type(raw).__name__}")
     params = Params(Path(params_path))
     raw = dict(raw)
-    for key in ("args", "matrix", "seeds"):
+    for key in ("args", "matrix", "seeds", "depends_on"):
         if key in raw:
             raw[key] = interpolate(raw[key], params, file=path, keypath=key)
     try:
@@ -362,6 +363,9 @@ def _cross_check(suite: Suite, path: Path) -> None:
                 fail(f"{key}[{i}]", f"unknown arg {name!r}; expected an arg naming {what} "
                                     f"({', '.join(sorted(known_args)) or 'no args'})")
 
+    for i, dep in enumerate(suite.depends_on):
+        if not isinstance(dep, str) or not dep.strip():
+            fail(f"depends_on[{i}]", f"expected a file path; got {dep!r}")
     axes = suite.axes
     placeable = axes + ([suite.seed_arg] if suite.seed_arg else [])
 

@@ -510,7 +510,12 @@ def test_pretrain_stages_track_their_variant_params(tmp_path):
     root = stages["pretrain"]
     assert root["cmd"].split()[:5] == ["python", "-m", "benchmark", "run", "suites/pretrain.yaml"]
     assert {"pretrain", "pretrain_variants", "model"} <= set(root["params"])
-    assert [next(iter(o)) for o in root["outs"]] == ["runs/pretrain", "results/pretrain"]
+    assert root["outs"] == [{"runs/pretrain": {"cache": False, "persist": True}},
+                            {"results/pretrain": {"cache": False, "persist": True}}]
+    roots = _suite("pretrain")  # an interrupted stage resumes; a changed corpus or code retrains
+    assert roots.args["auto_resume"] == 1 and roots.outputs == ["save_dir"]
+    assert set(roots.depends_on) == {"results/fingerprints/unpaired_cache.txt",
+                                     "results/fingerprints/train_code.txt"} <= set(root["deps"])
     configs = {item["mix_config"] for item in _params()["pretrain_variants"].values()}
     assert {d for d in root["deps"] if d.startswith("nepa3d/")} == configs
     assert all(item["save_dir"] == f"runs/pretrain/{name}" for name, item in _params()["pretrain_variants"].items())

@@ -180,7 +180,7 @@ def test_resume_drops_log_records_of_the_interrupted_attempt(data, fresh3, tmp_p
 
 def test_auto_resume_with_a_changed_lr_starts_fresh(data, tmp_path, capsys):
     run, ref = tmp_path / "run", tmp_path / "ref"
-    assert pretrain.main(_pre(data, run, "--epochs", "1", "--lr", "0.0003")) == 0
+    assert pretrain.main(_pre(data, run, "--epochs", "2", "--lr", "0.0003")) == 0
     capsys.readouterr()
     assert pretrain.main(_pre(data, run, "--epochs", "2", "--lr", "0.001", "--auto_resume", "1")) == 0
     out = capsys.readouterr().out
@@ -195,9 +195,11 @@ def test_auto_resume_with_a_changed_lr_starts_fresh(data, tmp_path, capsys):
 def test_auto_resume_args_comparison_ignores_only_the_neutral_args():
     args = pretrain.build_parser().parse_args(["--lr", "0.001"])
     saved = dict(vars(args))
-    changed = dict(saved, epochs=99, save_every=0, num_workers=7, max_steps=5, device="cpu",
+    changed = dict(saved, save_every=0, num_workers=7, max_steps=5, device="cpu",
                    out_json="x.json", resume="y.pt")
     assert pretrain.auto_resume_refusal(changed, args) is None
+    # a different epoch count is a different run (the dual-mask warm-up scales with it)
+    assert "--epochs 99" in pretrain.auto_resume_refusal(dict(saved, epochs=99), args)
     assert "--seed 5 (now 0)" in pretrain.auto_resume_refusal(dict(saved, seed=5), args)
     assert "--d_model" in pretrain.auto_resume_refusal({k: v for k, v in saved.items() if k != "d_model"}, args)
 

@@ -243,10 +243,12 @@ def compute_loss(model, feat, types, args, step: int, dm_scale: float, device,
     raise ValueError(f"unknown objective {args.objective!r}")
 
 
-#: Arguments that do not change the training trajectory of a run (or only extend it): an
-#: auto-resumed ``last.pt`` must have been trained with every other argument equal to this run's.
+#: Arguments that do not change the training trajectory of a run: an auto-resumed ``last.pt`` must
+#: have been trained with every other argument equal to this run's. ``--epochs`` is not one of them:
+#: the dual-mask warm-up scales with it, so a run extended to N epochs differs from one trained for
+#: N; extend a run explicitly with ``--resume <save_dir>/last.pt`` (a continuation).
 RESUME_NEUTRAL_ARGS = ("resume", "auto_resume", "save_every", "save_last", "save_dir", "out_json",
-                       "num_workers", "device", "epochs", "epochs_after_resume", "max_steps")
+                       "num_workers", "device", "epochs_after_resume", "max_steps")
 
 
 def auto_resume_refusal(saved_args: dict, args) -> str | None:
