@@ -43,8 +43,8 @@ def test_each_planted_defect_moves_its_protocol_on_the_default(tmp_path):
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     for name in DATA_STAGES:
         run(render(stages[name]["cmd"], params), tmp_path, env)
-    run(render(stages["scratch"]["do"]["cmd"], {**params, "key": "scratch", "item": params["scratch"]["scratch"]}),
-        tmp_path, env)
+    for cmd in stages["scratch"]["cmd"]:  # the random-init checkpoints (runs/scratch, runs/scratch_qa)
+        run(render(cmd, params), tmp_path, env)
     run(["python", "-m", "benchmark", "run", "suites/pretrain.yaml", "--only", "variant=shapenet_mix_nepa",
          "--executor", "pool", "--jobs", "2", "--no-mlflow"], tmp_path, env)
 
