@@ -381,7 +381,11 @@ def run(args) -> dict:
         "voxel_grid": args.voxel_grid, "voxel_dilate": args.voxel_dilate,
         "voxel_max_steps": args.voxel_max_steps, "skipped_shapes": skipped,
     })
-    write_json_atomic(summary, out_dir / SUMMARY)
+    try:
+        write_json_atomic(summary, out_dir / SUMMARY)
+    except OSError as e:  # the writer's error names no file (or its temp file): name the summary
+        e.filename = str(out_dir / SUMMARY)
+        raise
     return summary
 
 
