@@ -83,7 +83,8 @@ def place(tmp_path, inputs) -> dict[str, str]:
 
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path -> bytes)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def exit_code(main, argv: list[str]) -> int:
@@ -135,7 +136,8 @@ CASES = [
     case("ucpr-tie_eps-neg", ucpr.main, UCPR, ["--tie_break_eps=-1e-6"], "--tie_break_eps",
          "number >= 0"),
     case("ucpr-max_len-0", ucpr.main, UCPR, ["--max_len", "0"], "--max_len", "-1 (auto)"),
-    case("ucpr-qa_tokens-2", ucpr.main, UCPR, ["--qa_tokens", "2"], "--qa_tokens", "invalid choice"),
+    case("ucpr-qa_tokens-2", ucpr.main, UCPR, ["--qa_tokens", "2"], "--qa_tokens",
+         "invalid choice"),
     case("ucpr-voxel_grid-0", ucpr.main, UCPR, ["--voxel_grid", "0"], "voxel_grid", ">= 1"),
     case("ucpr-ckpt-missing", ucpr.main, UCPR, ["--ckpt", "{tmp}/nope.pt"], "nope.pt",
          "does not exist"),
@@ -182,7 +184,8 @@ CASES = [
     # baseline_cls
     case("bcls-val_ratio-1", baseline_cls.main, BCLS, ["--val_ratio", "1"], "--val_ratio",
          "number in [0, 1)"),
-    case("bcls-fewshot_k-neg", baseline_cls.main, BCLS, ["--fewshot_k", "-1"], "--fewshot_k", ">= 0"),
+    case("bcls-fewshot_k-neg", baseline_cls.main, BCLS, ["--fewshot_k", "-1"], "--fewshot_k",
+         ">= 0"),
     case("bcls-train_views-0", baseline_cls.main, BCLS, ["--train_views", "0"], "--train_views",
          "-1 (auto)"),
     case("bcls-n_ray-8", baseline_cls.main, BCLS, ["--n_ray", "8"], "--n_ray 8", "no rays"),

@@ -4,12 +4,13 @@ For (a) ``finetune_cls`` (with ``--save_dir``) and (b) the CPAC evaluator, on ti
 an uninterrupted run gives the reference result and its timeline; the command is then started
 afresh in the same places and killed (SIGKILL) at seeded random moments inside the measured
 work window (from the process's first output line, imports done, to the moment its result file
-appeared), each kill followed by the same command again, and the last run finishes. After every kill a result
-file present must be the whole reference result (a half-written file that parses, or one that
-does not, fails); at the end the result JSON equals the reference apart from wall-clock timings
-(provenance ``started`` / ``wall_s``, per-epoch ``seconds``), and the fine-tuned weights are
-``torch.equal`` to the reference's. Pretraining, preprocessing and the benchmark runner have
-their own kill tests (test_train, test_preprocess, test_benchmark_integrity).
+appeared), each kill followed by the same command again, and the last run finishes. After every
+kill a result file present must be the whole reference result (a half-written file that parses,
+or one that does not, fails); at the end the result JSON equals the reference apart from
+wall-clock timings (provenance ``started`` / ``wall_s``, per-epoch ``seconds``), and the
+fine-tuned weights are ``torch.equal`` to the reference's. Pretraining, preprocessing and the
+benchmark runner have their own kill tests (test_train, test_preprocess,
+test_benchmark_integrity).
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def kill_and_rerun(argv: list[str], out_json: Path, outputs: list[Path], log: Pa
         killed = run_killed(argv, log, delay)
         trail.append((round(delay, 2), killed, assert_whole_or_absent(out_json, reference)))
         check_state(ref_state)
-    print(f"[kill] work window {first:.2f}-{written:.2f} s; (delay, killed, result present): {trail}")
+    print(f"[kill] work window {first:.2f}-{written:.2f} s; "
+          f"(delay, killed, result present): {trail}")
     timed_run(argv, log, out_json)
     assert comparable(json.loads(out_json.read_text())) == reference
     return ref_state, trail
@@ -146,7 +148,8 @@ def test_finetune_cls_killed_and_rerun_gives_the_same_result_and_weights(data, t
     argv = ["nepa3d.train.finetune_cls", "--cache_root", str(data / "scan"), "--backend",
             "pointcloud_noray", "--ckpt", str(data / "ckpt.pt"), "--n_ray", "0", "--epochs", "20",
             "--batch", "8", "--num_workers", "0", "--fewshot_k", "5", "--mc_eval_k_test", "2",
-            "--device", "cpu", "--seed", "1", "--save_dir", str(save_dir), "--out_json", str(out_json)]
+            "--device", "cpu", "--seed", "1", "--save_dir", str(save_dir),
+            "--out_json", str(out_json)]
 
     def check_state(ref=None):
         """The reference weights (first call); later: a last.pt present holds exactly them."""
