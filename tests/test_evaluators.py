@@ -103,15 +103,25 @@ def test_ucpr_sanity_constant_embed(planted):
     assert 3 <= res["metrics"]["mean_rank"] <= 10  # ~(N+1)/2
 
 
-def test_ucpr_pos_emb_grows(planted):
+def _error_line(capsys) -> str:
+    """The one stderr line of an evaluator's error exit (progress bars aside)."""
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if " error: " in ln]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_ucpr_pos_emb_grows(planted, capsys):
     root, ckpt = planted
     res = _ucpr(root, ckpt, "--query_backend", "mesh", "--gallery_backend", "udfgrid",
                 "--n_point", "64", "--n_ray", "32")  # 1 + 2*96 + 1 = 194 > 128
     assert res["extra"]["max_len"] == 194
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         _ucpr(root, ckpt, "--query_backend", "mesh", "--gallery_backend", "udfgrid",
               "--n_point", "64", "--n_ray", "32", "--max_len", "150")
-    assert "150" in str(e.value) and "194" in str(e.value)
+    assert e.value.code == 2
+    line = _error_line(capsys)
+    assert "150" in line and "194" in line
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +237,7 @@ def test_cpac_deterministic(planted):
 # Errors: one clear line naming the file, no JSON written
 # --------------------------------------------------------------------------------------------
 
-def test_missing_checkpoint(planted, tmp_path):
+def test_missing_checkpoint(planted, tmp_path, capsys):
     root, _ = planted
     out = tmp_path / "x.json"
     missing = tmp_path / "nope.pt"
@@ -235,12 +245,13 @@ def test_missing_checkpoint(planted, tmp_path):
                       (_cpac, [])):
         with pytest.raises(SystemExit) as e:
             fn(root, missing, *extra, "--out_json", str(out))
-        assert e.value.code not in (0, None)
-        assert "nope.pt" in str(e.value) and "does not exist" in str(e.value)
+        assert e.value.code == 2
+        line = _error_line(capsys)
+        assert "nope.pt" in line and "does not exist" in line
         assert not out.exists()
 
 
-def test_corrupt_cache_file(planted, tmp_path):
+def test_corrupt_cache_file(planted, tmp_path, capsys):
     root, ckpt = planted
     bad_root = tmp_path / "bad"
     bad = corrupted_copy(root, bad_root, "eval/cls1/shape04.npz")
@@ -249,11 +260,12 @@ def test_corrupt_cache_file(planted, tmp_path):
                       (_cpac, [])):
         with pytest.raises(SystemExit) as e:
             fn(bad_root, ckpt, *extra, "--out_json", str(out))
-        assert str(bad) in str(e.value)
+        assert e.value.code == 2
+        assert str(bad) in _error_line(capsys)
         assert not out.exists()
 
 
-def test_pc_pool_leakage_guard(planted, tmp_path):
+def test_pc_pool_leakage_guard(planted, tmp_path, capsys):
     """Point-cloud backends refuse caches without valid observation-derived distances."""
     root, ckpt = planted
     rng = np.random.RandomState(1)
@@ -272,18 +284,20 @@ def test_pc_pool_leakage_guard(planted, tmp_path):
         with pytest.raises(SystemExit) as e:
             _ucpr(legacy, ckpt, "--query_backend", "pointcloud_noray", "--gallery_backend", "udfgrid",
                   "--out_json", str(out))
-        assert "pt_dist_pc_pool" in str(e.value) and "s0.npz" in str(e.value)
+        assert e.value.code == 2
+        line = _error_line(capsys)
+        assert "pt_dist_pc_pool" in line and "s0.npz" in line
         assert not out.exists()
     # the mesh backend does not need it
     res = _ucpr(tmp_path / "invalid", ckpt, "--query_backend", "mesh", "--gallery_backend", "udfgrid")
     assert res["extra"]["n_files"] == 3
 
 
-def test_empty_split(planted, tmp_path):
+def test_empty_split(planted, tmp_path, capsys):
     _, ckpt = planted
     with pytest.raises(SystemExit) as e:
         _cpac(tmp_path, ckpt)
-    assert "no cache files" in str(e.value)
+    assert e.value.code == 2 and "no cache files" in _error_line(capsys)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -269,15 +269,19 @@ def test_baseline_cls_uses_eval_mode_tokens(scan_root):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--n_ray", "8"], "--n_ray 8"),
-    (["--mc_eval_k", "0"], "views"),
-    (["--n_point", "1"], "--n_point 1"),
+    (["--mc_eval_k", "0"], "argument --mc_eval_k: must be an integer >= 1"),
+    (["--n_point", "1"], "argument --n_point: must be an integer >= 2"),
     (["--val_ratio", "1.5"], "--val_ratio"),
 ])
 def test_baseline_cls_bad_flags(scan_root, tmp_path, capsys, extra, needle):
     out = tmp_path / "bad.json"
-    assert _cls(scan_root, *extra, out=out) == 2
+    try:
+        rc = _cls(scan_root, *extra, out=out)
+    except SystemExit as e:  # argparse's range types exit at parse time
+        rc = e.code
+    assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+    assert len(err) == 1 and "error:" in err[0] and needle in err[0]
     assert not out.exists()
 
 
@@ -369,7 +373,7 @@ def test_baseline_ucpr_descriptor_of_retrieval_tokens(sphere_root):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--n_ray", "8"], "--n_ray 8"),
-    (["--mc_k", "0"], "--mc_k 0"),
+    (["--mc_k", "0"], "argument --mc_k: must be an integer >= 1 (got '0')"),
     (["--split", "nope"], "no cache files"),
 ])
 def test_baseline_ucpr_bad_flags(sphere_root, tmp_path, capsys, extra, needle):
@@ -379,7 +383,7 @@ def test_baseline_ucpr_bad_flags(sphere_root, tmp_path, capsys, extra, needle):
             "--out_json", str(out))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+    assert len(err) == 1 and "error:" in err[0] and needle in err[0]
     assert not out.exists()
 
 

@@ -38,11 +38,15 @@ from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import class_of
 from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
-from nepa3d.train.finetune_cls import fewshot_seed, majority_rate, select_files
-from nepa3d.utils.results import ResultTimer, build_result, emit_result
+from nepa3d.train.finetune_cls import VAL_RATIO, fewshot_seed, majority_rate, select_files
+from nepa3d.utils.cli_args import (OneLineParser, fail, int_at_least, nonneg_int, positive_int,
+                                   positive_or_auto)
+from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 
 PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
+PROG = "baseline_cls"
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 C_DEFAULT = 1.0
 MAX_ITER = 10000
@@ -54,28 +58,30 @@ class BaselineError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nepa3d.analysis.baseline_cls",
-                                description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m nepa3d.analysis.baseline_cls",
+                      description=__doc__.split("\n")[0])
     a = p.add_argument
     a("--cache_root", default="data/modelnet40_cache")
     a("--backend", default="mesh", choices=BACKENDS)
     a("--train_backend", default=None, choices=BACKENDS, help="default: --backend")
     a("--eval_backend", default=None, choices=BACKENDS, help="val/test; default: --backend")
-    a("--n_point", type=int, default=64, help="POINT tokens per view (no checkpoint to take it from)")
+    a("--n_point", type=int_at_least(2), default=64,
+      help="POINT tokens per view (no checkpoint to take it from)")
     a("--n_ray", type=int, default=None, help="accepted for compatibility: must be 0 or omitted")
     a("--seed", type=int, default=0, help="only used through the K-shot subset / N-way classes")
-    a("--val_ratio", type=float, default=0.1)
+    a("--val_ratio", type=VAL_RATIO, default=0.1)
     a("--val_seed", type=int, default=0)
-    a("--fewshot_k", type=int, default=0)
-    a("--fewshot_seed", type=int, default=0,
+    a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
+    a("--fewshot_seed", type=int_at_least(-1), default=0,
       help="seed of the K-shot subset; -1 = same as --seed (the lab notes' protocol for K > 0)")
-    a("--fewshot_n_way", type=int, default=0)
-    a("--fewshot_way_seed", type=int, default=-1)
+    a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
+    a("--fewshot_way_seed", type=int_at_least(-1), default=-1)
     a("--eval_seed", type=int, default=0, help="token sampling seed of every file")
-    a("--mc_eval_k", type=int, default=1)
-    a("--mc_eval_k_val", type=int, default=-1)
-    a("--mc_eval_k_test", type=int, default=-1)
-    a("--train_views", type=int, default=-1, help="views per training file; -1 = test views")
+    a("--mc_eval_k", type=positive_int, default=1)
+    a("--mc_eval_k_val", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
+    a("--mc_eval_k_test", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
+    a("--train_views", type=positive_or_auto, default=-1,
+      help="views per training file; -1 = test views")
     VoxelConfig.add_args(p)
     a("--out_json", default="")
     return p
@@ -90,19 +96,10 @@ def view_counts(args) -> dict:
 
 
 def check_args(args) -> None:
+    """What the parser's types leave: --n_ray must be 0 or omitted."""
     if args.n_ray not in (None, 0):
         raise BaselineError(f"--n_ray {args.n_ray}: the descriptor baseline uses no rays "
                             "(pass 0 or omit it)")
-    if args.n_point < 2:
-        raise BaselineError(f"--n_point {args.n_point}: needs at least 2 points per view")
-    if not 0.0 <= args.val_ratio < 1.0:
-        raise BaselineError(f"--val_ratio {args.val_ratio}: must be in [0, 1)")
-    if args.fewshot_k < 0:
-        raise BaselineError(f"--fewshot_k {args.fewshot_k}: must be >= 0")
-    for name, k in view_counts(args).items():
-        if k < 1:
-            raise BaselineError(f"{name} views = {k}: need at least 1 view (--mc_eval_k*, "
-                                "--train_views)")
 
 
 def file_descriptors(paths: list[str], backend: str, n_point: int, eval_seed: int, views: int,
@@ -192,19 +189,24 @@ def run(args) -> tuple[dict, list[str], dict]:
 
 
 def main(argv=None) -> int:
+    """0; a flag or input file that cannot be used: 2 and one line naming it (nothing written);
+    a refused write of --out_json exits 1."""
     args = build_parser().parse_args(argv)
+    check_voxel(args)
+    blocked = out_file_problem("--out_json", args.out_json)
+    if blocked:
+        return fail(PROG, blocked)
     timer = ResultTimer()
     try:
         metrics, flags, extra = run(args)
     except (CacheError, BaselineError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, e)
     resolved = {**vars(args), "n_ray": 0, "train_views": extra["views"]["train"]}
     result = build_result("cls", resolved, metrics,
                           timer.provenance(seed=args.seed, ckpt=None, cache_root=args.cache_root,
                                            device="cpu"),
                           flags=flags, extra=extra)
-    emit_result(result, args.out_json)
+    emit_or_fail(PROG, result, args.out_json)
     return 0
 
 

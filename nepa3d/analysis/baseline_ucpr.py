@@ -34,9 +34,13 @@ from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
 from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
-from nepa3d.utils.results import ResultTimer, build_result, emit_result
+from nepa3d.utils.cli_args import (OneLineParser, fail, int_at_least, nonneg_float, nonneg_int,
+                                   positive_int)
+from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.results import ResultTimer, build_result
 
 PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
+PROG = "baseline_ucpr"
 BASELINE = "shape_descriptors"
 
 
@@ -45,36 +49,34 @@ class BaselineError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nepa3d.analysis.baseline_ucpr",
-                                 description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m nepa3d.analysis.baseline_ucpr",
+                       description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache_root", required=True)
     ap.add_argument("--split", default="eval")
     ap.add_argument("--query_backend", required=True, choices=BACKENDS)
     ap.add_argument("--gallery_backend", required=True, choices=BACKENDS)
-    ap.add_argument("--n_point", type=int, default=64, help="POINT tokens per view")
+    ap.add_argument("--n_point", type=int_at_least(2), default=64, help="POINT tokens per view")
     ap.add_argument("--n_ray", type=int, default=0, help="rays are not used: must be 0")
     ap.add_argument("--eval_seed", type=int, default=0)
     ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
-    ap.add_argument("--mc_k", type=int, default=1, help="MC views averaged per embedding")
+    ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
     ap.add_argument("--ablate_point_xyz", action="store_true",
                     help="zero xyz of POINT tokens (both sides)")
     ap.add_argument("--ablate_point_dist", action="store_true",
                     help="zero the distance of POINT tokens (both sides)")
-    ap.add_argument("--max_files", type=int, default=0, help="0: all files of the split")
-    ap.add_argument("--chunk", type=int, default=256, help="query rows per scoring chunk")
+    ap.add_argument("--max_files", type=nonneg_int, default=0, help="0: all files of the split")
+    ap.add_argument("--chunk", type=positive_int, default=256, help="query rows per scoring chunk")
     VoxelConfig.add_args(ap)
-    ap.add_argument("--tie_break_eps", type=float, default=1e-6)
+    ap.add_argument("--tie_break_eps", type=nonneg_float, default=1e-6,
+                    help="scale of the tie-breaking noise; 0: ties fall back to gallery order")
     ap.add_argument("--out_json", default="")
     return ap
 
 
 def check_args(args) -> None:
+    """What the parser's types leave: --n_ray must be 0."""
     if args.n_ray != 0:
         raise BaselineError(f"--n_ray {args.n_ray}: the descriptor baseline uses no rays (pass 0)")
-    if args.n_point < 2:
-        raise BaselineError(f"--n_point {args.n_point}: needs at least 2 points per view")
-    if args.mc_k < 1:
-        raise BaselineError(f"--mc_k {args.mc_k}: needs at least 1 view")
 
 
 def descriptors(paths: list[str], args, cfg: TokenizerConfig,
@@ -131,13 +133,18 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
+    """The result dict; a flag or input file that cannot be used exits 2 with one line naming
+    it (nothing written), a refused write of --out_json exits 1."""
     args = build_parser().parse_args(argv)
+    check_voxel(args)
+    blocked = out_file_problem("--out_json", args.out_json)
+    if blocked:
+        sys.exit(fail(PROG, blocked))
     try:
         result = run(args)
     except (CacheError, BaselineError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    emit_result(result, args.out_json)
+        sys.exit(fail(PROG, e))
+    emit_or_fail(PROG, result, args.out_json)
     return result
 
 

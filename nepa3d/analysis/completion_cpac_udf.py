@@ -42,81 +42,134 @@ from nepa3d.token.ordering import morton_order
 from nepa3d.token.tokenizer import point_only_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.results import ResultTimer, build_result, emit_result
+from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, fail, int_at_least,
+                                   nonneg_float, nonneg_int, positive_float, positive_int,
+                                   positive_or_auto, unit_float, usage_error)
+from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 
 PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
+PROG = "completion_cpac_udf"
 TARGET_NAME = "udfgrid_distance_probe"
 CONTEXT_MODES = ("normal", "none", "mismatch")
 TEST_SEED_OFFSET = 999
+#: one coarse-to-fine stage resolution (grid_sampling clamps it to [2, G])
+_STAGE_RES = int_at_least(2)
+
+
+def res_schedule(text: str) -> str:
+    """argparse type: comma-separated integers >= 2 (kept as text for
+    :func:`~nepa3d.analysis.grid_sampling.parse_res_schedule`, which would skip a bad item)."""
+    try:
+        for item in text.split(","):
+            _STAGE_RES(item.strip())
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers >= 2 (got {text!r})") from None
+    return text
+
+
+def stage_weights(text: str) -> str:
+    """argparse type: empty (1..K) or comma-separated numbers >= 0 with a positive sum (kept as
+    text for :func:`~nepa3d.analysis.grid_sampling.parse_stage_weights`, which would fall back
+    to 1..K)."""
+    if not text.strip():
+        return text
+    try:
+        weights = [nonneg_float(item.strip()) for item in text.split(",")]
+    except argparse.ArgumentTypeError:
+        weights = []
+    if not weights or sum(weights) <= 0:
+        raise argparse.ArgumentTypeError("must be empty or comma-separated numbers >= 0 with a "
+                                         f"positive sum (got {text!r})")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nepa3d.analysis.completion_cpac_udf",
-                                 description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m nepa3d.analysis.completion_cpac_udf",
+                       description=__doc__.split("\n\n")[0])
     g = ap.add_argument_group("general")
     g.add_argument("--cache_root", required=True)
     g.add_argument("--split", default="eval")
     g.add_argument("--ckpt", required=True)
-    g.add_argument("--max_len", type=int, default=-1,
+    g.add_argument("--max_len", type=positive_or_auto, default=-1,
                    help="positional-embedding length (resized); -1: checkpoint's, grown if needed")
     g.add_argument("--context_backend", default="pointcloud_noray", choices=BACKENDS)
-    g.add_argument("--n_context", type=int, default=256)
-    g.add_argument("--n_query", type=int, default=256)
-    g.add_argument("--add_eos", type=int, default=-1, help="-1: infer from the checkpoint")
-    g.add_argument("--qa_tokens", type=int, default=-1, help="-1: infer from the checkpoint")
+    g.add_argument("--n_context", type=positive_int, default=256)
+    g.add_argument("--n_query", type=positive_int, default=256)
+    g.add_argument("--add_eos", type=int, choices=TRI_STATE, default=-1,
+                   help="-1: infer from the checkpoint")
+    g.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
+                   help="-1: infer from the checkpoint")
     g.add_argument("--eval_seed", type=int, default=0)
     g.add_argument("--seed", type=int, default=None, help="alias that overrides --eval_seed")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    g.add_argument("--batch", type=int, default=16, help="sequences per forward")
+    g.add_argument("--batch", type=positive_int, default=16, help="sequences per forward")
     g.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")
-    g.add_argument("--workers", type=int, default=0,
+    g.add_argument("--workers", type=nonneg_int, default=0,
                    help="threads loading and sampling cache files; 0: none on CPU, "
                         "min(4, cpus) beside a GPU (results do not depend on it)")
     h = ap.add_argument_group("head training")
-    h.add_argument("--head_train_ratio", type=float, default=0.2, help="legacy transductive only")
-    h.add_argument("--head_train_n", type=int, default=0,
-                   help="cap on head-train rows (and shapes, in legacy transductive mode)")
+    h.add_argument("--head_train_ratio", type=unit_float, default=0.2,
+                   help="legacy transductive only (at least 1 and at most N-1 shapes)")
+    h.add_argument("--head_train_n", type=nonneg_int, default=0,
+                   help="cap on head-train rows (and shapes, in legacy transductive mode); 0: none")
     h.add_argument("--head_train_split", default="train_udf",
                    help='split that fits the head; "" or none: legacy transductive')
     h.add_argument("--head_train_backend", default="udfgrid", choices=BACKENDS)
-    h.add_argument("--head_train_max_shapes", type=int, default=0, help="0: all")
-    h.add_argument("--ridge_lambda", type=float, default=1e-3)
+    h.add_argument("--head_train_max_shapes", type=nonneg_int, default=0, help="0: all")
+    h.add_argument("--ridge_lambda", type=nonneg_float, default=1e-3)
     lp = ap.add_argument_group("Lipschitz refinement")
-    lp.add_argument("--ridge_lipschitz_lambda", type=float, default=0.0)
-    lp.add_argument("--ridge_lipschitz_pairs", type=int, default=2048)
-    lp.add_argument("--ridge_lipschitz_steps", type=int, default=200)
-    lp.add_argument("--ridge_lipschitz_lr", type=float, default=1e-2)
-    lp.add_argument("--ridge_lipschitz_batch", type=int, default=8192, help="recorded only")
-    lp.add_argument("--ridge_lipschitz_max_points", type=int, default=200000)
+    lp.add_argument("--ridge_lipschitz_lambda", type=nonneg_float, default=0.0, help="0: off")
+    lp.add_argument("--ridge_lipschitz_pairs", type=positive_int, default=2048)
+    lp.add_argument("--ridge_lipschitz_steps", type=positive_int, default=200)
+    lp.add_argument("--ridge_lipschitz_lr", type=positive_float, default=1e-2)
+    lp.add_argument("--ridge_lipschitz_batch", type=positive_int, default=8192,
+                    help="recorded only")
+    lp.add_argument("--ridge_lipschitz_max_points", type=positive_int, default=200000)
     lp.add_argument("--ridge_lipschitz_seed", type=int, default=0)
     e = ap.add_argument_group("evaluation and sampling")
-    e.add_argument("--tau", type=float, default=0.03)
-    e.add_argument("--max_shapes", type=int, default=0, help="0: all evaluation shapes")
+    e.add_argument("--tau", type=positive_float, default=0.03)
+    e.add_argument("--max_shapes", type=nonneg_int, default=0, help="0: all evaluation shapes")
     VoxelConfig.add_args(e)
-    e.add_argument("--disjoint_context_query", type=int, default=1)
+    e.add_argument("--disjoint_context_query", type=int, choices=SWITCH, default=1)
     e.add_argument("--context_mode_train", default="normal", choices=CONTEXT_MODES)
     e.add_argument("--context_mode_test", default="normal", choices=CONTEXT_MODES)
-    e.add_argument("--mismatch_shift", type=int, default=1)
+    e.add_argument("--mismatch_shift", type=int, default=1, help="context donor i + shift (mod N)")
     e.add_argument("--rep_source", default="h", choices=("h", "zhat"))
     e.add_argument("--query_source", default="pool", choices=("pool", "grid", "hybrid"))
-    e.add_argument("--query_pool_frac", type=float, default=0.5)
+    e.add_argument("--query_pool_frac", type=unit_float, default=0.5)
     e.add_argument("--grid_sample_mode", default="uniform", choices=GRID_MODES)
-    e.add_argument("--grid_near_tau", type=float, default=0.05)
-    e.add_argument("--grid_near_frac", type=float, default=0.7)
-    e.add_argument("--grid_res_schedule", default="16,32,64", help="coarse_to_fine stages")
-    e.add_argument("--grid_c2f_expand", type=int, default=1)
-    e.add_argument("--grid_c2f_stage_weights", default="", help="default: 1..K")
+    e.add_argument("--grid_near_tau", type=positive_float, default=0.05)
+    e.add_argument("--grid_near_frac", type=unit_float, default=0.7)
+    e.add_argument("--grid_res_schedule", type=res_schedule, default="16,32,64",
+                   help="coarse_to_fine stages")
+    e.add_argument("--grid_c2f_expand", type=nonneg_int, default=1)
+    e.add_argument("--grid_c2f_stage_weights", type=stage_weights, default="",
+                   help="one weight per --grid_res_schedule stage; default: 1..K")
     t = ap.add_argument_group("targets, reporting, baseline")
     t.add_argument("--target_transform", default="none", choices=M.TARGET_TRANSFORMS)
-    t.add_argument("--target_trunc_max", type=float, default=0.1)
-    t.add_argument("--target_log_scale", type=float, default=0.03)
-    t.add_argument("--report_near_tau", type=float, default=0.05)
+    t.add_argument("--target_trunc_max", type=positive_float, default=0.1)
+    t.add_argument("--target_log_scale", type=positive_float, default=0.03)
+    t.add_argument("--report_near_tau", type=positive_float, default=0.05)
     t.add_argument("--baseline", default="none", choices=("none", "nn_copy"))
-    t.add_argument("--baseline_only", type=int, default=0)
+    t.add_argument("--baseline_only", type=int, choices=SWITCH, default=0)
     t.add_argument("--out_json", default="")
     return ap
+
+
+def check_args(args) -> None:
+    """Checks across flags (usage error, exit 2): stage weights need one weight per stage,
+    --baseline_only needs the baseline."""
+    weights = [w for w in args.grid_c2f_stage_weights.split(",") if w.strip()]
+    stages = args.grid_res_schedule.split(",")
+    if weights and len(weights) != len(stages):
+        usage_error(f"--grid_c2f_stage_weights has {len(weights)} weights for the "
+                    f"{len(stages)} stages of --grid_res_schedule {args.grid_res_schedule}")
+    if args.baseline_only and args.baseline == "none":
+        usage_error("--baseline_only 1 requires --baseline nn_copy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,8 +466,6 @@ def run(args) -> dict:
     timer = ResultTimer()
     if args.seed is not None:
         args.eval_seed = int(args.seed)
-    if args.baseline_only and args.baseline == "none":
-        raise EvalError("--baseline_only 1 requires --baseline nn_copy")
     device = resolve_device(args.device)
     eval_paths = cache_files(args.cache_root, args.split)
     if args.max_shapes > 0:
@@ -505,12 +556,19 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
+    """The result dict; a flag or input file that cannot be used exits 2 with one line naming
+    it (nothing written), a refused write of --out_json exits 1."""
     args = build_parser().parse_args(argv)
+    check_voxel(args)
+    check_args(args)
+    blocked = out_file_problem("--out_json", args.out_json)
+    if blocked:
+        sys.exit(fail(PROG, blocked))
     try:
         result = run(args)
     except (CheckpointError, CacheError, EvalError) as e:
-        sys.exit(f"error: {e}")
-    emit_result(result, args.out_json)
+        sys.exit(fail(PROG, e))
+    emit_or_fail(PROG, result, args.out_json)
     return result
 
 

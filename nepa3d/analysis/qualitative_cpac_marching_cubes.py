@@ -42,45 +42,51 @@ from nepa3d.data.dataset import cache_files
 from nepa3d.geometry.udf import trilinear_sample, voxel_size
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
+from nepa3d.utils.cli_args import (SWITCH, OneLineParser, fail, int_at_least, nonneg_float,
+                                   nonneg_int, positive_float, positive_int, positive_or_auto)
+from nepa3d.utils.cli_edge import RUN_FAILURE, check_voxel, out_dir_problem, write_failure
 from nepa3d.utils.results import write_json_atomic
 
+PROG = "qualitative_cpac_marching_cubes"
 LEVEL_KEY = "iou@level"
+SUMMARY = "summary.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nepa3d.analysis.qualitative_cpac_marching_cubes",
-                                 description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m nepa3d.analysis.qualitative_cpac_marching_cubes",
+                       description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache_root", required=True)
     ap.add_argument("--split", default="eval")
     ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--max_len", type=int, default=-1,
+    ap.add_argument("--max_len", type=positive_or_auto, default=-1,
                     help="positional-embedding length (resized); -1: checkpoint's, grown if the "
                          "head-train sequences need it. Sets the queries per pass.")
     ap.add_argument("--context_backend", default="pointcloud_noray", choices=BACKENDS)
     ap.add_argument("--head_train_split", default="train_udf")
     ap.add_argument("--head_train_backend", default="udfgrid", choices=BACKENDS)
-    ap.add_argument("--head_train_max_shapes", type=int, default=4000, help="0: all")
-    ap.add_argument("--n_context", type=int, default=256)
-    ap.add_argument("--n_query_probe", type=int, default=256,
+    ap.add_argument("--head_train_max_shapes", type=nonneg_int, default=4000, help="0: all")
+    ap.add_argument("--n_context", type=positive_int, default=256)
+    ap.add_argument("--n_query_probe", type=positive_int, default=256,
                     help="grid queries per head-train shape")
-    ap.add_argument("--queries_per_pass", type=int, default=-1,
+    ap.add_argument("--queries_per_pass", type=int_at_least(-1), default=-1,
                     help="lattice queries per forward: -1 = min(room, n_query_probe), the token "
                          "positions the head was fitted on; 0 = all the room max_len leaves "
                          "(the reference's rule); k > 0 = min(k, room)")
-    ap.add_argument("--grid_res", type=int, default=32)
-    ap.add_argument("--mc_level", type=float, default=0.02)
-    ap.add_argument("--ridge_lambda", type=float, default=1e-3)
+    ap.add_argument("--grid_res", type=int_at_least(2), default=32)
+    ap.add_argument("--mc_level", type=positive_float, default=0.02,
+                    help="UDF iso-level of the meshes (and the IoU threshold)")
+    ap.add_argument("--ridge_lambda", type=nonneg_float, default=1e-3)
     ap.add_argument("--rep_source", default="h", choices=("h", "zhat"))
     ap.add_argument("--eval_seed", type=int, default=0)
-    ap.add_argument("--max_shapes", type=int, default=8)
-    ap.add_argument("--shape_offset", type=int, default=0)
+    ap.add_argument("--max_shapes", type=nonneg_int, default=8, help="0: all evaluation shapes")
+    ap.add_argument("--shape_offset", type=nonneg_int, default=0)
     VoxelConfig.add_args(ap)
-    ap.add_argument("--save_volumes", type=int, default=1)
-    ap.add_argument("--save_png", type=int, default=1)
-    ap.add_argument("--png_dpi", type=int, default=110)
+    ap.add_argument("--save_volumes", type=int, choices=SWITCH, default=1)
+    ap.add_argument("--save_png", type=int, choices=SWITCH, default=1)
+    ap.add_argument("--png_dpi", type=positive_int, default=110)
     ap.add_argument("--out_dir", default="results/qual_mc")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--batch", type=int, default=8, help="sequences (chunks) per forward")
+    ap.add_argument("--batch", type=positive_int, default=8, help="sequences (chunks) per forward")
     return ap
 
 
@@ -267,8 +273,6 @@ def predict_lattice(lb, s: cpac.ShapeSample, xyz: np.ndarray, max_q: int, w, *, 
 
 
 def run(args) -> dict:
-    if args.grid_res < 2:
-        raise EvalError(f"--grid_res must be >= 2, got {args.grid_res}")
     ns = probe_args(args)
     head = (args.head_train_split or "").strip()
     if head == "" or head.lower() == "none":
@@ -304,6 +308,8 @@ def run(args) -> dict:
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # a summary describes the files of one finished run: none while this run rewrites them
+    (out_dir / SUMMARY).unlink(missing_ok=True)
     np.save(out_dir / "ridge_w.npy", np.asarray(w, np.float32).reshape(-1, 1))
 
     res = args.grid_res
@@ -375,16 +381,28 @@ def run(args) -> dict:
         "voxel_grid": args.voxel_grid, "voxel_dilate": args.voxel_dilate,
         "voxel_max_steps": args.voxel_max_steps, "skipped_shapes": skipped,
     })
-    write_json_atomic(summary, out_dir / "summary.json")
+    try:
+        write_json_atomic(summary, out_dir / SUMMARY)
+    except OSError as e:  # the writer's error names no file (or its temp file): name the summary
+        e.filename = str(out_dir / SUMMARY)
+        raise
     return summary
 
 
 def main(argv=None) -> dict:
+    """The summary; a flag or input file that cannot be used exits 2 with one line naming it
+    (nothing written), a refused write exits 1 with one line naming the file."""
     args = build_parser().parse_args(argv)
+    check_voxel(args)
+    blocked = out_dir_problem("--out_dir", args.out_dir)
+    if blocked:
+        sys.exit(fail(PROG, blocked))
     try:
         summary = run(args)
     except (CheckpointError, CacheError, EvalError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(fail(PROG, e))
+    except OSError as e:
+        sys.exit(fail(PROG, write_failure(e.filename or args.out_dir, e), code=RUN_FAILURE))
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -11,7 +11,6 @@ in ``run_dir`` (DVC output); only the page and the previews go to ``reports/``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -19,6 +18,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from nepa3d.utils.cli_args import OneLineParser, fail
+from nepa3d.utils.cli_edge import RUN_FAILURE, out_file_problem, write_failure
+
+PROG = "qualitative_report"
 PROTOCOL_KEYS = ("ckpt", "cache_root", "split", "context_backend", "n_context", "head_train_split",
                  "head_train_backend", "n_head_train_shapes", "n_query_probe", "max_query_per_pass",
                  "ridge_lambda", "rep_source", "grid_res", "mc_level", "eval_seed")
@@ -75,14 +78,43 @@ def render(summary: dict, image_dir: str, base: Path | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+class ReportError(ValueError):
+    """A --run_dir whose summary cannot be read, or an --out that cannot be written: one line."""
+
+
+def read_summary(run_dir: Path) -> dict:
+    """``<run_dir>/summary.json``, checked by reading every field the page reads (ReportError
+    naming the file otherwise)."""
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        render(summary, "")
+        for s in summary["per_shape"]:
+            Path(s["out_dir"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: cannot read the qualitative summary ({e})") from e
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ReportError(f"{path}: not a qualitative summary ({type(e).__name__}: {e})") from e
+    return summary
+
+
+def images_dir(out: Path) -> Path:
+    """The page's previews folder: ``<out stem>/`` next to it."""
+    return out.parent / out.stem
+
+
+def output_problem(out: Path) -> str | None:
+    """Why the page ``out`` or its previews folder cannot be written, or None."""
+    images = images_dir(out)
+    if images.exists() and not images.is_dir():
+        return f"--out {out}: its previews folder {images} is a file"
+    return out_file_problem("--out", out)
+
+
 def write(run_dir: Path, out: Path) -> Path:
     """Write ``out`` and its previews folder (``<out stem>/``); return the page's path."""
-    summary_path = run_dir / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"error: {summary_path}: cannot read the qualitative summary ({e})")
-    images = out.parent / out.stem
+    summary = read_summary(run_dir)
+    images = images_dir(out)
     if images.exists():
         shutil.rmtree(images)
     images.mkdir(parents=True)
@@ -95,11 +127,23 @@ def write(run_dir: Path, out: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """0; an unreadable --run_dir summary or a blocked --out: 2 and one line (nothing written);
+    a refused write: 1 and one line naming the file."""
+    ap = OneLineParser(prog="python -m nepa3d.analysis.qualitative_report",
+                       description=__doc__.split("\n")[0])
     ap.add_argument("--run_dir", type=Path, required=True, help="the qualitative tool's --out_dir")
     ap.add_argument("--out", type=Path, required=True, help="Markdown page to write")
     args = ap.parse_args(argv)
-    print(f"[qualitative_report] {write(args.run_dir, args.out)}")
+    blocked = output_problem(args.out)
+    if blocked:
+        return fail(PROG, blocked)
+    try:
+        page = write(args.run_dir, args.out)
+    except ReportError as e:
+        return fail(PROG, e)
+    except OSError as e:
+        return fail(PROG, write_failure(e.filename or args.out, e), code=RUN_FAILURE)
+    print(f"[qualitative_report] {page}")
     return 0
 
 

@@ -37,46 +37,54 @@ from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.results import ResultTimer, build_result, emit_result
+from nepa3d.utils.cli_args import (TRI_STATE, OneLineParser, fail, nonneg_float, nonneg_int,
+                                   positive_int, positive_or_auto)
+from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 
 PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
+PROG = "retrieval_ucpr"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nepa3d.analysis.retrieval_ucpr",
-                                 description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m nepa3d.analysis.retrieval_ucpr",
+                       description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache_root", required=True)
     ap.add_argument("--split", default="eval")
     ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--max_len", type=int, default=-1,
+    ap.add_argument("--max_len", type=positive_or_auto, default=-1,
                     help="positional-embedding length (resized); -1: checkpoint's, grown if needed")
     ap.add_argument("--query_backend", required=True, choices=BACKENDS)
     ap.add_argument("--gallery_backend", required=True, choices=BACKENDS)
-    ap.add_argument("--n_point", type=int, default=None, help="default: checkpoint args (256)")
-    ap.add_argument("--n_ray", type=int, default=None, help="default: checkpoint args (256)")
-    ap.add_argument("--add_eos", type=int, default=-1, help="-1: infer from the checkpoint")
-    ap.add_argument("--qa_tokens", type=int, default=-1, help="-1: infer from the checkpoint")
+    ap.add_argument("--n_point", type=positive_int, default=None,
+                    help="default: checkpoint args (256)")
+    ap.add_argument("--n_ray", type=nonneg_int, default=None, help="default: checkpoint args (256)")
+    ap.add_argument("--add_eos", type=int, choices=TRI_STATE, default=-1,
+                    help="-1: infer from the checkpoint")
+    ap.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
+                    help="-1: infer from the checkpoint")
     ap.add_argument("--eval_seed", type=int, default=0)
     ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
-    ap.add_argument("--mc_k", type=int, default=1, help="MC views averaged per embedding")
+    ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
     ap.add_argument("--ablate_point_xyz", action="store_true",
                     help="zero xyz of POINT / Q_POINT tokens (both sides)")
     ap.add_argument("--ablate_point_dist", action="store_true",
                     help="zero the distance of POINT / A_POINT tokens (both sides)")
     ap.add_argument("--pooling", default="eos", choices=POOLINGS)
-    ap.add_argument("--max_files", type=int, default=0, help="0: all files of the split")
-    ap.add_argument("--chunk", type=int, default=256, help="query rows per scoring chunk")
+    ap.add_argument("--max_files", type=nonneg_int, default=0, help="0: all files of the split")
+    ap.add_argument("--chunk", type=positive_int, default=256, help="query rows per scoring chunk")
     VoxelConfig.add_args(ap)
-    ap.add_argument("--tie_break_eps", type=float, default=1e-6)
+    ap.add_argument("--tie_break_eps", type=nonneg_float, default=1e-6,
+                    help="scale of the tie-breaking noise; 0: ties fall back to gallery order")
     ap.add_argument("--sanity_constant_embed", action="store_true",
                     help="replace every embedding by a constant: R@1 should be about 1/N")
     ap.add_argument("--out_json", default="")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--batch", type=int, default=16, help="sequences per forward")
+    ap.add_argument("--batch", type=positive_int, default=16, help="sequences per forward")
     ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
                     help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")
-    ap.add_argument("--workers", type=int, default=0,
+    ap.add_argument("--workers", type=nonneg_int, default=0,
                     help="threads loading and tokenising cache files; 0: none on CPU, "
                          "min(4, cpus) beside a GPU (results do not depend on it)")
     return ap
@@ -185,12 +193,18 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
+    """The result dict; a flag or input file that cannot be used exits 2 with one line naming
+    it (nothing written), a refused write of --out_json exits 1."""
     args = build_parser().parse_args(argv)
+    check_voxel(args)
+    blocked = out_file_problem("--out_json", args.out_json)
+    if blocked:
+        sys.exit(fail(PROG, blocked))
     try:
         result = run(args)
     except (CheckpointError, CacheError, EvalError) as e:
-        sys.exit(f"error: {e}")
-    emit_result(result, args.out_json)
+        sys.exit(fail(PROG, e))
+    emit_or_fail(PROG, result, args.out_json)
     return result
 
 

@@ -207,8 +207,9 @@ def load_teacher(path, *, max_len: int, n_types: int, d_model: int, heads: int, 
 
     d_model / n_types come from ``type_emb``; heads / layers from the checkpoint's
     model_config or args, else the given (student) values. pos_emb is resized to ``max_len``.
-    Raises CheckpointError naming the file when n_types differs from the student's."""
-    from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, resize_pos_emb
+    Raises CheckpointError naming the file when n_types differs from the student's, and, as
+    :func:`~nepa3d.utils.ckpt.load_backbone` does, naming the first tensor that does not fit."""
+    from nepa3d.utils.ckpt import CheckpointError, check_fits, load_checkpoint, resize_pos_emb
 
     ck = load_checkpoint(path)
     sd = dict(ck["model"])
@@ -230,6 +231,7 @@ def load_teacher(path, *, max_len: int, n_types: int, d_model: int, heads: int, 
     sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], int(max_len))
     with torch.random.fork_rng(devices=[]):  # building the teacher must not shift the global RNG
         teacher = QueryNepa(cfg)
+    check_fits(path, sd, teacher)
     missing, unexpected = teacher.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(path, f"teacher state dict mismatch: missing={missing[:4]} "

@@ -1,0 +1,79 @@
+"""Edge checks of the evaluator and analysis CLIs that a single argparse ``type=`` cannot make:
+output locations (checked before anything is computed), the voxel settings, and a write that
+fails, each as one stderr line.
+
+    blocked = out_file_problem("--out_json", args.out_json)
+    if blocked:
+        sys.exit(fail(PROG, blocked))          # exit 2, nothing computed or written
+    ...
+    emit_or_fail(PROG, result, args.out_json)  # a refused write: one line, exit 1
+
+Exit status: :data:`~nepa3d.utils.cli_args.USAGE_EXIT` (2) for a flag or a file the user gave
+that cannot be used; :data:`RUN_FAILURE` (1) when a sound command fails while it runs (the disk
+refuses a write).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from nepa3d.backends import VoxelConfig
+from nepa3d.data.cache import file_in_the_way
+from nepa3d.utils.cli_args import fail, one_line, usage_error
+from nepa3d.utils.results import emit_result
+
+#: Exit status of a command whose arguments were fine but whose run failed (e.g. disk full).
+RUN_FAILURE = 1
+
+
+def out_dir_problem(flag: str, path: str | os.PathLike) -> str | None:
+    """Why folder ``path`` (the value of ``flag``) cannot hold outputs: it or one of its parents
+    is a file. None when it can (or when no path was given)."""
+    if not str(path):
+        return None
+    blocker = file_in_the_way(path)
+    return None if blocker is None else f"{flag} {path}: {blocker} is a file, not a folder"
+
+
+def out_file_problem(flag: str, path: str | os.PathLike) -> str | None:
+    """Why file ``path`` (the value of ``flag``) cannot be written: it is a folder, or one of its
+    parents is a file. None when it can (or when no path was given)."""
+    if not str(path):
+        return None
+    if os.path.isdir(path):
+        return f"{flag} {path}: is a folder, not a file"
+    blocker = file_in_the_way(os.path.dirname(os.path.abspath(path)))
+    return None if blocker is None else f"{flag} {path}: {blocker} is a file, not a folder"
+
+
+def os_error_text(e: OSError) -> str:
+    """The system's text for ``e``'s error number in lower case ("no space left on device"),
+    also for ``OSError(errno.ENOSPC)`` (number in args only); else ``e`` as one line."""
+    code = e.errno
+    if code is None and e.args and isinstance(e.args[0], int):
+        code = e.args[0]
+    return os.strerror(code).lower() if code else one_line(e)
+
+
+def write_failure(path: str | os.PathLike, e: OSError) -> str:
+    """One line: ``<path>: cannot write (<cause>)``."""
+    return f"{path}: cannot write ({os_error_text(e)})"
+
+
+def emit_or_fail(prog: str, result: dict, out_json: str | os.PathLike | None) -> None:
+    """:func:`~nepa3d.utils.results.emit_result`; a refused write (the atomic writer leaves no
+    partial file) exits :data:`RUN_FAILURE` with one line naming ``out_json``."""
+    try:
+        emit_result(result, out_json)
+    except OSError as e:
+        sys.exit(fail(prog, write_failure(out_json, e), code=RUN_FAILURE))
+
+
+def check_voxel(args) -> None:
+    """``--voxel_grid / --voxel_dilate / --voxel_max_steps`` as :class:`VoxelConfig` accepts
+    them, else a usage error (one line naming the setting, exit 2)."""
+    try:
+        VoxelConfig.from_args(args)
+    except ValueError as e:
+        usage_error(str(e))
