@@ -39,10 +39,10 @@ repro-lab: install
 	$(dvc_prelude)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	@echo
-	@echo "Reports (generated results logs):"; ls -1 $(abspath reports)/*.md
+	@echo "Reports (generated results logs):"; ls -1 $(abspath reports)/*.md $(abspath reports)/lab/*.md
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

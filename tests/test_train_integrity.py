@@ -302,3 +302,17 @@ def test_bad_flag_from_the_shell_is_one_line_without_traceback(tmp_path):
 ])
 def test_legal_special_values_are_accepted(cli, argv):
     MODULES[cli].build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("flag", ["--out_json", "--save_dir"])
+def test_finetune_output_blocked_by_a_file_is_refused_before_training(data, tmp_path, capsys, flag):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    target = str(blocker / ("r.json" if flag == "--out_json" else "ft"))
+    argv = ["--cache_root", str(data / "scan"), "--ckpt", str(tmp_path / "none.pt"), "--epochs", "1",
+            "--save_dir", str(tmp_path / "ft"),
+            "--out_json", str(tmp_path / "r.json"), flag, target]
+    assert finetune_cls.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0] and "is a file, not a folder" in err[0], err
+    assert blocker.read_text() == "not a folder" and not (tmp_path / "ft").exists()

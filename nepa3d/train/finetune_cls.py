@@ -37,9 +37,10 @@ from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_trai
 from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
 from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, float_in, int_at_least,
                                    nonneg_float, nonneg_int, positive_float, positive_int,
-                                   positive_or_auto, unit_float)
+                                   fail, positive_or_auto, unit_float)
+from nepa3d.utils.cli_edge import emit_or_fail, out_dir_problem, out_file_problem
 from nepa3d.utils.curves import plot_curves
-from nepa3d.utils.results import ResultTimer, build_result, emit_result, sha256_file
+from nepa3d.utils.results import ResultTimer, build_result, sha256_file
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg, tree_listing_sha256
 from nepa3d.utils.seeding import set_seed
 
@@ -328,8 +329,17 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
     return metrics, flags, device, history
 
 
+PROG = "finetune_cls"
+
+
 def main(argv=None) -> int:
+    """0 on success; a flag or input file that cannot be used exits 2 with one line naming it
+    (checked before training: an output path blocked by a file included), a refused write 1."""
     args = build_parser().parse_args(argv)
+    blocked = (out_file_problem("--out_json", args.out_json) if args.out_json else None) or (
+        out_dir_problem("--save_dir", args.save_dir) if args.save_dir else None)
+    if blocked:
+        return fail(PROG, blocked)
     timer = ResultTimer()
     try:
         metrics, flags, device, history = run(args)
@@ -340,7 +350,7 @@ def main(argv=None) -> int:
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
                                            device=device), flags=flags,
                           extra={"fewshot_seed_used": fewshot_seed(args)}, history=history)
-    emit_result(result, args.out_json)
+    emit_or_fail(PROG, result, args.out_json)
     return 0
 
 
