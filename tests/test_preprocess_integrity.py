@@ -373,6 +373,13 @@ def _scan_file(name, **kw):
     return lambda root, out: (write_scan(root / "scan" / name, 3, seed=9, **kw), [])[1]
 
 
+def _negative_labels(root, out):
+    path = write_scan(root / "scan" / "training_zz.h5", 3, seed=9)
+    with h5py.File(path, "r+") as f:
+        f["label"][0, 0] = -1
+    return []
+
+
 def _corrupt_h5(root, out):
     (root / "scan" / "training_zz.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 40)
     return []
@@ -412,6 +419,8 @@ CASES = [
     Case("h5_label_length_mismatch", "scan", _scan_file("training_zz.h5", labels=2), 1,
          ("scan/training_zz.h5", "'label' holds 2 entries but 'data' holds 3 clouds"), 1),
     Case("h5_corrupt", "scan", _corrupt_h5, 1, ("training_zz.h5", "cannot read the h5 file"), 1),
+    Case("h5_negative_label", "scan", _negative_labels, 1,
+         ("scan/training_zz.h5", "not class ids (integers >= 0)"), 1),
     Case("scan_zero_pool", "scan", _flags("--pt_pool", "0"), 2, ("--pt_pool", ">= 1")),
     Case("scan_ratio_above_1", "scan", _flags("--pt_surface_ratio", "2"), 2,
          ("--pt_surface_ratio", "in [0, 1]")),
