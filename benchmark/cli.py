@@ -1,9 +1,10 @@
-"""``python -m benchmark {run,status,report,validate,unlock,accept-code} SUITE.yaml...``
+"""``python -m benchmark {run,status,report,validate,unlock,accept-code,compare} SUITE.yaml...``
 
 Exit codes: 0 ok (``run``: every job of the suites has a valid result); 1 a job failed or a
 result is invalid; 2 a suite (or the command line) is invalid, reported as one line without a
 traceback; 3 (``run``) no job failed but some are running elsewhere (held by live locks): the
 suites have holes until they finish and a re-run picks their results up; 130 interrupted.
+``compare``: 0 nothing changed beyond seed noise, 1 some row/metric changed, 2 bad input.
 """
 from __future__ import annotations
 
@@ -302,6 +303,24 @@ def cmd_accept_code(args) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args) -> int:
+    """Paired comparison of two results directories (see :mod:`benchmark.compare`)."""
+    from .atomic import atomic_write_json
+    from .compare import compare_dirs, render_markdown, to_json
+
+    for flag, value in (("--a", args.a), ("--b", args.b)):
+        if not Path(value).is_dir():
+            raise SuiteError(f"{flag} {value}: not a directory")
+    if not 0 < args.alpha < 1:
+        raise SuiteError(f"--alpha: expected a number in (0, 1); got {args.alpha}")
+    suites = load_suites(args.suites, args.params)
+    comparisons = [compare_dirs(s, args.a, args.b, args.alpha) for s in suites]
+    print("\n".join(render_markdown(c, args.alpha) for c in comparisons), end="")
+    if args.json:
+        atomic_write_json(args.json, to_json(comparisons, args.a, args.b, args.alpha))
+    return EXIT_FAILED if any(c.changed for c in comparisons) else EXIT_OK
+
+
 def cmd_fingerprint(args) -> int:
     from .fingerprint import write_fingerprint
 
@@ -398,6 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
                    help="restrict to matching jobs (repeatable)")
     p.set_defaults(func=cmd_accept_code)
+
+    p = sub.add_parser("compare", help="did any number move beyond seed noise between two results "
+                                      "directories? (exit 1 if so)")
+    p.add_argument("suites", nargs="+", metavar="SUITE", help="suite YAML files or directories of them")
+    p.add_argument("--a", required=True, metavar="DIR_A", help="results root of the baseline side")
+    p.add_argument("--b", required=True, metavar="DIR_B", help="results root of the changed side")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it may register_task() new task kinds); repeatable")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("fingerprint", help="write the content fingerprint of folders to a file "
                                           "(a cheap DVC dependency in place of the folders)")
