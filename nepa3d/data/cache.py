@@ -40,7 +40,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from nepa3d.utils.results import public_mode
+from nepa3d.utils.results import public_mode, write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -349,20 +349,8 @@ def read_records(root: str | os.PathLike) -> dict[str, FileRecord] | None:
 
 def write_records(root: str | os.PathLike, records: Iterable[FileRecord]) -> Path:
     """Replace the records file of ``root`` atomically (header, then lines sorted by path)."""
-    path = records_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [RECORDS_HEADER] + sorted(r.line() for r in records)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_records_", suffix=".tsv", dir=path.parent)
-    try:
-        public_mode(fd)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic("\n".join(lines) + "\n", records_path(root))
 
 
 def append_record(root: str | os.PathLike, record: FileRecord) -> None:

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +43,7 @@ from nepa3d.utils.ckpt import (CheckpointError, check_fits, load_checkpoint, res
 from nepa3d.utils.cli_args import (SWITCH, OneLineParser, nonneg_float, nonneg_int, positive_float,
                                    positive_int, positive_or_auto, unit_float, usage_error)
 from nepa3d.utils.curves import plot_curves, read_jsonl
-from nepa3d.utils.results import ResultTimer, build_result, public_mode, write_json_atomic
+from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic, write_text_atomic
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg
 from nepa3d.utils.seeding import set_seed
 
@@ -347,17 +346,8 @@ def clear_earlier_run(save_dir: Path) -> None:
 
 
 def write_jsonl_atomic(records: list[dict], path: Path) -> None:
-    """Replace ``path`` by one JSON line per record (temp file in the same folder + os.replace)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_log_", suffix=".jsonl", dir=path.parent)
-    try:
-        public_mode(fd)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` by one JSON line per record, atomically."""
+    write_text_atomic("".join(json.dumps(r) + "\n" for r in records), path)
 
 
 def truncate_log(path: Path, start_epoch: int) -> None:

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, TextIO
 
 from nepa3d.data.corpus_meta import read_cache_corpus
 
@@ -164,21 +165,34 @@ def public_mode(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~umask)
 
 
-def write_json_atomic(obj: dict, path: str | os.PathLike) -> Path:
+def write_atomic(path: str | os.PathLike, write: Callable[[TextIO], object]) -> Path:
+    """Replace text file ``path`` atomically with what ``write(f)`` writes to ``f`` (UTF-8): a
+    temp file in the same folder, then os.replace; a failed write leaves neither a partial file
+    nor the temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
     try:
         public_mode(fd)
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    return write_atomic(path, lambda f: f.write(text))
+
+
+def write_json_atomic(obj: dict, path: str | os.PathLike) -> Path:
+    def dump(f: TextIO) -> None:
+        json.dump(obj, f, indent=2, allow_nan=False)
+        f.write("\n")
+    return write_atomic(path, dump)
 
 
 def emit_result(result: dict, out_json: str | os.PathLike | None) -> None:
