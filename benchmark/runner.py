@@ -41,7 +41,7 @@ from .errors import ResultError, SuiteError
 from .executors import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, Executor,  # noqa: F401
                         LocalExecutor, execute_command, thread_share_env)
 from .expand import Job, expand, select
-from .inputs import fingerprints, out_of_date, out_of_date_text, recorded_fingerprints
+from .inputs import fingerprints, missing_outputs, out_of_date, out_of_date_text, recorded_fingerprints
 from .locks import JobLock, inspect_lock
 from .reconcile import mlflow_record, reconcile
 from .records import file_sha256, now_iso, read_record, update_record, write_record
@@ -215,8 +215,6 @@ def move_outputs_aside(job: Job) -> list[Path]:
     ``<name>.stale-<stamp>`` (never deleted); the new paths. A job re-run because its inputs
     changed must not resume or reuse what the earlier run left there; a job that merely never
     finished keeps its outputs (a program with resume support carries on from them)."""
-    from .inputs import missing_outputs
-
     gone = set(missing_outputs(job))
     moved = []
     for name in job.outputs:
