@@ -493,8 +493,7 @@ def test_migration_adds_pc_pool_through_symlinks(tmp_path, capsys):
     bad_pc = dict(arrays, pt_dist_pc_pool=np.full(500, -1, np.float32))
     np.savez_compressed(src / "b.npz", **bad_pc)                  # invalid marker -> recompute
     (src / "c.npz").write_bytes(b"not a zip")
-    with pytest.raises(CacheError):
-        load_cache(src / "a.npz")                                 # legacy fails validation
+    assert "schema_version" not in load_cache(src / "a.npz")      # legacy reads as it is
     view = tmp_path / "view" / "train_pc" / "syn"
     view.mkdir(parents=True)
     for n in ("a", "b", "c"):
@@ -502,7 +501,7 @@ def test_migration_adds_pc_pool_through_symlinks(tmp_path, capsys):
     assert migrate.main(["--cache_root", str(tmp_path / "view"), "--splits", "train_pc",
                          "--workers", "0"]) == 1
     out = capsys.readouterr()
-    assert out.out.strip().splitlines()[-1] == "done: ok=2 skip=0 fail=1 total=3"
+    assert out.out.strip().splitlines()[-1] == "done: ok=2 skip=0 fail=1 total=3 stamped=0"
     assert "fail:CacheError" in out.err
     assert (view / "a.npz").is_symlink()                          # the link is untouched...
     a = load_cache(src / "a.npz")                                 # ...its source is migrated
@@ -512,7 +511,7 @@ def test_migration_adds_pc_pool_through_symlinks(tmp_path, capsys):
     np.testing.assert_array_equal(load_cache(src / "b.npz")["pt_dist_pc_pool"], want)
     assert migrate.main(["--cache_root", str(tmp_path / "src"), "--splits", "train",
                          "--workers", "0", "--limit", "2"]) == 0
-    assert "done: ok=0 skip=2 fail=0 total=2" in capsys.readouterr().out
+    assert "done: ok=0 skip=2 fail=0 total=2 stamped=0" in capsys.readouterr().out
     assert migrate.main(["--cache_root", str(tmp_path / "src"), "--workers", "2",
                          "--overwrite", "--limit", "2"]) == 0
-    assert "done: ok=2 skip=0 fail=0 total=2" in capsys.readouterr().out
+    assert "done: ok=2 skip=0 fail=0 total=2 stamped=0" in capsys.readouterr().out

@@ -26,8 +26,9 @@ import os
 
 import numpy as np
 
-from nepa3d.backends.voxel import VoxelConfig, voxel_answers
-from nepa3d.data.cache import CacheError, load_cache
+from nepa3d.backends.voxel import VOXEL_INPUTS, VoxelConfig, voxel_answers
+from nepa3d.data.cache import CacheError, read_cache_keys
+from nepa3d.data.loader_store import read_through_store
 
 BACKENDS = ("mesh", "pointcloud", "pointcloud_meshray", "pointcloud_noray", "voxel", "udfgrid")
 POINTCLOUD_BACKENDS = ("pointcloud", "pointcloud_meshray", "pointcloud_noray")
@@ -55,18 +56,51 @@ def pc_distance(arrays: dict, path: str | os.PathLike) -> np.ndarray:
     return d
 
 
+def backend_keys(name: str, available) -> list[str]:
+    """The cache keys backend ``name`` reads from a file holding the keys ``available`` (the
+    one definition the lazy loader and :func:`get_pools` share). Optional keys are listed only
+    when present: their absence is handled (and named) by :func:`get_pools`."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
+    if name == "voxel":
+        return list(VOXEL_INPUTS)
+    keys = ["pt_xyz_pool", "ray_o_pool", "ray_d_pool"]
+    answers = ["ray_hit_pool", "ray_t_pool", "ray_n_pool"]
+    if name == "mesh":
+        return keys + ["pt_dist_pool"] + answers
+    if name == "udfgrid":
+        return keys + ["pt_dist_udf_pool" if "pt_dist_udf_pool" in available else "pt_dist_pool"]
+    keys += [k for k in ("pt_dist_pc_pool",) if k in available]
+    use_pc = name == "pointcloud" and all(k in available for k in PC_RAY_KEYS)
+    return keys + (list(PC_RAY_KEYS) if use_pc else answers)
+
+
+def read_backend_arrays(name: str, path: str | os.PathLike, store: str | os.PathLike | None = None) -> dict:
+    """Only the arrays of cache ``path`` that backend ``name`` needs (lazy, validated once per
+    file and process: :func:`nepa3d.data.cache.read_cache_keys`); through the decompressed
+    store ``store`` when given (:mod:`nepa3d.data.loader_store`)."""
+    keys = lambda available: backend_keys(name, available)  # noqa: E731
+    if store:
+        return read_through_store(store, path, keys)
+    return read_cache_keys(path, keys)
+
+
 def get_pools(name: str, path: str | os.PathLike, arrays: dict | None = None,
               voxel: VoxelConfig | None = None) -> dict:
     """Pools of cache ``path`` as seen by backend ``name``.
 
     Args:
         name: one of :data:`BACKENDS`; path: the cache file (named in errors);
-        arrays: the already loaded cache (memoises voxel answers); voxel: settings of the
-            ``voxel`` backend (default :class:`VoxelConfig`), ignored by the others.
+        arrays: the already loaded cache, all keys or at least :func:`backend_keys` (memoises
+            voxel answers); None reads just those keys; voxel: settings of the ``voxel``
+            backend (default :class:`VoxelConfig`), ignored by the others.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
-    a = arrays if arrays is not None else load_cache(path)
+    a = arrays if arrays is not None else read_backend_arrays(name, path)
+    for k in backend_keys(name, a.keys()):
+        if k not in a:
+            raise CacheError(path, f"missing (the '{name}' backend reads it)", k)
     pools = {"pt_xyz_pool": a["pt_xyz_pool"]}
     rays = {"ray_o_pool": a["ray_o_pool"], "ray_d_pool": a["ray_d_pool"]}  # kept by every backend
     answers = ("ray_hit_pool", "ray_t_pool", "ray_n_pool")
@@ -88,7 +122,7 @@ def get_pools(name: str, path: str | os.PathLike, arrays: dict | None = None,
         rays.update({k: ans[k] for k in answers})
         ray_available = True
     else:  # udfgrid
-        pools["pt_dist_pool"] = a.get("pt_dist_udf_pool", a["pt_dist_pool"])
+        pools["pt_dist_pool"] = a["pt_dist_udf_pool" if "pt_dist_udf_pool" in a else "pt_dist_pool"]
         m = len(rays["ray_o_pool"])
         rays.update(ray_hit_pool=np.zeros(m, np.float32), ray_t_pool=np.zeros(m, np.float32),
                     ray_n_pool=np.zeros((m, 3), np.float32))

@@ -25,7 +25,7 @@ from nepa3d.geometry.rays import pointcloud_rays
 from nepa3d.geometry.udf import occupancy_from_points, voxel_index, voxel_size
 
 
-_INPUTS = ("pc_xyz", "pc_n", "pt_xyz_pool", "ray_o_pool", "ray_d_pool")
+VOXEL_INPUTS = ("pc_xyz", "pc_n", "pt_xyz_pool", "ray_o_pool", "ray_d_pool")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def nearest_cell_distance(points: np.ndarray, occ: np.ndarray) -> np.ndarray:
 def voxel_answers(arrays: dict, cfg: VoxelConfig) -> dict:
     """``pt_dist_pool (P,)``, ``ray_hit_pool (M,)``, ``ray_t_pool (M,)``, ``ray_n_pool (M, 3)``
     of one loaded cache under the voxel backend (memoised in ``arrays``)."""
-    inputs = tuple(arrays[k] for k in _INPUTS)
+    inputs = tuple(arrays[k] for k in VOXEL_INPUTS)
     memo = arrays.get(cfg.memo_key)
     if memo is not None and all(x is y for x, y in zip(memo["_inputs"], inputs)):
         return memo

@@ -40,6 +40,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from nepa3d.data import npz_members as npz
 from nepa3d.utils.results import public_mode, write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -107,41 +108,84 @@ def infer_kind(keys) -> str:
     return "mesh" if "udf_grid" in keys else "scan"
 
 
-def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | os.PathLike = "<memory>",
-                    kind: str | None = None, check_finite: bool = True) -> str:
-    """Check keys, dtypes, symbolic shapes and finiteness. Returns the kind.
+#: Files written by the original code carry no ``schema_version``: they read as this version.
+LEGACY_SCHEMA_VERSION = 0
+
+
+def file_schema_version(arrays_or_names, read_version=None) -> int:
+    """``schema_version`` of a file: its stamp, or :data:`LEGACY_SCHEMA_VERSION` when it has none.
+    ``read_version``: callable returning the stamp array (lazy readers)."""
+    if "schema_version" not in arrays_or_names:
+        return LEGACY_SCHEMA_VERSION
+    stamp = arrays_or_names["schema_version"] if read_version is None else read_version()
+    return int(np.asarray(stamp).reshape(-1)[0])
+
+
+def required_for(kind: str, version: int) -> list[str]:
+    """Keys a file of ``kind`` and schema ``version`` must hold. A legacy (unstamped) file is held
+    to the keys every original cache has (the ``scan`` set, no stamp); the keys a backend needs
+    beyond those are checked when that backend reads it (:func:`read_cache_keys`)."""
+    if version == LEGACY_SCHEMA_VERSION:
+        return [k for k in required_keys("scan") if k != "schema_version"]
+    return required_keys(kind)
+
+
+def validate_specs(specs: Mapping[str, tuple], path: str | os.PathLike = "<memory>",
+                   kind: str | None = None, version: int = SCHEMA_VERSION) -> str:
+    """Check key presence, dtypes and symbolic shapes from ``{key: (dtype, shape)}`` (no data
+    needed: the headers of a lazily read file suffice). Returns the kind.
 
     Raises :class:`CacheError` naming the first key at fault.
     """
-    kind = kind or infer_kind(arrays.keys())
-    for name in required_keys(kind):
-        if name not in arrays:
-            raise CacheError(path, f"missing (required for a '{kind}' cache)", name)
+    if version not in (SCHEMA_VERSION, LEGACY_SCHEMA_VERSION):
+        raise CacheError(path, f"schema version {version}, this code reads {SCHEMA_VERSION} "
+                               f"(and unstamped files of the original code)", "schema_version")
+    kind = kind or infer_kind(specs.keys())
+    for name in required_for(kind, version):
+        if name not in specs:
+            what = "an unstamped (original-code)" if version == LEGACY_SCHEMA_VERSION else f"a '{kind}'"
+            raise CacheError(path, f"missing (required for {what} cache)", name)
     binding: dict[str, int] = {}
-    for name, arr in arrays.items():
+    for name, (dtype, shape) in specs.items():
         spec = KEY_BY_NAME.get(name)
         if spec is None:
             continue  # extra keys are allowed (forward compatible)
-        if str(arr.dtype) != spec.dtype:
-            raise CacheError(path, f"dtype {arr.dtype}, expected {spec.dtype}", name)
-        if arr.ndim != len(spec.shape):
-            raise CacheError(path, f"shape {arr.shape}, expected {spec.shape}", name)
-        for dim, sym in zip(arr.shape, spec.shape):
+        if str(dtype) != spec.dtype:
+            raise CacheError(path, f"dtype {dtype}, expected {spec.dtype}", name)
+        if len(shape) != len(spec.shape):
+            raise CacheError(path, f"shape {tuple(shape)}, expected {spec.shape}", name)
+        for dim, sym in zip(shape, spec.shape):
             if isinstance(sym, int):
                 ok = dim == sym
-            elif name in ("udf_grid", "occ_grid") and arr.shape == (1, 1, 1):
+            elif name in ("udf_grid", "occ_grid") and tuple(shape) == (1, 1, 1):
                 ok = True  # placeholder when the UDF is disabled
             else:
                 ok = binding.setdefault(sym, dim) == dim
             if not ok:
-                raise CacheError(path, f"shape {arr.shape} disagrees with {spec.shape} "
+                raise CacheError(path, f"shape {tuple(shape)} disagrees with {spec.shape} "
                                        f"(bound so far: {binding})", name)
-        if check_finite and spec.finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise CacheError(path, "holds NaN or inf", name)
-    version = int(arrays["schema_version"][0])
-    if version != SCHEMA_VERSION:
-        raise CacheError(path, f"schema version {version}, this code reads {SCHEMA_VERSION}",
-                         "schema_version")
+    return kind
+
+
+def require_finite(name: str, arr: np.ndarray, path: str | os.PathLike) -> None:
+    """Raise :class:`CacheError` when a key the schema declares finite holds NaN or inf."""
+    spec = KEY_BY_NAME.get(name)
+    if spec is not None and spec.finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise CacheError(path, "holds NaN or inf", name)
+
+
+def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | os.PathLike = "<memory>",
+                    kind: str | None = None, check_finite: bool = True) -> str:
+    """Check keys, dtypes, symbolic shapes, finiteness and the schema version. Returns the kind.
+
+    Unstamped files (the original code's) are accepted as :data:`LEGACY_SCHEMA_VERSION`.
+    Raises :class:`CacheError` naming the first key at fault.
+    """
+    version = file_schema_version(arrays)
+    kind = validate_specs({k: (a.dtype, a.shape) for k, a in arrays.items()}, path, kind, version)
+    if check_finite:
+        for name, arr in arrays.items():
+            require_finite(name, arr, path)
     return kind
 
 
@@ -244,6 +288,107 @@ def _read_npz(path: Path, keys: list[str] | None, validate: bool) -> dict[str, n
             return {k: z[k] for k in wanted}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CacheError(path, f"unreadable npz ({type(e).__name__}: {e})") from e
+
+
+# ----------------------------------------------------------------------------------------
+# lazy reads: only the keys a consumer needs, each file's schema checked once per process
+
+
+class _CheckedFiles:
+    """Files whose schema this process has checked, by identity (path, inode, size, mtime):
+    ``identity -> (version, kind, keys checked finite)``. Bounded; a rewritten file is a new
+    identity, so it is checked again."""
+
+    MAX = 1 << 18
+
+    def __init__(self) -> None:
+        self._d: OrderedDict[tuple, tuple[int, str, frozenset]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple):
+        with self._lock:
+            return self._d.get(key)
+
+    def put(self, key: tuple, value: tuple[int, str, frozenset]) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.MAX:
+                self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+_CHECKED = _CheckedFiles()
+
+
+def _schema_check(fd: int, members: Mapping, path: Path) -> tuple[int, str]:
+    """Version and kind of an opened file, from the ``.npy`` headers of all its arrays."""
+    specs = {}
+    for name in npz.array_names(members):
+        head = npz.member_prefix(fd, members[npz.npy_name(name)])
+        h = npz.parse_npy_header(head, name)
+        specs[name] = (h.dtype, h.shape)
+    version = file_schema_version(
+        specs, lambda: npz.array_from_member(npz.member_bytes(fd, members["schema_version.npy"]),
+                                             "schema_version"))
+    return version, validate_specs(specs, path, version=version)
+
+
+def read_cache_keys(path: str | os.PathLike, keys) -> dict[str, np.ndarray]:
+    """Only the arrays ``keys`` of cache ``path``, decompressed once each (the loader's path).
+
+    ``keys``: a list of key names, or a callable ``(available key names) -> list`` (a backend
+    choosing by what the file holds). The file's schema (keys, dtypes, shapes, version; legacy
+    unstamped files accepted) is checked from its headers the first time this process reads
+    that file, and each returned key's finiteness the first time it is read; later reads of the
+    same unchanged file skip both. Arrays are read-only.
+
+    Raises :class:`CacheError` naming the file (and the key) for a missing, truncated, corrupt
+    or schema-violating file, or a requested key the file lacks.
+    """
+    return read_cache_keys_identified(path, keys)[1]
+
+
+def read_cache_keys_identified(path: str | os.PathLike, keys) -> tuple[tuple, dict[str, np.ndarray]]:
+    """:func:`read_cache_keys` plus the identity ``(path, inode, size, mtime_ns)`` of the file
+    the arrays were read from (taken on the open file)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise CacheError(path, "file does not exist") from None
+    except OSError as e:
+        raise CacheError(path, f"cannot open ({type(e).__name__}: {e})") from e
+    try:
+        st = os.fstat(fd)
+        identity = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        try:
+            members = npz.read_directory(fd, st.st_size)
+            checked = _CHECKED.get(identity)
+            if checked is None:
+                version, kind = _schema_check(fd, members, path)
+                checked = (version, kind, frozenset())
+            names = npz.array_names(members)
+            wanted = list(keys(frozenset(names)) if callable(keys) else keys)
+            out = {}
+            for k in wanted:
+                m = members.get(npz.npy_name(k))
+                if m is None:
+                    raise CacheError(path, "missing (needed by this reader)", k)
+                out[k] = npz.array_from_member(npz.member_bytes(fd, m), k)
+        except npz.NpzFormatError as e:
+            raise CacheError(path, f"unreadable npz ({e})") from e
+        fresh = [k for k in wanted if k not in checked[2]]
+        for k in fresh:
+            require_finite(k, out[k], path)
+        if fresh or _CHECKED.get(identity) is None:
+            _CHECKED.put(identity, (checked[0], checked[1], checked[2] | frozenset(fresh)))
+        return identity, out
+    finally:
+        os.close(fd)
 
 
 def file_in_the_way(folder: str | os.PathLike) -> Path | None:

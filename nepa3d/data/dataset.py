@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nepa3d.backends import VoxelConfig, get_pools
-from nepa3d.data.cache import load_cache
+from nepa3d.backends import VoxelConfig, get_pools, read_backend_arrays
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.utils.seeding import path_seed
 
@@ -35,21 +34,27 @@ def class_of(path: str) -> str:
 
 
 class _ArrayCache:
-    """Small LRU of validated cache arrays, so a file is decompressed and checked once."""
+    """Small LRU of the arrays a backend reads from a file (only those keys), so a file that is
+    sampled again soon is not read again; ``max_items=0`` turns it off (every sample reads its
+    file: the lazy reader decompresses only the backend's keys and checks the schema once)."""
 
-    def __init__(self, max_items: int = 512):
-        self.max_items = max_items
-        self._d: OrderedDict[str, dict] = OrderedDict()
+    def __init__(self, max_items: int = 512, store: str | None = None):
+        self.max_items = max(0, int(max_items))
+        self.store = store or None
+        self._d: OrderedDict[tuple[str, str], dict] = OrderedDict()
 
-    def get(self, path: str) -> dict:
-        a = self._d.get(path)
+    def get(self, path: str, backend: str) -> dict:
+        if self.max_items == 0:
+            return read_backend_arrays(backend, path, self.store)
+        key = (path, backend)
+        a = self._d.get(key)
         if a is None:
-            a = load_cache(path)
-            self._d[path] = a
+            a = read_backend_arrays(backend, path, self.store)
+            self._d[key] = a
             if len(self._d) > self.max_items:
                 self._d.popitem(last=False)
         else:
-            self._d.move_to_end(path)
+            self._d.move_to_end(key)
         return a
 
 
@@ -79,11 +84,14 @@ class TokenDataset(Dataset):
     slot s of epoch e uses RandomState([seed, e, s]).
     eval mode: slot i is item i; K = mc_k views, view k seeded by md5(path)+eval_seed+1000003k;
     feat is (K, T, 15) when K > 1.
+    Reading: each sample reads only its backend's keys (:func:`nepa3d.backends.backend_keys`);
+    ``cache_items`` files' arrays are kept in memory (0: none); ``loader_store``: a folder where
+    each file is decompressed once (:mod:`nepa3d.data.loader_store`), None: inflate per read.
     """
 
     def __init__(self, items: list[Item], tok: TokenizerConfig, *, mode: str = "train",
                  seed: int = 0, eval_seed: int = 0, mc_k: int = 1, plan_fn=None,
-                 cache_items: int = 512):
+                 cache_items: int = 512, loader_store: str | None = None):
         assert mode in ("train", "eval")
         if not items:
             raise ValueError("dataset has no items (empty cache split?)")
@@ -97,7 +105,7 @@ class TokenDataset(Dataset):
             (seed * 1000003 + ep) & 0xFFFFFFFF).permutation(len(items)))
         self.epoch = 0
         self.plan = self.plan_fn(0) if mode == "train" else np.arange(len(items))
-        self._cache = _ArrayCache(cache_items)
+        self._cache = _ArrayCache(cache_items, loader_store)
         # Re-seeded for every sample: the same stream as a fresh RandomState(key), 20x cheaper
         # than building one (a DataLoader worker process owns its copy).
         self._rng = np.random.RandomState()
@@ -114,7 +122,7 @@ class TokenDataset(Dataset):
         return len(self.plan)
 
     def _tokens(self, item: Item, rng: np.random.RandomState, drop: float):
-        pools = get_pools(item.backend, item.path, self._cache.get(item.path), item.voxel)
+        pools = get_pools(item.backend, item.path, self._cache.get(item.path, item.backend), item.voxel)
         avail = pools["ray_available"] and not item.force_missing_ray
         cfg = replace(self.tok, drop_ray_prob=drop)
         return build_sequence(pools, cfg, rng, ray_available=avail)

@@ -9,12 +9,14 @@ Files: recursive ``**/*.npz`` under the root (``--splits all``) or under each
 ``<root>/<split>``; sorted, de-duplicated, cut to ``--limit`` (0 = all). Each path is
 resolved with ``realpath`` (a symlinked view updates its source; two links to one source are
 processed once). A file whose ``pt_dist_pc_pool`` exists, is finite and ``>= 0`` is skipped
-unless ``--overwrite``. The rewrite goes through :func:`nepa3d.data.cache.save_cache`
-(validated, temp file + ``os.replace``), which also stamps ``schema_version`` on legacy
-files. Caches written by the current preprocessors already carry the key.
+unless ``--overwrite`` -- or, when it lacks only the ``schema_version`` stamp (a file of the
+original code), rewritten with the stamp and every array as it was (``stamped``). Rewrites go
+through :func:`nepa3d.data.cache.save_cache` (validated, temp file + ``os.replace``), which
+stamps legacy files. Caches written by the current preprocessors already carry both.
 
-Prints ``done: ok=N skip=S fail=M total=T``; failures (``fail:<ExceptionName>``) are listed
-on stderr. Exit status 1 if any file failed.
+Prints ``done: ok=N skip=S fail=M total=T stamped=K`` (the original's line plus the stamp
+count); failures (``fail:<ExceptionName>``) are listed on stderr. Exit status 1 if any file
+failed.
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ def has_valid_pc_pool(arrays: dict) -> bool:
 
 
 def migrate_one(task: tuple[str, bool, int]) -> tuple[str, str, str]:
-    """``(realpath, overwrite, chunk) -> (realpath, status, detail)``; status ok|skip|fail:<Name>."""
+    """``(realpath, overwrite, chunk) -> (realpath, status, detail)``;
+    status ok|stamped|skip|fail:<Name>."""
     path, overwrite, chunk = task
     try:
         arrays = load_cache(path, validate=False)
         if not overwrite and has_valid_pc_pool(arrays):
-            return path, "skip", ""
+            if "schema_version" in arrays:
+                return path, "skip", ""
+            save_cache(path, arrays)  # only the stamp is missing: add it, keep every array
+            return path, "stamped", ""
         for k in ("pt_xyz_pool", "pc_xyz"):
             if k not in arrays:
                 raise KeyError(f"missing {k}")
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    counts = {"ok": 0, "skip": 0, "fail": 0}
+    counts = {"ok": 0, "stamped": 0, "skip": 0, "fail": 0}
     failures = []
     if args.workers <= 1:
         results = map(migrate_one, tasks)
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{PROG}] note: {linked} target file(s) had other hard links; rewritten files "
               "get a new inode, so those links keep the old content", file=sys.stderr)
     print(f"done: ok={counts['ok']} skip={counts['skip']} fail={counts['fail']} "
-          f"total={len(tasks)}", flush=True)
+          f"total={len(tasks)} stamped={counts['stamped']}", flush=True)
     return 1 if counts["fail"] else 0
 
 
