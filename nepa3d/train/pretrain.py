@@ -41,9 +41,9 @@ from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
 from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits, load_checkpoint,
                                optimizer_param_names, optimizer_state_for, resize_pos_emb,
                                save_checkpoint)
-from nepa3d.utils.cli_args import (SWITCH, OneLineParser, nonneg_float, nonneg_int, one_line,
-                                   positive_float, positive_int, positive_or_auto, unit_float,
-                                   usage_error)
+from nepa3d.utils.cli_args import (SWITCH, OneLineParser, add_order_dtype_arg, nonneg_float,
+                                   nonneg_int, one_line, positive_float, positive_int,
+                                   positive_or_auto, unit_float, usage_error, with_order_dtype)
 from nepa3d.utils.curves import plot_curves, read_jsonl
 from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic, write_text_atomic
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--force_missing_ray", action="store_true")
     a("--add_eos", type=int, choices=SWITCH, default=1)
     a("--qa_tokens", type=int, choices=SWITCH, default=0)
+    add_order_dtype_arg(p)
     a("--dual_mask_near", type=unit_float, default=0.0)
     a("--dual_mask_far", type=unit_float, default=0.0)
     a("--dual_mask_window", type=int, default=32, help="<= 0: --dual_mask_far for every past token")
@@ -256,6 +257,7 @@ def auto_resume_refusal(saved_args: dict, args) -> str | None:
     """Why ``<save_dir>/last.pt`` (trained with ``saved_args``) is not this run's to resume: the
     first argument outside RESUME_NEUTRAL_ARGS that differs; None when it is."""
     current = dict(vars(args))
+    saved_args = with_order_dtype(saved_args)
     name = first_differing_arg(saved_args, current, RESUME_NEUTRAL_ARGS)
     return None if name is None else f"it was trained with {describe_difference(saved_args, current, name)}"
 
@@ -417,7 +419,7 @@ def train(args) -> dict:
         usage_error(f"--max_len {args.max_len} < required sequence length {need}")
     args.n_point, args.n_ray = n_point0, n_ray0
     tok = TokenizerConfig(n_point=n_point0, n_ray=n_ray0, qa_tokens=qa, add_eos=eos,
-                          drop_ray_prob=args.drop_ray_prob)
+                          drop_ray_prob=args.drop_ray_prob, order_dtype=args.order_dtype)
     ds = make_dataset(args, tok)
     cfg = ModelConfig(d_model=args.d_model, n_types=tt.n_types(qa), nhead=args.heads,
                       num_layers=args.layers, mlp_ratio=args.mlp_ratio, max_len=args.max_len,
