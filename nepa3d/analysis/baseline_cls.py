@@ -37,10 +37,11 @@ from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import class_of
 from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
+from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.train.finetune_cls import VAL_RATIO, fewshot_seed, majority_rate, select_files
-from nepa3d.utils.cli_args import (OneLineParser, fail, int_at_least, nonneg_int, positive_int,
-                                   positive_or_auto)
+from nepa3d.utils.cli_args import (OneLineParser, add_order_dtype_arg, fail, int_at_least,
+                                   nonneg_int, positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--n_point", type=int_at_least(2), default=64,
       help="POINT tokens per view (no checkpoint to take it from)")
     a("--n_ray", type=int, default=None, help="accepted for compatibility: must be 0 or omitted")
+    add_order_dtype_arg(p)
     a("--seed", type=int, default=0, help="only used through the K-shot subset / N-way classes")
     a("--val_ratio", type=VAL_RATIO, default=0.1)
     a("--val_seed", type=int, default=0)
@@ -103,10 +105,11 @@ def check_args(args) -> None:
 
 
 def file_descriptors(paths: list[str], backend: str, n_point: int, eval_seed: int, views: int,
-                     voxel: VoxelConfig | None = None) -> np.ndarray:
+                     voxel: VoxelConfig | None = None,
+                     order_dtype: str = DEFAULT_ORDER_DTYPE) -> np.ndarray:
     """Mean descriptor over ``views`` eval-mode views of each file. -> (len(paths), D) float64"""
     cfg = TokenizerConfig(n_point=n_point, n_ray=0, qa_tokens=False, add_eos=True,
-                          drop_ray_prob=0.0)
+                          drop_ray_prob=0.0, order_dtype=order_dtype)
     out = np.zeros((len(paths), DESCRIPTOR_DIM), dtype=np.float64)
     for i, path in enumerate(paths):
         pools = get_pools(backend, path, load_cache(path), voxel)
@@ -160,7 +163,8 @@ def run(args) -> tuple[dict, list[str], dict]:
     voxel = VoxelConfig.from_args(args)
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
     lab = lambda ps: np.array([label_map[class_of(p)] for p in ps], dtype=np.int64)  # noqa: E731
-    feats = lambda ps, b, k: file_descriptors(ps, b, args.n_point, args.eval_seed, k, voxel)  # noqa: E731
+    feats = lambda ps, b, k: file_descriptors(  # noqa: E731
+        ps, b, args.n_point, args.eval_seed, k, voxel, args.order_dtype)
     Xtr, ytr = feats(train, tb, views["train"]), lab(train)
     Xval, yval = (feats(val, eb, views["val"]) if val else np.zeros((0, DESCRIPTOR_DIM))), lab(val)
     Xte, yte = feats(test, eb, views["test"]), lab(test)

@@ -34,8 +34,8 @@ from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
 from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
-from nepa3d.utils.cli_args import (OneLineParser, fail, int_at_least, nonneg_float, nonneg_int,
-                                   positive_int)
+from nepa3d.utils.cli_args import (OneLineParser, add_order_dtype_arg, fail, int_at_least,
+                                   nonneg_float, nonneg_int, positive_int)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gallery_backend", required=True, choices=BACKENDS)
     ap.add_argument("--n_point", type=int_at_least(2), default=64, help="POINT tokens per view")
     ap.add_argument("--n_ray", type=int, default=0, help="rays are not used: must be 0")
+    add_order_dtype_arg(ap)
     ap.add_argument("--eval_seed", type=int, default=0)
     ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
     ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
@@ -111,7 +112,7 @@ def run(args) -> dict:
                             f"{os.path.join(args.cache_root, args.split, '*', '*.npz')}")
     gallery_seed = args.eval_seed if args.eval_seed_gallery < 0 else args.eval_seed_gallery
     cfg = TokenizerConfig(n_point=args.n_point, n_ray=0, qa_tokens=False, add_eos=True,
-                          drop_ray_prob=0.0)
+                          drop_ray_prob=0.0, order_dtype=args.order_dtype)
     Q, G = embed(*descriptors(paths, args, cfg, gallery_seed))
     ranks = tie_aware_ranks(Q, G, eps=args.tie_break_eps,
                             seed=tie_noise_seed(args.eval_seed, gallery_seed), chunk=args.chunk)
@@ -124,7 +125,7 @@ def run(args) -> dict:
              "eval_seed": int(args.eval_seed), "eval_seed_gallery": int(gallery_seed),
              "ablate_point_xyz": bool(args.ablate_point_xyz),
              "ablate_point_dist": bool(args.ablate_point_dist),
-             "tie_break_eps": float(args.tie_break_eps)}
+             "tie_break_eps": float(args.tie_break_eps), "order_dtype": args.order_dtype}
     flags = [EASY_PAIR_FLAG] if easy_pair_saturated(metrics["r@1"]) else []
     resolved = {**vars(args), "n_ray": 0, "eval_seed_gallery": int(gallery_seed)}
     prov = timer.provenance(seed=args.eval_seed, ckpt=None, cache_root=args.cache_root,

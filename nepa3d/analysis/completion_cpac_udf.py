@@ -38,13 +38,13 @@ from nepa3d.analysis.grid_sampling import GRID_MODES, sample_grid_queries
 from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
-from nepa3d.token.ordering import morton_order
+from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE, morton_order
 from nepa3d.token.tokenizer import point_only_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, fail, int_at_least,
-                                   nonneg_float, nonneg_int, positive_float, positive_int,
-                                   positive_or_auto, unit_float, usage_error)
+from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, add_order_dtype_arg, fail,
+                                   int_at_least, nonneg_float, nonneg_int, positive_float,
+                                   positive_int, positive_or_auto, unit_float, usage_error)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="-1: infer from the checkpoint")
     g.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
                    help="-1: infer from the checkpoint")
+    add_order_dtype_arg(g)
     g.add_argument("--eval_seed", type=int, default=0)
     g.add_argument("--seed", type=int, default=None, help="alias that overrides --eval_seed")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -192,6 +193,8 @@ class SampleConfig:
     grid_c2f_expand: int
     grid_c2f_stage_weights: str
     voxel: VoxelConfig = VoxelConfig()
+    #: Morton order arithmetic of contexts and queries (``--order_dtype``)
+    order_dtype: str = DEFAULT_ORDER_DTYPE
 
 
 @dataclass
@@ -282,7 +285,7 @@ def sample_ctx_query(path: str, cfg: SampleConfig, seed: int, load: ArrayLoader,
             cidx = _choose(n_ctx_pool, cfg.n_context, rng)
         ctx_xyz = pools["pt_xyz_pool"][cidx].astype(np.float32)
         ctx_dist = pools["pt_dist_pool"][cidx].astype(np.float32)
-        order = morton_order(ctx_xyz)
+        order = morton_order(ctx_xyz, cfg.order_dtype)
         ctx_xyz, ctx_dist = ctx_xyz[order], ctx_dist[order]
 
     target_pool = d.get("pt_dist_udf_pool", d["pt_dist_pool"])
@@ -297,7 +300,7 @@ def sample_ctx_query(path: str, cfg: SampleConfig, seed: int, load: ArrayLoader,
         parts_y.append(gy)
     q_xyz = np.concatenate(parts_xyz) if parts_xyz else np.zeros((0, 3), np.float32)
     q_dist = np.concatenate(parts_y) if parts_y else np.zeros(0, np.float32)
-    order = morton_order(q_xyz)
+    order = morton_order(q_xyz, cfg.order_dtype)
     return ShapeSample(ctx_xyz, ctx_dist, q_xyz[order], q_dist[order])
 
 
@@ -455,7 +458,7 @@ def sample_config(args, backend: str, context_mode: str) -> SampleConfig:
                         grid_res_schedule=args.grid_res_schedule,
                         grid_c2f_expand=args.grid_c2f_expand,
                         grid_c2f_stage_weights=args.grid_c2f_stage_weights,
-                        voxel=VoxelConfig.from_args(args))
+                        voxel=VoxelConfig.from_args(args), order_dtype=args.order_dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,6 +536,7 @@ def run(args) -> dict:
         "target_transform": args.target_transform, "target_trunc_max": args.target_trunc_max,
         "target_log_scale": args.target_log_scale, "report_near_tau": args.report_near_tau,
         "add_eos": bool(lb.add_eos), "qa_tokens": bool(lb.qa_tokens),
+        "order_dtype": args.order_dtype,
         "max_len": int(lb.model.pos_emb.shape[1]), "ckpt": ckpt_abs,
         "precision": resolve_precision(args.precision, device),
         "baseline": args.baseline if args.baseline != "none" else None,

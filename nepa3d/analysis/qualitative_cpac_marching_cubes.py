@@ -42,8 +42,9 @@ from nepa3d.data.dataset import cache_files
 from nepa3d.geometry.udf import trilinear_sample, voxel_size
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (SWITCH, OneLineParser, fail, int_at_least, nonneg_float,
-                                   nonneg_int, positive_float, positive_int, positive_or_auto)
+from nepa3d.utils.cli_args import (SWITCH, OneLineParser, add_order_dtype_arg, fail,
+                                   int_at_least, nonneg_float, nonneg_int, positive_float,
+                                   positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import RUN_FAILURE, check_voxel, out_dir_problem, write_failure
 from nepa3d.utils.results import write_json_atomic
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ridge_lambda", type=nonneg_float, default=1e-3)
     ap.add_argument("--rep_source", default="h", choices=("h", "zhat"))
     ap.add_argument("--eval_seed", type=int, default=0)
+    add_order_dtype_arg(ap)
     ap.add_argument("--max_shapes", type=nonneg_int, default=8, help="0: all evaluation shapes")
     ap.add_argument("--shape_offset", type=nonneg_int, default=0)
     VoxelConfig.add_args(ap)
@@ -249,6 +251,7 @@ def probe_args(args) -> argparse.Namespace:
     ns.query_source, ns.grid_sample_mode = "grid", "uniform"
     ns.voxel_grid, ns.voxel_dilate = args.voxel_grid, args.voxel_dilate
     ns.voxel_max_steps = args.voxel_max_steps
+    ns.order_dtype = args.order_dtype
     ns.context_mode_train = ns.context_mode_test = "normal"
     ns.disjoint_context_query = 1
     ns.batch, ns.precision, ns.workers = args.batch, "fp32", 0
@@ -320,7 +323,8 @@ def run(args) -> dict:
                                 grid_near_tau=0.05, grid_near_frac=0.7,
                                 grid_res_schedule="16,32,64", grid_c2f_expand=1,
                                 grid_c2f_stage_weights="",
-                                voxel=VoxelConfig.from_args(args))
+                                voxel=VoxelConfig.from_args(args),
+                                order_dtype=args.order_dtype)
     per_shape, skipped = [], []
     for si in sel:
         path = all_eval[si]
@@ -377,6 +381,7 @@ def run(args) -> dict:
         "context_backend": args.context_backend, "n_context": args.n_context,
         "n_query_probe": args.n_query_probe, "n_rows_head_train": int(n_rows),
         "ridge_lambda": args.ridge_lambda, "eval_seed": args.eval_seed,
+        "order_dtype": args.order_dtype,
         "shape_offset": off, "max_shapes": args.max_shapes, "max_len": max_len,
         "voxel_grid": args.voxel_grid, "voxel_dilate": args.voxel_dilate,
         "voxel_max_steps": args.voxel_max_steps, "skipped_shapes": skipped,

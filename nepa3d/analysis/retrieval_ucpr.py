@@ -37,8 +37,8 @@ from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (TRI_STATE, OneLineParser, fail, nonneg_float, nonneg_int,
-                                   positive_int, positive_or_auto)
+from nepa3d.utils.cli_args import (TRI_STATE, OneLineParser, add_order_dtype_arg, fail,
+                                   nonneg_float, nonneg_int, positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="-1: infer from the checkpoint")
     ap.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
                     help="-1: infer from the checkpoint")
+    add_order_dtype_arg(ap)
     ap.add_argument("--eval_seed", type=int, default=0)
     ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
     ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
@@ -159,7 +160,7 @@ def run(args) -> dict:
     n_point, n_ray = sizes(lb)
     gallery_seed = args.eval_seed if args.eval_seed_gallery < 0 else args.eval_seed_gallery
     cfg = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=lb.qa_tokens,
-                          add_eos=lb.add_eos, drop_ray_prob=0.0)
+                          add_eos=lb.add_eos, drop_ray_prob=0.0, order_dtype=args.order_dtype)
     Q, G = embed_all(lb, paths, args, cfg, gallery_seed, device)
     if args.sanity_constant_embed:
         Q = l2_normalize(np.ones_like(Q))
@@ -175,7 +176,7 @@ def run(args) -> dict:
              "eval_seed": int(args.eval_seed), "eval_seed_gallery": int(gallery_seed),
              "ablate_point_xyz": bool(args.ablate_point_xyz),
              "ablate_point_dist": bool(args.ablate_point_dist), "pooling": args.pooling,
-             "tie_break_eps": float(args.tie_break_eps),
+             "tie_break_eps": float(args.tie_break_eps), "order_dtype": args.order_dtype,
              "sanity_constant_embed": bool(args.sanity_constant_embed),
              "max_len": int(lb.model.pos_emb.shape[1]), "ckpt": ckpt_abs,
              "precision": resolve_precision(args.precision, device)}

@@ -116,9 +116,16 @@ class QueryNepa(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.token_mlp = nn.Sequential(nn.Linear(cfg.feat_dim, d), nn.GELU(), nn.Linear(d, d))
-        self.type_emb = nn.Embedding(cfg.n_types, d)
-        nn.init.normal_(self.type_emb.weight, std=cfg.type_emb_std)
+        # Random draws in this order (token_mlp, type_emb, pos_emb, backbone, pred_head): every
+        # earlier fixed-seed model and result stays bit-identical. Registration order is the
+        # original's (type_emb before token_mlp): ``parameters()`` then lists pos_emb, type_emb,
+        # token_mlp, backbone, pred_head, the order in which optimizer state is matched by
+        # position (resume across this code and the original code).
+        token_mlp = nn.Sequential(nn.Linear(cfg.feat_dim, d), nn.GELU(), nn.Linear(d, d))
+        type_emb = nn.Embedding(cfg.n_types, d)
+        nn.init.normal_(type_emb.weight, std=cfg.type_emb_std)
+        self.type_emb = type_emb
+        self.token_mlp = token_mlp
         self.pos_emb = nn.Parameter(torch.zeros(1, cfg.max_len, d))
         nn.init.trunc_normal_(self.pos_emb, std=0.02)
         self.backbone = CausalTransformer(cfg)

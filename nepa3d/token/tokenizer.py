@@ -5,7 +5,9 @@ Layouts (see :mod:`nepa3d.token.types`):
 - legacy: ``[BOS] + POINT x n_point + (RAY | MISSING_RAY) x n_ray + [EOS]``
 - QA:     ``[BOS] + (Q_POINT, A_POINT) x n_point + (Q_RAY, A_RAY) x n_ray + [EOS]``
 
-Points are Morton-ordered, rays ordered by direction (theta, then phi).
+Points are Morton-ordered, rays ordered by direction (theta, then phi), in the arithmetic of
+``TokenizerConfig.order_dtype`` (see :mod:`nepa3d.token.ordering`; ``"float32"`` is the
+original code's order bit for bit).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from nepa3d.token import types as tt
-from nepa3d.token.ordering import morton_order, ray_order
+from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE, ORDER_DTYPES, morton_order, ray_order
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,12 @@ class TokenizerConfig:
     qa_tokens: bool = True
     add_eos: bool = True
     drop_ray_prob: float = 0.0
+    #: "float64" (this project's ordering) or "float32" (the original's, bit for bit)
+    order_dtype: str = DEFAULT_ORDER_DTYPE
+
+    def __post_init__(self):
+        if self.order_dtype not in ORDER_DTYPES:
+            raise ValueError(f"order_dtype must be one of {ORDER_DTYPES} (got {self.order_dtype!r})")
 
     @property
     def seq_len(self) -> int:
@@ -132,10 +140,10 @@ def build_sequence(pools: Mapping[str, np.ndarray], cfg: TokenizerConfig,
     pi = _choose(rng, len(xyz), cfg.n_point)
     ri = _choose(rng, len(pools["ray_o_pool"]), cfg.n_ray)
     pxyz, pdist = xyz[pi], dist[pi]
-    pi_order = morton_order(pxyz)
+    pi_order = morton_order(pxyz, cfg.order_dtype)
     point_feat = point_features(pxyz[pi_order], pdist[pi_order])
     o, d = pools["ray_o_pool"][ri], pools["ray_d_pool"][ri]
-    r_order = ray_order(d)
+    r_order = ray_order(d, cfg.order_dtype)
     ray_feat = ray_features(o[r_order], d[r_order], pools["ray_hit_pool"][ri][r_order],
                             pools["ray_t_pool"][ri][r_order], pools["ray_n_pool"][ri][r_order])
     missing = (not ray_available) or (cfg.drop_ray_prob > 0 and rng.rand() < cfg.drop_ray_prob)

@@ -35,9 +35,10 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
 from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
-from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, float_in, int_at_least,
-                                   nonneg_float, nonneg_int, positive_float, positive_int,
-                                   fail, positive_or_auto, unit_float)
+from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, add_order_dtype_arg,
+                                   float_in, int_at_least, nonneg_float, nonneg_int,
+                                   positive_float, positive_int, fail, positive_or_auto,
+                                   unit_float, with_order_dtype)
 from nepa3d.utils.cli_edge import emit_or_fail, out_dir_problem, out_file_problem
 from nepa3d.utils.curves import plot_curves
 from nepa3d.utils.results import ResultTimer, build_result, sha256_file
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     VoxelConfig.add_args(p)
     a("--add_eos", type=int, choices=TRI_STATE, default=-1)
     a("--qa_tokens", type=int, choices=TRI_STATE, default=-1)
+    add_order_dtype_arg(p)
     a("--freeze_backbone", action="store_true")
     a("--shuffle_train_labels", type=int, default=0, choices=SWITCH,
       help="canary only: train on a fixed random permutation of the training labels (a planted "
@@ -202,7 +204,7 @@ def reuse_refusal(done: dict, current_args: dict, inputs: dict) -> str | None:
     its recorded arguments (RESULT_NEUTRAL_ARGS aside) and input fingerprints equal this run's."""
     if not done.get("result_metrics"):
         return "it records no finished result"
-    saved_args = done.get("args") or {}
+    saved_args = with_order_dtype(done.get("args") or {})
     name = first_differing_arg(saved_args, current_args, RESULT_NEUTRAL_ARGS)
     if name is not None:
         return f"it was trained with {describe_difference(saved_args, current_args, name)}"
@@ -245,7 +247,7 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
 
     train, val, test, label_map = select_files(args)
     tok = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=qa, add_eos=eos,
-                          drop_ray_prob=args.drop_ray_prob_train)
+                          drop_ray_prob=args.drop_ray_prob_train, order_dtype=args.order_dtype)
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
     voxel = VoxelConfig.from_args(args)
 

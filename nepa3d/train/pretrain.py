@@ -38,10 +38,12 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train import aux_losses as aux, losses
 from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
-from nepa3d.utils.ckpt import (CheckpointError, check_fits, load_checkpoint, resize_pos_emb,
+from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits, load_checkpoint,
+                               optimizer_param_names, optimizer_state_for, resize_pos_emb,
                                save_checkpoint)
-from nepa3d.utils.cli_args import (SWITCH, OneLineParser, nonneg_float, nonneg_int, positive_float,
-                                   positive_int, positive_or_auto, unit_float, usage_error)
+from nepa3d.utils.cli_args import (SWITCH, OneLineParser, add_order_dtype_arg, nonneg_float,
+                                   nonneg_int, one_line, positive_float, positive_int,
+                                   positive_or_auto, unit_float, usage_error, with_order_dtype)
 from nepa3d.utils.curves import plot_curves, read_jsonl
 from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic, write_text_atomic
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--force_missing_ray", action="store_true")
     a("--add_eos", type=int, choices=SWITCH, default=1)
     a("--qa_tokens", type=int, choices=SWITCH, default=0)
+    add_order_dtype_arg(p)
     a("--dual_mask_near", type=unit_float, default=0.0)
     a("--dual_mask_far", type=unit_float, default=0.0)
     a("--dual_mask_window", type=int, default=32, help="<= 0: --dual_mask_far for every past token")
@@ -254,6 +257,7 @@ def auto_resume_refusal(saved_args: dict, args) -> str | None:
     """Why ``<save_dir>/last.pt`` (trained with ``saved_args``) is not this run's to resume: the
     first argument outside RESUME_NEUTRAL_ARGS that differs; None when it is."""
     current = dict(vars(args))
+    saved_args = with_order_dtype(saved_args)
     name = first_differing_arg(saved_args, current, RESUME_NEUTRAL_ARGS)
     return None if name is None else f"it was trained with {describe_difference(saved_args, current, name)}"
 
@@ -265,7 +269,8 @@ def try_resume(args, model, opt, save_dir: Path, heads: aux.AuxHeads | None = No
     (:func:`auto_resume_refusal`); otherwise the run starts fresh. The optimizer is restored only
     if --resume_optimizer, the pos_emb length is unchanged and either the aux heads are on and
     their saved state loads with no missing/unexpected keys, or they are off and the checkpoint
-    has none."""
+    has none; its per-parameter state is then matched by parameter name
+    (:func:`restore_optimizer`), so checkpoints of the original code resume with their state."""
     path = args.resume
     auto = not path and args.auto_resume and (save_dir / "last.pt").exists()
     if auto:
@@ -307,14 +312,30 @@ def try_resume(args, model, opt, save_dir: Path, heads: aux.AuxHeads | None = No
         print("[resume] checkpoint has aux heads but none are enabled; optimizer not restored")
         aux_ok = False
     if args.resume_optimizer and same_len and aux_ok and ck.get("opt"):
-        try:
-            opt.load_state_dict(ck["opt"])
-        except (ValueError, KeyError) as e:
-            print(f"[resume] optimizer state not restored ({e}); fresh optimizer")
+        restore_optimizer(opt, optimizer_param_names(model, heads), ck)
     start = int(ck.get("epoch", -1)) + 1
     step = int(ck.get("step", 0))
     print(f"[resume] {path}: epoch {start}, step {step}")
     return start, step
+
+
+def restore_optimizer(opt, names: list[str], ck: dict) -> bool:
+    """Load ``ck["opt"]`` into ``opt`` with every state on the parameter of the same name (by
+    the checkpoint's ``opt_param_names``, else by the one known order its state shapes fit:
+    the original code's or this project's old one); otherwise leave ``opt`` fresh and print
+    one line saying why. True when restored."""
+    try:
+        state, note = optimizer_state_for(opt, names, ck["opt"], ck.get(OPT_NAMES_KEY))
+        if state is not None:
+            opt.load_state_dict(state)
+    except (ValueError, KeyError, TypeError) as e:
+        state, note = None, f"{type(e).__name__}: {e}"
+    if state is None:
+        print(f"[resume] optimizer state not restored ({one_line(note)}); fresh optimizer")
+        return False
+    if OPT_NAMES_KEY not in ck:
+        print(f"[resume] {note}")
+    return True
 
 
 def continues_own_run(args, save_dir: Path, start_epoch: int) -> bool:
@@ -398,7 +419,7 @@ def train(args) -> dict:
         usage_error(f"--max_len {args.max_len} < required sequence length {need}")
     args.n_point, args.n_ray = n_point0, n_ray0
     tok = TokenizerConfig(n_point=n_point0, n_ray=n_ray0, qa_tokens=qa, add_eos=eos,
-                          drop_ray_prob=args.drop_ray_prob)
+                          drop_ray_prob=args.drop_ray_prob, order_dtype=args.order_dtype)
     ds = make_dataset(args, tok)
     cfg = ModelConfig(d_model=args.d_model, n_types=tt.n_types(qa), nhead=args.heads,
                       num_layers=args.layers, mlp_ratio=args.mlp_ratio, max_len=args.max_len,
@@ -411,7 +432,8 @@ def train(args) -> dict:
                                    d_model=args.d_model, heads=args.heads, layers=args.layers,
                                    device=device)
         print(f"[aux] teacher {args.teacher_ckpt} (frozen, eval)")
-    params = list(model.parameters()) + list(heads.parameters())
+    params = list(model.parameters()) + list(heads.parameters())  # the original's order
+    opt_names = optimizer_param_names(model, heads)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -471,6 +493,7 @@ def train(args) -> dict:
         print(f"[pretrain] epoch {epoch} loss {last_loss:.5f} ({rec['seconds']} s)")
         state = {"model": model.state_dict(),
                  "aux_heads": heads.state_dict() if heads.enabled else None, "opt": opt.state_dict(),
+                 OPT_NAMES_KEY: opt_names,
                  "scaler": None, "args": dict(vars(args)), "model_config": cfg.to_dict(),
                  "epoch": epoch, "step": step}
         is_last = epoch == args.epochs - 1

@@ -2,7 +2,8 @@
 
 Checkpoint dict (pretrain): ``model`` (state dict), ``aux_heads`` (state dict or None),
 ``opt``, ``scaler``, ``args`` (dict of CLI args incl. resolved max_len), ``epoch``, ``step``,
-plus ``model_config`` (the :class:`ModelConfig` as a dict).
+plus ``model_config`` (the :class:`ModelConfig` as a dict) and ``opt_param_names`` (the
+parameter names in the optimizer's order, see :func:`optimizer_state_for`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import io
 import os
 import sys
 import tempfile
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,3 +193,128 @@ def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int 
     if missing or unexpected:
         raise CheckpointError(path, f"state dict mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
     return LoadedBackbone(**vars(settings), model=model.to(device), ckpt=ckpt)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer state across parameter orders
+# --------------------------------------------------------------------------------------------
+
+#: Checkpoint key: the parameter names in the optimizer's order (the model's, then the aux
+#: heads' as ``aux_heads.<name>``), so that the optimizer state is matched by name on resume.
+OPT_NAMES_KEY = "opt_param_names"
+AUX_HEADS_PREFIX = "aux_heads."
+
+
+def optimizer_param_names(model: torch.nn.Module, heads: torch.nn.Module | None = None) -> list[str]:
+    """Names of ``list(model.parameters()) + list(heads.parameters())``, in that order."""
+    names = [n for n, _ in model.named_parameters()]
+    if heads is not None:
+        names += [AUX_HEADS_PREFIX + n for n, _ in heads.named_parameters()]
+    return names
+
+
+def token_mlp_first(names: Sequence[str]) -> list[str] | None:
+    """This project's parameter order before type_emb was registered first (as the original
+    registers it): the ``token_mlp.*`` run moved in front of ``type_emb.weight``. None when
+    ``names`` has no such run right after ``type_emb.weight``."""
+    names = list(names)
+    if "type_emb.weight" not in names:
+        return None
+    i = names.index("type_emb.weight")
+    j = i + 1
+    while j < len(names) and names[j].startswith("token_mlp."):
+        j += 1
+    if j == i + 1 or any(n.startswith("token_mlp.") for n in names[j:]):
+        return None
+    return names[:i] + names[i + 1:j] + [names[i]] + names[j:]
+
+
+#: Layouts of a checkpoint's optimizer state without ``opt_param_names``, as functions of the
+#: current names: (description, layout). The first is the original code's order, which is this
+#: code's order too.
+KNOWN_OPT_LAYOUTS: tuple[tuple[str, Callable[[Sequence[str]], list[str] | None]], ...] = (
+    ("the original's parameter order (type_emb before token_mlp)", list),
+    ("this project's old parameter order (token_mlp before type_emb)", token_mlp_first),
+)
+
+
+def _flat_ids(groups: Iterable[Mapping]) -> list:
+    return [pid for g in groups for pid in g["params"]]
+
+
+def _state_misfit(state: Mapping, saved_ids: Sequence, params: Sequence[torch.Tensor],
+                  names: Sequence[str]) -> str | None:
+    """First parameter whose saved per-parameter state tensors (those with >= 1 dim:
+    exp_avg, exp_avg_sq, ...) do not have the parameter's shape; None if all fit."""
+    for pid, p, name in zip(saved_ids, params, names):
+        for key, v in (state.get(pid) or {}).items():
+            if torch.is_tensor(v) and v.dim() > 0 and tuple(v.shape) != tuple(p.shape):
+                return f"{name}: {key} {tuple(v.shape)} vs parameter {tuple(p.shape)}"
+    return None
+
+
+def optimizer_state_for(opt: torch.optim.Optimizer, names: Sequence[str], saved: Mapping,
+                        saved_names: Sequence[str] | None = None) -> tuple[dict | None, str]:
+    """Reorder a saved optimizer state dict so that ``opt.load_state_dict`` (which matches by
+    position) gives every parameter the state saved for the parameter of the same name.
+
+    ``names``: the names of ``opt``'s parameters in its order (all groups, flattened).
+    ``saved_names``: the checkpoint's :data:`OPT_NAMES_KEY`. Without it the saved order is
+    inferred among :data:`KNOWN_OPT_LAYOUTS` as the one layout under which every per-parameter
+    state tensor has its parameter's shape.
+
+    Returns ``(state dict, note)`` (the note says which order was found), or ``(None, reason)``
+    when the state cannot be matched: other parameters or groups, a layout that fits none or
+    (without names) more than one known layout. Every per-parameter state is shape-checked.
+    """
+    groups = opt.param_groups
+    params = [p for g in groups for p in g["params"]]
+    names = list(names)
+    if len(names) != len(params):
+        raise ValueError(f"{len(names)} names for {len(params)} optimizer parameters")
+    saved_groups = list(saved.get("param_groups") or [])
+    state = saved.get("state") or {}
+    ids = _flat_ids(saved_groups)
+    if [len(g["params"]) for g in saved_groups] != [len(g["params"]) for g in groups]:
+        return None, (f"saved parameter groups of sizes {[len(g['params']) for g in saved_groups]}, "
+                      f"this optimizer's {[len(g['params']) for g in groups]}")
+    if saved_names is None:
+        fits, misfits = [], []
+        for desc, layout in KNOWN_OPT_LAYOUTS:
+            order = layout(names)
+            if order is None or any(order == o for _, o in fits):
+                continue
+            bad = _state_misfit(state, ids, [params[names.index(n)] for n in order], order)
+            if bad is None:
+                fits.append((desc, order))
+            else:
+                misfits.append(f"{desc}: {bad}")
+        if not fits:
+            return None, "its state fits no known parameter order (" + "; ".join(misfits) + ")"
+        if len(fits) > 1 and any(state.get(pid) for pid in ids):
+            return None, ("its state fits several known parameter orders ("
+                          + ", ".join(d for d, _ in fits) + "); it has no opt_param_names")
+        desc, saved_names = fits[0]
+        note = f"optimizer state in {desc}"
+    else:
+        saved_names = list(saved_names)
+        if len(saved_names) != len(ids) or len(set(saved_names)) != len(saved_names):
+            return None, f"malformed {OPT_NAMES_KEY} ({len(saved_names)} names for {len(ids)} states)"
+        if set(saved_names) != set(names):
+            extra = sorted(set(saved_names) - set(names))[:3]
+            lack = sorted(set(names) - set(saved_names))[:3]
+            return None, f"other parameters (saved only: {extra}; here only: {lack})"
+        note = f"optimizer state matched by name ({OPT_NAMES_KEY})"
+    id_of = dict(zip(saved_names, ids))
+    group_of = {pid: k for k, g in enumerate(saved_groups) for pid in g["params"]}
+    out_groups, at = [], 0
+    for k, g in enumerate(groups):
+        mine = names[at:at + len(g["params"])]
+        at += len(g["params"])
+        if any(group_of[id_of[n]] != k for n in mine):
+            return None, f"parameter group {k} holds other parameters than the saved one"
+        out_groups.append({**saved_groups[k], "params": [id_of[n] for n in mine]})
+    bad = _state_misfit(state, [id_of[n] for n in names], params, names)
+    if bad is not None:
+        return None, f"state shapes do not fit ({bad})"
+    return {"state": dict(state), "param_groups": out_groups}, note

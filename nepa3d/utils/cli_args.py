@@ -18,6 +18,8 @@ import math
 import sys
 from typing import Callable, NoReturn
 
+from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE, ORDER_DTYPES
+
 #: Exit status of a command line that cannot be run (argparse's own convention).
 USAGE_EXIT = 2
 
@@ -135,3 +137,26 @@ nonneg_float = float_in(0.0)
 #: A 0/1 switch (``choices=``); TRI_STATE adds -1 (= take it from the checkpoint).
 SWITCH = (0, 1)
 TRI_STATE = (-1, 0, 1)
+
+
+#: Name of the token-order flag (:func:`add_order_dtype_arg`) and its value in runs recorded
+#: before the flag existed (they all ordered in float64).
+ORDER_DTYPE_ARG = "order_dtype"
+
+
+def add_order_dtype_arg(parser) -> None:
+    """``--order_dtype {float64,float32}``: the arithmetic of the Morton and ray orders of every
+    token sequence a CLI builds (:mod:`nepa3d.token.ordering`). One definition for every CLI
+    that tokenises; it changes results, so it is recorded with them."""
+    parser.add_argument(
+        "--" + ORDER_DTYPE_ARG, default=DEFAULT_ORDER_DTYPE, choices=ORDER_DTYPES,
+        help="token order arithmetic: float64 (default; stable sort) or float32 (the original "
+             "code's order bit for bit: float32 quantisation and ray angles, uint32 Morton "
+             "codes, numpy's default unstable argsort)")
+
+
+def with_order_dtype(saved_args: dict) -> dict:
+    """Recorded args with ``order_dtype`` filled in for runs made before the flag existed
+    (float64, the only order then), so that comparing them with a current run's args does not
+    count the new flag as a difference."""
+    return {ORDER_DTYPE_ARG: DEFAULT_ORDER_DTYPE, **saved_args}
