@@ -33,12 +33,16 @@ def class_of(path: str) -> str:
     return Path(path).parent.name
 
 
+#: Files whose arrays a dataset keeps in memory by default (per process).
+MEMORY_CACHE_FILES = 512
+
+
 class _ArrayCache:
     """Small LRU of the arrays a backend reads from a file (only those keys), so a file that is
     sampled again soon is not read again; ``max_items=0`` turns it off (every sample reads its
     file: the lazy reader decompresses only the backend's keys and checks the schema once)."""
 
-    def __init__(self, max_items: int = 512, store: str | None = None):
+    def __init__(self, max_items: int = MEMORY_CACHE_FILES, store: str | None = None):
         self.max_items = max(0, int(max_items))
         self.store = store or None
         self._d: OrderedDict[tuple[str, str], dict] = OrderedDict()
@@ -91,7 +95,7 @@ class TokenDataset(Dataset):
 
     def __init__(self, items: list[Item], tok: TokenizerConfig, *, mode: str = "train",
                  seed: int = 0, eval_seed: int = 0, mc_k: int = 1, plan_fn=None,
-                 cache_items: int = 512, loader_store: str | None = None):
+                 cache_items: int = MEMORY_CACHE_FILES, loader_store: str | None = None):
         assert mode in ("train", "eval")
         if not items:
             raise ValueError("dataset has no items (empty cache split?)")

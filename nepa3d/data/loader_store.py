@@ -15,14 +15,20 @@ reads its members with one ``pread`` each and checks their CRC-32, with no infla
   and rebuilt from its source. Writes are atomic (temp file + rename), so workers racing on one
   file at worst write the same bytes twice.
 - Disk: ~1.2 MiB per lab-profile file (pt_pool 20000, ray_pool 8000), ~55 GB for 46k
-  ShapeNet files. A store that cannot be written (disk full, read-only) is reported once and
-  the loader reads the compressed sources instead (same arrays, slower).
+  ShapeNet files. A store that cannot be written (disk full, quota, read-only) is reported
+  once and the loader reads the compressed sources instead (same arrays, slower). Deleting
+  the folder at any time is safe.
+- ``--loader_store auto`` (pretraining's default, :func:`resolve_store`): a store under
+  ``$NEPA3D_LOADER_STORE`` or ``~/.cache/nepa3d/loader_store``, used only when the corpus has
+  more files than the in-memory cache holds and that disk has room for it; ``none`` turns it
+  off; any other value is the folder. The store changes no value a sample holds, only speed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +37,12 @@ import numpy as np
 
 from nepa3d.data import npz_members as npz
 from nepa3d.data.cache import CacheError, read_cache_keys, read_cache_keys_identified
+
+STORE_ENV = "NEPA3D_LOADER_STORE"
+STORE_CHOICES_HELP = ("auto (a store under $NEPA3D_LOADER_STORE or ~/.cache/nepa3d/loader_store "
+                      "when the corpus outgrows the in-memory cache and the disk has room), none, "
+                      "or a folder: cache files are decompressed there once and read without "
+                      "inflating (same values, ~3x the samples/s)")
 
 #: Keys left out of a store entry (large, and read only by evaluators through ``load_cache``).
 STORE_SKIPS = frozenset({"udf_grid", "occ_grid"})
@@ -138,3 +150,55 @@ def read_through_store(store: str | os.PathLike, path: str | os.PathLike, keys) 
     if missing:
         raise CacheError(path, "missing (needed by this reader)", missing[0])
     return {k: arrays[k] for k in wanted}
+
+
+def default_store_root() -> Path:
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nepa3d" / "loader_store"
+
+
+def entry_bytes(path: str | os.PathLike) -> int:
+    """Bytes a store entry of cache ``path`` takes (from the zip directory; no inflate)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        members = npz.read_directory(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    return sum(m.size + 128 for n, m in members.items() if n[:-4] not in STORE_SKIPS)
+
+
+def _free_bytes(folder: Path) -> int:
+    for p in (folder, *folder.parents):
+        if p.is_dir():
+            return shutil.disk_usage(p).free
+    return 0
+
+
+def resolve_store(flag: str, files: list[str], memory_items: int, sample: int = 8
+                  ) -> tuple[str | None, str]:
+    """The store folder pretraining uses for ``--loader_store flag`` (None: no store) and one
+    line saying why. ``files``: the corpus; ``memory_items``: files the in-memory cache keeps."""
+    flag = (flag or "none").strip()
+    if flag == "none":
+        return None, "off (--loader_store none)"
+    if flag != "auto":
+        return flag, f"{flag} (--loader_store)"
+    unique = sorted(set(files))
+    if len(unique) <= memory_items:
+        return None, (f"off: the {len(unique)} files fit the in-memory cache ({memory_items}); "
+                      "--loader_store DIR forces one")
+    root = default_store_root()
+    probe = unique[:: max(1, len(unique) // sample)][:sample]
+    try:
+        need = int(sum(entry_bytes(p) for p in probe) / len(probe) * len(unique))
+    except (OSError, npz.NpzFormatError):
+        return None, "off: could not size the store (unreadable cache file; errors follow)"
+    free = _free_bytes(root)
+    if free < need * 1.1 + (1 << 30):
+        return None, (f"off: {root} has {free / 2**30:.1f} GiB free, the store needs "
+                      f"~{need / 2**30:.1f} GiB (--loader_store DIR elsewhere)")
+    return str(root), (f"{root} (~{need / 2**30:.1f} GiB for {len(unique)} files, written during "
+                       "the first epoch; --loader_store none turns it off)")

@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.cache import CacheError
-from nepa3d.data.dataset import Item, TokenDataset, cache_files, collate
+from nepa3d.data.dataset import MEMORY_CACHE_FILES, Item, TokenDataset, cache_files, collate
+from nepa3d.data.loader_store import STORE_CHOICES_HELP, resolve_store
 from nepa3d.data.mixed_pretrain import MixConfigError, build_corpus, load_mix_config
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa, dual_mask
 from nepa3d.token import types as tt
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--auto_resume", type=int, choices=SWITCH, default=1,
       help="resume <save_dir>/last.pt when it was trained with the same settings (RESUME_NEUTRAL_ARGS aside)")
     a("--num_workers", type=nonneg_int, default=4)
+    a("--loader_store", default="auto", help=STORE_CHOICES_HELP)
     a("--drop_ray_prob", type=unit_float, default=0.0)
     a("--force_missing_ray", action="store_true")
     a("--add_eos", type=int, choices=SWITCH, default=1)
@@ -138,14 +140,23 @@ def make_dataset(args, tok: TokenizerConfig) -> TokenDataset:
             items = [replace(i, force_missing_ray=True) for i in items]
         print("[data] mix: " + ", ".join(f"{n}={s}" for n, s in zip(corpus.names, corpus.sizes))
               + f" samples/epoch={corpus.num_samples}")
-        return TokenDataset(items, tok, mode="train", seed=args.seed, plan_fn=corpus.plan)
+        return TokenDataset(items, tok, mode="train", seed=args.seed, plan_fn=corpus.plan,
+                            loader_store=_loader_store(args, items))
     files = cache_files(args.cache_root, args.split)
     if not files:
         raise CacheError(os.path.join(args.cache_root, args.split), "no cache files (*/*.npz)")
     items = [Item(f, args.backend, -1, None, args.force_missing_ray, VoxelConfig.from_args(args))
              for f in files]
     print(f"[data] {args.cache_root}/{args.split}: {len(items)} files, backend={args.backend}")
-    return TokenDataset(items, tok, mode="train", seed=args.seed)
+    return TokenDataset(items, tok, mode="train", seed=args.seed,
+                        loader_store=_loader_store(args, items))
+
+
+def _loader_store(args, items: list[Item]) -> str | None:
+    """The decompress-once store of this run (``--loader_store``), said in one line."""
+    store, why = resolve_store(args.loader_store, [i.path for i in items], MEMORY_CACHE_FILES)
+    print(f"[data] loader store: {why}")
+    return store
 
 
 class AuxConfigError(ValueError):
@@ -250,7 +261,7 @@ def compute_loss(model, feat, types, args, step: int, dm_scale: float, device,
 #: the dual-mask warm-up scales with it, so a run extended to N epochs differs from one trained for
 #: N; extend a run explicitly with ``--resume <save_dir>/last.pt`` (a continuation).
 RESUME_NEUTRAL_ARGS = ("resume", "auto_resume", "save_every", "save_last", "save_dir", "out_json",
-                       "num_workers", "device", "epochs_after_resume", "max_steps")
+                       "num_workers", "device", "epochs_after_resume", "max_steps", "loader_store")
 
 
 def auto_resume_refusal(saved_args: dict, args) -> str | None:
