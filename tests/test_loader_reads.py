@@ -194,3 +194,24 @@ def test_tokens_are_the_same_with_and_without_store_and_memory_cache(tmp_path, c
             got = ds[slot]
             assert np.array_equal(got[0].numpy(), ref[0].numpy())
             assert np.array_equal(got[1].numpy(), ref[1].numpy())
+
+
+def test_auto_store_only_when_the_corpus_outgrows_memory_and_fits_the_disk(tmp_path, cache_file,
+                                                                            monkeypatch):
+    monkeypatch.setenv(loader_store.STORE_ENV, str(tmp_path / "auto_store"))
+    files = [str(cache_file)] * 3
+    assert loader_store.resolve_store("none", files, 0)[0] is None
+    assert loader_store.resolve_store(str(tmp_path / "x"), files, 512)[0] == str(tmp_path / "x")
+    store, why = loader_store.resolve_store("auto", files, 512)
+    assert store is None and "fit the in-memory cache" in why
+    store, why = loader_store.resolve_store("auto", files, 0)
+    assert store == str(tmp_path / "auto_store") and "GiB" in why
+    # the estimate is the entry's size: every stored key's bytes (+ .npy header and zip
+    # records, < 256 bytes a key), not the compressed file's
+    with np.load(cache_file) as z:
+        kept = [k for k in z.files if k not in loader_store.STORE_SKIPS]
+        want = sum(z[k].nbytes for k in kept)
+    assert want <= loader_store.entry_bytes(cache_file) <= want + 256 * len(kept)
+    monkeypatch.setattr(loader_store, "_free_bytes", lambda folder: 1 << 20)
+    store, why = loader_store.resolve_store("auto", files, 0)
+    assert store is None and "free" in why
