@@ -139,16 +139,49 @@ def build_sequence(pools: Mapping[str, np.ndarray], cfg: TokenizerConfig,
     xyz, dist = pools["pt_xyz_pool"], pools["pt_dist_pool"]
     pi = _choose(rng, len(xyz), cfg.n_point)
     ri = _choose(rng, len(pools["ray_o_pool"]), cfg.n_ray)
-    pxyz, pdist = xyz[pi], dist[pi]
-    pi_order = morton_order(pxyz, cfg.order_dtype)
-    point_feat = point_features(pxyz[pi_order], pdist[pi_order])
-    o, d = pools["ray_o_pool"][ri], pools["ray_d_pool"][ri]
-    r_order = ray_order(d, cfg.order_dtype)
-    ray_feat = ray_features(o[r_order], d[r_order], pools["ray_hit_pool"][ri][r_order],
-                            pools["ray_t_pool"][ri][r_order], pools["ray_n_pool"][ri][r_order])
     missing = (not ray_available) or (cfg.drop_ray_prob > 0 and rng.rand() < cfg.drop_ray_prob)
-    return assemble(point_feat, ray_feat, qa_tokens=cfg.qa_tokens, add_eos=cfg.add_eos,
-                    ray_missing=missing)
+    pxyz = xyz[pi]
+    pi = pi[morton_order(pxyz, cfg.order_dtype)]
+    n, m = len(pi), len(ri)
+    step = 2 if cfg.qa_tokens else 1
+    feat = np.zeros((1 + step * (n + m) + int(cfg.add_eos), tt.FEAT_DIM), dtype=np.float32)
+    q = feat[1: 1 + step * n: step]                      # Q_POINT / POINT rows
+    a = feat[step: 1 + step * n: step]                   # A_POINT / POINT rows
+    q[:, tt.CH_XYZ] = xyz[pi]
+    a[:, tt.CH_DIST] = dist[pi]
+    if not missing:  # missing rays stay all-zero rows; their order draws nothing
+        d = pools["ray_d_pool"][ri]
+        ri = ri[ray_order(d, cfg.order_dtype)]
+        o, d = pools["ray_o_pool"][ri], pools["ray_d_pool"][ri]
+        hit, t = pools["ray_hit_pool"][ri], pools["ray_t_pool"][ri]
+        h = (hit > 0.5).astype(np.float32)[:, None]
+        base = 1 + step * n
+        q = feat[base: base + step * m: step]            # Q_RAY / RAY rows
+        a = feat[base + step - 1: base + step * m: step]  # A_RAY / RAY rows
+        q[:, tt.CH_O] = o
+        q[:, tt.CH_D] = d
+        a[:, tt.CH_XYZ] = (o + t[:, None] * d) * h
+        a[:, tt.CH_T] = t
+        a[:, tt.CH_HIT] = hit
+        a[:, tt.CH_N] = pools["ray_n_pool"][ri] * h
+    return feat, sequence_types(n, m, cfg.qa_tokens, cfg.add_eos, missing)
+
+
+_TYPES: dict[tuple, np.ndarray] = {}
+
+
+def sequence_types(n: int, m: int, qa_tokens: bool, add_eos: bool, ray_missing: bool) -> np.ndarray:
+    """type_id (T,) int64 of a sequence of ``n`` points and ``m`` rays (a fresh copy of a
+    memoised template: the same ids :func:`assemble` lays out)."""
+    key = (n, m, bool(qa_tokens), bool(add_eos), bool(ray_missing))
+    ids = _TYPES.get(key)
+    if ids is None:
+        _, ids = assemble(np.zeros((n, tt.FEAT_DIM), np.float32),
+                          np.zeros((m, tt.FEAT_DIM), np.float32), qa_tokens=qa_tokens,
+                          add_eos=add_eos, ray_missing=ray_missing)
+        if len(_TYPES) < 256:
+            _TYPES[key] = ids
+    return ids.copy()
 
 
 def point_only_sequence(ctx_xyz: np.ndarray, ctx_dist: np.ndarray, query_xyz: np.ndarray, *,
