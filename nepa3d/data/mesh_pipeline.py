@@ -2,9 +2,11 @@
 
 Layers (side effects only at the edges):
 
-- :func:`load_mesh`          file -> raw ``(vertices, faces)`` (trimesh, no processing); a file
-  without triangle faces fails with the reason in words (:func:`faceless_reason`: empty file,
-  nothing parsable, a point cloud, only lines / strips).
+- :func:`load_mesh`          file -> raw ``(vertices, faces)`` (trimesh, no processing; PLY
+  triangle strips and binary PLY lists of varying length through our own reader,
+  :mod:`nepa3d.data.mesh_files`); a file without triangle faces fails with the reason in words
+  (:func:`faceless_reason`: empty file, header only, nothing parsable, a point cloud, only
+  lines).
 - :func:`clean_mesh`         pure: validate, merge vertices, drop degenerate / duplicate faces.
 - :func:`compute_mesh_arrays` pure: normalised mesh + config + generator -> every cache array.
 - :func:`preprocess_mesh`    the worker entry point: load, clean, normalise, compute, save;
@@ -38,6 +40,7 @@ import numpy as np
 import trimesh  # module level: pool workers forked from the CLI inherit the import
 
 from nepa3d.data.cache import save_cache
+from nepa3d.data.mesh_files import MeshError, declared_counts, faceless_reason, read_ply
 from nepa3d.geometry.distance import TriangleDistanceIndex, nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_bbox_unit_sphere
 from nepa3d.geometry.pools import face_normals, point_query_pool, sample_surface, triangle_areas
@@ -46,11 +49,6 @@ from nepa3d.geometry.udf import occupancy_from_points, trilinear_sample, udf_fro
 
 PT_DIST_MODES = ("kdtree", "mesh")
 MERGE_DIGITS = 8  # vertex merge tolerance 1e-8 (trimesh's tol.merge)
-
-
-class MeshError(ValueError):
-    """A mesh that cannot be turned into a cache (empty, non-finite, degenerate)."""
-
 
 @dataclass
 class MeshCacheConfig:
@@ -108,22 +106,20 @@ class MeshCacheConfig:
 # loading and cleaning
 
 
-def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a mesh file as raw arrays (``trimesh.load(force='mesh', process=False)``).
-
-    Materials / textures are not read (geometry only).
-
-    Returns:
-        ``(vertices (V, 3) float64, faces (F, 3) int64)``, unprocessed.
-
-    Raises:
-        MeshError: unreadable file or not a triangle mesh.
-    """
-    kwargs = {"skip_materials": True} if str(path).lower().endswith(".obj") else {}
+def _load_scene(path: str | os.PathLike, process: bool, **kwargs) -> trimesh.Scene:
+    """``trimesh.load_scene`` (every body of the file; ``trimesh.load(force='mesh')`` is this
+    followed by ``to_mesh()``); a loader exception, or an empty file, becomes
+    :class:`MeshError`."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise MeshError(faceless_reason(path))
     try:
-        mesh = trimesh.load(str(path), force="mesh", process=False, **kwargs)
+        return trimesh.load_scene(str(path), process=process, **kwargs)
     except Exception as e:  # trimesh raises many types for malformed files
         raise MeshError(f"cannot load mesh ({type(e).__name__}: {e})") from e
+
+
+def _mesh_arrays(path: str | os.PathLike, mesh) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertices (V, 3) float64, faces (F, 3) int64)`` of a loaded mesh; no faces fails."""
     if mesh is None or not hasattr(mesh, "vertices") or not hasattr(mesh, "faces"):
         raise MeshError(f"not a triangle mesh (loaded {type(mesh).__name__})")
     v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
@@ -133,51 +129,50 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return v, f
 
 
-def _element_counts(path: str | os.PathLike) -> dict[str, int]:
-    """Element counts a mesh file declares (PLY header ``element`` lines; OBJ ``v``/``f``/``l``/
-    ``p`` statements); empty for other formats or unreadable text."""
-    suffix = os.path.splitext(str(path))[1].lower()
-    counts: dict[str, int] = {}
+def _load_ply_ourselves(path: str | os.PathLike, trimesh_error: str | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """A PLY through :func:`~nepa3d.data.mesh_files.read_ply` (strips, varying-length binary
+    lists); ``trimesh_error``: why trimesh could not read it, named if ours cannot either."""
     try:
-        with open(path, "rb") as fh:
-            if suffix == ".ply":
-                for raw in fh:
-                    words = raw.decode("ascii", "replace").split()
-                    if words[:1] == ["end_header"]:
-                        break
-                    if len(words) == 3 and words[0] == "element" and words[2].isdigit():
-                        counts[words[1]] = int(words[2])
-            elif suffix == ".obj":
-                for raw in fh:
-                    word = raw.split(maxsplit=1)[:1]
-                    if word in ([b"v"], [b"f"], [b"l"], [b"p"]):
-                        key = word[0].decode()
-                        counts[key] = counts.get(key, 0) + 1
-    except OSError:
-        return {}
-    return counts
+        ply = read_ply(path)
+    except MeshError as e:
+        if trimesh_error is None:
+            raise MeshError(f"cannot load mesh ({e})") from e
+        raise MeshError(f"cannot load mesh ({e}; trimesh: {trimesh_error})") from e
+    if len(ply.faces) == 0:
+        lists = {k: n for k, n in ply.counts.items() if k in ("face", "tristrips") and n}
+        if len(ply.vertices) and lists:
+            listed = ", ".join(f"{n} '{k}'" for k, n in sorted(lists.items()))
+            raise MeshError(f"no triangle faces: {len(ply.vertices)} vertices, and the "
+                            f"{listed} give no triangle (fewer than 3 indices each)")
+        raise MeshError(faceless_reason(path, len(ply.vertices)))
+    return ply.vertices, ply.faces
 
 
-def faceless_reason(path: str | os.PathLike, n_loaded: int = 0) -> str:
-    """Why a mesh file gave no triangle faces, in words (point cloud, lines / strips only,
-    empty or unparsable file); ``n_loaded``: the vertices the loader found."""
+def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a mesh file as raw arrays: every body of the file concatenated
+    (``trimesh.load(force='mesh', process=False)``; polygons fan-triangulated).
+
+    Materials / textures are not read (geometry only). PLY files with a ``tristrips`` element,
+    and PLY files trimesh cannot read (binary lists of varying length), go through our reader.
+
+    Returns:
+        ``(vertices (V, 3) float64, faces (F, 3) int64)``, unprocessed.
+
+    Raises:
+        MeshError: unreadable file or not a triangle mesh (the reason in words).
+    """
+    is_ply = str(path).lower().endswith(".ply")
+    if is_ply and declared_counts(path).get("tristrips"):
+        return _load_ply_ourselves(path)
+    kwargs = {"skip_materials": True} if str(path).lower().endswith(".obj") else {}
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        return f"cannot read file ({type(e).__name__}: {e})"
-    if size == 0:
-        return "mesh has no vertices: the file is empty (0 bytes)"
-    counts = _element_counts(path)
-    n_v = counts.get("vertex", counts.get("v", 0)) or int(n_loaded)
-    others = {k: n for k, n in counts.items() if k not in ("vertex", "v", "face", "f") and n}
-    if not n_v:
-        kind = os.path.splitext(str(path))[1] or "mesh"
-        return ("mesh has no vertices: nothing could be parsed from the file "
-                f"({size} bytes; corrupt, or not a {kind} file)")
-    if others:
-        listed = ", ".join(f"{n} '{k}'" for k, n in sorted(others.items()))
-        return f"no triangle faces: {n_v} vertices and only other elements ({listed})"
-    return f"no triangle faces: {n_v} vertices only (a point cloud)"
+        scene = _load_scene(path, process=False, **kwargs)
+    except MeshError as e:
+        if is_ply and e.__cause__ is not None:  # trimesh failed on a non-empty file
+            return _load_ply_ourselves(path, f"{type(e.__cause__).__name__}: {e.__cause__}")
+        raise
+    return _mesh_arrays(path, scene.to_mesh())
 
 
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
