@@ -7,7 +7,8 @@ Layers (side effects only at the edges):
   :mod:`nepa3d.data.mesh_files`); a file without triangle faces fails with the reason in words
   (:func:`faceless_reason`: empty file, header only, nothing parsable, a point cloud, only
   lines).
-- :func:`clean_mesh`         pure: validate, merge vertices, drop degenerate / duplicate faces.
+- :func:`clean_mesh`         pure: validate, merge vertices (tolerance relative to the mesh
+  size below :data:`MERGE_MIN_EXTENT`), drop degenerate / duplicate faces.
 - :func:`compute_mesh_arrays` pure: normalised mesh + config + generator -> every cache array.
 - :func:`preprocess_mesh`    the worker entry point: load, clean, normalise, compute, save;
   returns ``(status, reason)`` and never raises for a bad mesh.
@@ -48,7 +49,19 @@ from nepa3d.geometry.rays import cast_rays_mesh, pinhole_rays, pointcloud_rays, 
 from nepa3d.geometry.udf import occupancy_from_points, trilinear_sample, udf_from_occupancy
 
 PT_DIST_MODES = ("kdtree", "mesh")
-MERGE_DIGITS = 8  # vertex merge tolerance 1e-8 (trimesh's tol.merge)
+MERGE_DIGITS = 8  # vertex merge tolerance 1e-8 (trimesh's tol.merge) for meshes of normal size
+#: Bounding-box extent below which the merge tolerance shrinks with the mesh: merge keys are
+#: rounded after scaling by a power of two that brings the extent to [0.01, 0.02), so the
+#: tolerance is 5e-7 to 1e-6 of the extent (about 8-16 float32 steps at the mesh's size), never
+#: coarser than the absolute 1e-8, which is the same relative tolerance at extent 0.01. Meshes
+#: of extent >= 0.01 (every ShapeNet model_normalized.obj: extent >= 1/sqrt(3)) merge exactly as
+#: before; a 1e-7 mesh no longer collapses onto a 1e-8 grid.
+MERGE_MIN_EXTENT = 0.01
+#: Coordinates beyond +-1e150 (no float32 file holds them) would overflow float64 areas and
+#: norms; smaller meshes than 1e-150 have no power-of-two rescale within float64 range.
+MAX_ABS_COORD = 1e150
+MIN_EXTENT = 1e-150
+
 
 @dataclass
 class MeshCacheConfig:
@@ -175,18 +188,68 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return _mesh_arrays(path, scene.to_mesh())
 
 
+def _nonfinite_reason(vertices: np.ndarray) -> str | None:
+    bad = ~np.all(np.isfinite(vertices), axis=1)
+    return f"{int(bad.sum())} of {len(vertices)} vertices have non-finite coordinates" \
+        if bad.any() else None
+
+
+def bbox_extent(vertices: np.ndarray) -> float:
+    """Largest side of the axis-aligned bounding box of ``(V, 3)`` vertices (0 if empty)."""
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    return float((v.max(axis=0) - v.min(axis=0)).max()) if len(v) else 0.0
+
+
+def size_factor(extent: float) -> float:
+    """The power of two ``2**k >= 1`` that brings a mesh of bounding-box ``extent`` to at
+    least :data:`MERGE_MIN_EXTENT` (1 from that size up, or for extent 0). Multiplying by it is
+    exact in float64, and the unit-sphere normalisation of a mesh is unchanged bit for bit by
+    it (every step commutes with a power-of-two scale)."""
+    if not extent > 0.0 or extent >= MERGE_MIN_EXTENT:
+        return 1.0
+    k = max(int(np.ceil(np.log2(MERGE_MIN_EXTENT / extent))), 0)
+    while extent * 2.0 ** k < MERGE_MIN_EXTENT:  # log2 rounding
+        k += 1
+    return 2.0 ** k
+
+
+def _check_magnitude(vertices: np.ndarray) -> None:
+    big = float(np.abs(vertices).max()) if len(vertices) else 0.0
+    if big > MAX_ABS_COORD:
+        raise MeshError(f"coordinates too large: max |x| = {big:.3g} > {MAX_ABS_COORD:g} "
+                        "(float64 areas and norms would overflow)")
+
+
+def check_coordinates(vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Raise :class:`MeshError` for non-finite or out-of-range coordinates (``|x| >
+    MAX_ABS_COORD``, extent below ``MIN_EXTENT``) and face indices outside ``[0, V)``."""
+    v, f = np.asarray(vertices), np.asarray(faces)
+    why = _nonfinite_reason(v)
+    if why:
+        raise MeshError(why)
+    if f.min() < 0 or f.max() >= len(v):
+        raise MeshError(f"face indices out of range [0, {len(v)})")
+    _check_magnitude(v)
+    extent = bbox_extent(v[f.reshape(-1)])
+    if 0.0 < extent < MIN_EXTENT:
+        raise MeshError(f"mesh too small: bounding-box extent {extent:.3g} < {MIN_EXTENT:g}")
+
+
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate and clean a raw triangle mesh (pure).
 
-    Steps: reject empty / non-finite / out-of-range input; merge vertices equal after rounding
-    to 1e-8; drop faces with a repeated vertex or zero area, and duplicate faces (same vertex
-    set); drop unreferenced vertices.
+    Steps: reject empty / non-finite / out-of-range input (:func:`check_coordinates`); merge
+    vertices equal after rounding to 1e-8 (coordinates first scaled by
+    :func:`size_factor` of the mesh extent, so the tolerance is relative below extent 0.01);
+    drop faces with a repeated vertex or zero area, and duplicate faces (same vertex set); drop
+    unreferenced vertices.
 
     Args:
         vertices: ``(V, 3)``; faces: ``(F, 3)`` int.
 
     Returns:
-        ``(vertices (V', 3) float64, faces (F', 3) int64)`` with ``F' >= 1``.
+        ``(vertices (V', 3) float64, faces (F', 3) int64)`` with ``F' >= 1``, in the input's
+        units (merged vertices keep the coordinates of their first occurrence).
 
     Raises:
         MeshError: with a human-readable reason.
@@ -197,21 +260,19 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
         raise MeshError("mesh has no vertices")
     if len(f) == 0:
         raise MeshError("mesh has no faces")
-    bad_v = ~np.all(np.isfinite(v), axis=1)
-    if bad_v.any():
-        raise MeshError(f"{int(bad_v.sum())} of {len(v)} vertices have non-finite coordinates")
-    if f.min() < 0 or f.max() >= len(v):
-        raise MeshError(f"face indices out of range [0, {len(v)})")
+    check_coordinates(v, f)
+    scale = size_factor(bbox_extent(v[f.reshape(-1)]))
+    vs = v if scale == 1.0 else v * scale  # exact: a power of two
     # merge vertices on rounded coordinates
-    _, first, inverse = np.unique(np.round(v, MERGE_DIGITS), axis=0, return_index=True,
+    _, first, inverse = np.unique(np.round(vs, MERGE_DIGITS), axis=0, return_index=True,
                                   return_inverse=True)
-    v = v[first]
+    v, vs = v[first], vs[first]
     f = inverse.reshape(-1)[f]
     # degenerate faces: repeated index or zero area
     distinct = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
     f = f[distinct]
     if len(f):
-        f = f[triangle_areas(v, f) > 0.0]
+        f = f[triangle_areas(vs, f) > 0.0]
     if len(f) == 0:
         raise MeshError("all faces are degenerate (zero area)")
     # duplicate faces (same vertex set, any order / orientation): keep the first
@@ -222,6 +283,15 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     remap = np.full(len(v), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return v[used], remap[f]
+
+
+def normalize_mesh(vertices: np.ndarray) -> np.ndarray:
+    """Bounding-box centre, unit sphere (:func:`normalize_bbox_unit_sphere`) of a cleaned mesh,
+    after the exact :func:`size_factor` rescale, so that meshes below the ``1e-9`` scale floor of
+    that function are normalised too; returns ``(V, 3)`` float64."""
+    v = np.asarray(vertices, dtype=np.float64)
+    scale = size_factor(bbox_extent(v))
+    return normalize_bbox_unit_sphere(v if scale == 1.0 else v * scale)[0]
 
 
 def make_rng(seed: int | None) -> np.random.Generator:
@@ -372,7 +442,7 @@ def build_mesh_cache(mesh_path: str | os.PathLike, cfg: MeshCacheConfig, seed: i
     raw = load_mesh(mesh_path)
     clock("load")
     v, f = clean_mesh(*raw)
-    v, _, _ = normalize_bbox_unit_sphere(v)
+    v = normalize_mesh(v)
     if float(triangle_areas(v, f).sum()) <= 0.0:
         raise MeshError("zero total surface area after normalisation")
     clock("clean_normalize")
@@ -401,7 +471,7 @@ def preprocess_mesh(mesh_path: str | os.PathLike, out_path: str | os.PathLike,
 
 
 __all__ = [
-    "MeshCacheConfig", "MeshError", "PT_DIST_MODES", "build_mesh_cache", "clean_mesh",
-    "compute_mesh_arrays", "faceless_reason", "load_mesh", "make_rng", "preprocess_mesh",
-    "require_embree",
+    "MeshCacheConfig", "MeshError", "PT_DIST_MODES", "bbox_extent", "build_mesh_cache",
+    "check_coordinates", "clean_mesh", "compute_mesh_arrays", "faceless_reason", "load_mesh",
+    "make_rng", "normalize_mesh", "preprocess_mesh", "require_embree", "size_factor",
 ]
