@@ -7,11 +7,27 @@ Layers (side effects only at the edges):
   :mod:`nepa3d.data.mesh_files`); a file without triangle faces fails with the reason in words
   (:func:`faceless_reason`: empty file, header only, nothing parsable, a point cloud, only
   lines).
+- :func:`load_mesh_as_original` file -> ``(vertices, faces)`` the way the original code loaded
+  it (``--mesh_cleanup none``, below).
 - :func:`clean_mesh`         pure: validate, merge vertices (tolerance relative to the mesh
   size below :data:`MERGE_MIN_EXTENT`), drop degenerate / duplicate faces.
 - :func:`compute_mesh_arrays` pure: normalised mesh + config + generator -> every cache array.
 - :func:`preprocess_mesh`    the worker entry point: load, clean, normalise, compute, save;
   returns ``(status, reason)`` and never raises for a bad mesh.
+
+Mesh cleanup (``MeshCacheConfig.mesh_cleanup``):
+
+- ``clean`` (default): :func:`load_mesh` + :func:`clean_mesh`.
+- ``none``: what the labs' caches were built from. The original calls
+  ``trimesh.load(path, force='mesh')`` (trimesh's default processing: per body, drop
+  non-finite vertices and merge vertices equal after rounding to 1e-8, position and, where the
+  file has them, UV / vertex normal) and then a cleanup whose first call
+  (``remove_degenerate_faces``) no longer exists in trimesh, so the exception is swallowed and
+  nothing else is cleaned. Duplicate faces (double-sided sheets: twice the sampling weight,
+  half the normals flipped), degenerate faces and the absolute merge tolerance stay. Zero-area
+  faces are never sampled and get zero normals. Two departures, both for files the original
+  turned into garbage or silently changed: non-finite vertex coordinates fail (trimesh would
+  drop them and their faces), and so do coordinates beyond ``±MAX_ABS_COORD``.
 
 Differences from the reference implementation, on purpose:
 
@@ -49,6 +65,7 @@ from nepa3d.geometry.rays import cast_rays_mesh, pinhole_rays, pointcloud_rays, 
 from nepa3d.geometry.udf import occupancy_from_points, trilinear_sample, udf_from_occupancy
 
 PT_DIST_MODES = ("kdtree", "mesh")
+MESH_CLEANUPS = ("clean", "none")  # ours / as the original code ran with a current trimesh
 MERGE_DIGITS = 8  # vertex merge tolerance 1e-8 (trimesh's tol.merge) for meshes of normal size
 #: Bounding-box extent below which the merge tolerance shrinks with the mesh: merge keys are
 #: rounded after scaling by a power of two that brings the extent to [0.01, 0.02), so the
@@ -85,6 +102,7 @@ class MeshCacheConfig:
     compute_pc_rays: bool = True
     pt_query_chunk: int = 2048     # query rows per distance call
     ray_query_chunk: int = 2048    # rays per Embree call
+    mesh_cleanup: str = "clean"    # 'clean': ours; 'none': as the original (module docstring)
 
     def validate(self) -> "MeshCacheConfig":
         """Raise ``ValueError`` on an unusable setting; returns ``self``."""
@@ -103,6 +121,9 @@ class MeshCacheConfig:
             raise ValueError(f"pt_surface_sigma must be >= 0, got {self.pt_surface_sigma}")
         if self.pt_dist_mode not in PT_DIST_MODES:
             raise ValueError(f"pt_dist_mode must be one of {PT_DIST_MODES}, got {self.pt_dist_mode!r}")
+        if self.mesh_cleanup not in MESH_CLEANUPS:
+            raise ValueError(f"mesh_cleanup must be one of {MESH_CLEANUPS}, "
+                             f"got {self.mesh_cleanup!r}")
         if self.pt_dist_mode == "kdtree" and int(self.dist_ref_points) < 1:
             raise ValueError("dist_ref_points must be >= 1 in kdtree mode")
         return self
@@ -163,8 +184,8 @@ def _load_ply_ourselves(path: str | os.PathLike, trimesh_error: str | None = Non
 
 
 def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a mesh file as raw arrays: every body of the file concatenated
-    (``trimesh.load(force='mesh', process=False)``; polygons fan-triangulated).
+    """Read a mesh file as raw arrays (``mesh_cleanup='clean'``): every body of the file
+    concatenated (``trimesh.load(force='mesh', process=False)``; polygons fan-triangulated).
 
     Materials / textures are not read (geometry only). PLY files with a ``tristrips`` element,
     and PLY files trimesh cannot read (binary lists of varying length), go through our reader.
@@ -192,6 +213,33 @@ def _nonfinite_reason(vertices: np.ndarray) -> str | None:
     bad = ~np.all(np.isfinite(vertices), axis=1)
     return f"{int(bad.sum())} of {len(vertices)} vertices have non-finite coordinates" \
         if bad.any() else None
+
+
+def load_mesh_as_original(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a mesh the way the original code did (``mesh_cleanup='none'``): exactly
+    ``trimesh.load(path, force='mesh')``, i.e. every body processed by trimesh's defaults
+    (non-finite vertices dropped, vertices merged at 1e-8, see the module docstring), then
+    concatenated; no further cleaning.
+
+    The file is loaded unprocessed first and each body processed afterwards (what the trimesh
+    constructor does last), so that a face on a non-finite vertex fails instead of vanishing.
+
+    Returns:
+        ``(vertices (V, 3) float64, faces (F, 3) int64)``.
+
+    Raises:
+        MeshError: unreadable file, no triangle faces, non-finite coordinates on a face.
+    """
+    scene = _load_scene(path, process=False)
+    for geom in scene.geometry.values():
+        if isinstance(geom, trimesh.Trimesh) and len(geom.faces):
+            used = np.asarray(geom.vertices)[np.unique(geom.faces)]
+            why = _nonfinite_reason(used)
+            if why:
+                raise MeshError(f"{why} (trimesh would drop them and their faces)")
+            _check_magnitude(used)  # before trimesh's merge keys overflow
+            geom.process()
+    return _mesh_arrays(path, scene.to_mesh())
 
 
 def bbox_extent(vertices: np.ndarray) -> float:
@@ -292,6 +340,46 @@ def normalize_mesh(vertices: np.ndarray) -> np.ndarray:
     v = np.asarray(vertices, dtype=np.float64)
     scale = size_factor(bbox_extent(v))
     return normalize_bbox_unit_sphere(v if scale == 1.0 else v * scale)[0]
+
+
+def clean_and_normalize(vertices: np.ndarray, faces: np.ndarray, mesh_cleanup: str = "clean"
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Clean (per ``mesh_cleanup``) and normalise a loaded mesh (pure).
+
+    ``clean``: :func:`clean_mesh` then :func:`normalize_mesh`. ``none``: only
+    :func:`check_coordinates` (what is needed not to write garbage), then the original's
+    normalisation (:func:`normalize_bbox_unit_sphere`).
+
+    Returns:
+        ``(vertices (V, 3) float64 inside the unit ball, faces (F, 3) int64)``.
+
+    Raises:
+        MeshError: with the reason in words (also for a zero total area).
+    """
+    if mesh_cleanup == "clean":
+        v, f = clean_mesh(vertices, faces)
+        v = normalize_mesh(v)
+    elif mesh_cleanup == "none":
+        v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+        f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+        check_coordinates(v, f)
+        v, _, _ = normalize_bbox_unit_sphere(v)
+    else:
+        raise ValueError(f"mesh_cleanup must be one of {MESH_CLEANUPS}, got {mesh_cleanup!r}")
+    total = float(triangle_areas(v, f).sum())
+    if not (np.isfinite(total) and total > 0.0):
+        raise MeshError("zero total surface area after normalisation")
+    return v, f
+
+
+#: The loader of each ``mesh_cleanup`` value.
+LOADERS = {"clean": load_mesh, "none": load_mesh_as_original}
+
+
+def prepare_mesh(mesh_path: str | os.PathLike, mesh_cleanup: str = "clean"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Load (:data:`LOADERS`), clean and normalise a mesh file (:func:`clean_and_normalize`)."""
+    return clean_and_normalize(*LOADERS[mesh_cleanup](mesh_path), mesh_cleanup)
 
 
 def make_rng(seed: int | None) -> np.random.Generator:
@@ -434,17 +522,15 @@ def compute_mesh_arrays(vertices: np.ndarray, faces: np.ndarray, cfg: MeshCacheC
 
 def build_mesh_cache(mesh_path: str | os.PathLike, cfg: MeshCacheConfig, seed: int | None,
                      timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-    """Load, clean, normalise (bbox centre, unit sphere) and compute; raises on failure.
+    """Load, clean (``cfg.mesh_cleanup``), normalise (bbox centre, unit sphere) and compute;
+    raises on failure.
 
     ``timings`` (optional) receives seconds per stage, as in :func:`compute_mesh_arrays`.
     """
     clock = _StageClock(timings)
-    raw = load_mesh(mesh_path)
+    raw = LOADERS[cfg.mesh_cleanup](mesh_path)
     clock("load")
-    v, f = clean_mesh(*raw)
-    v = normalize_mesh(v)
-    if float(triangle_areas(v, f).sum()) <= 0.0:
-        raise MeshError("zero total surface area after normalisation")
+    v, f = clean_and_normalize(*raw, cfg.mesh_cleanup)
     clock("clean_normalize")
     return compute_mesh_arrays(v, f, cfg, make_rng(seed), timings)
 
@@ -471,7 +557,8 @@ def preprocess_mesh(mesh_path: str | os.PathLike, out_path: str | os.PathLike,
 
 
 __all__ = [
-    "MeshCacheConfig", "MeshError", "PT_DIST_MODES", "bbox_extent", "build_mesh_cache",
-    "check_coordinates", "clean_mesh", "compute_mesh_arrays", "faceless_reason", "load_mesh",
-    "make_rng", "normalize_mesh", "preprocess_mesh", "require_embree", "size_factor",
+    "LOADERS", "MESH_CLEANUPS", "MeshCacheConfig", "MeshError", "PT_DIST_MODES", "bbox_extent",
+    "build_mesh_cache", "check_coordinates", "clean_and_normalize", "clean_mesh",
+    "compute_mesh_arrays", "faceless_reason", "load_mesh", "load_mesh_as_original", "make_rng",
+    "normalize_mesh", "prepare_mesh", "preprocess_mesh", "require_embree", "size_factor",
 ]
