@@ -38,7 +38,7 @@ ANY_EXT = "*/*/models/model_normalized.*"
 PC_PLY = ("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
           "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n")
 STRIP_PLY = PC_PLY.replace("end_header", "element tristrips 1\nproperty list int int "
-                           "vertex_indices\nend_header") + "4 0 1 2 3\n"
+                           "vertex_indices\nend_header") + "2 0 1\n"  # a strip of 2: no triangle
 LINES_OBJ = "v 0 0 0\nv 1 0 0\nv 0 1 0\nl 1 2\nl 2 3\n"
 FLAT_OBJ = "v 0 0 0\nv 1 0 0\nv 2 0 0\nv 3 0 0\nf 1 2 3\nf 2 3 4\n"
 CORRUPT_PLY = (b"ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\n"
@@ -388,8 +388,8 @@ def _corrupt_h5(root, out):
 CASES = [
     Case("point_cloud_ply", "sn", _bad_mesh("ply", PC_PLY), 1,
          ("09999999/zz/models/model_normalized.ply", "no triangle faces", "point cloud"), 1),
-    Case("triangle_strips_only", "sn", _bad_mesh("ply", STRIP_PLY), 1,
-         ("model_normalized.ply", "no triangle faces", "'tristrips'"), 1),
+    Case("triangle_strips_without_a_triangle", "sn", _bad_mesh("ply", STRIP_PLY), 1,
+         ("model_normalized.ply", "no triangle faces", "'tristrips' give no triangle"), 1),
     Case("line_elements_only", "sn", _bad_mesh("obj", LINES_OBJ), 1,
          ("09999999/zz/models/model_normalized.obj", "no triangle faces", "'l'"), 1),
     Case("all_faces_degenerate", "sn", _bad_mesh("obj", FLAT_OBJ), 1,

@@ -2,13 +2,32 @@
 
 Layers (side effects only at the edges):
 
-- :func:`load_mesh`          file -> raw ``(vertices, faces)`` (trimesh, no processing); a file
-  without triangle faces fails with the reason in words (:func:`faceless_reason`: empty file,
-  nothing parsable, a point cloud, only lines / strips).
-- :func:`clean_mesh`         pure: validate, merge vertices, drop degenerate / duplicate faces.
+- :func:`load_mesh`          file -> raw ``(vertices, faces)`` (trimesh, no processing; PLY
+  triangle strips and binary PLY lists of varying length through our own reader,
+  :mod:`nepa3d.data.mesh_files`); a file without triangle faces fails with the reason in words
+  (:func:`faceless_reason`: empty file, header only, nothing parsable, a point cloud, only
+  lines).
+- :func:`load_mesh_as_original` file -> ``(vertices, faces)`` the way the original code loaded
+  it (``--mesh_cleanup none``, below).
+- :func:`clean_mesh`         pure: validate, merge vertices (tolerance relative to the mesh
+  size below :data:`MERGE_MIN_EXTENT`), drop degenerate / duplicate faces.
 - :func:`compute_mesh_arrays` pure: normalised mesh + config + generator -> every cache array.
 - :func:`preprocess_mesh`    the worker entry point: load, clean, normalise, compute, save;
   returns ``(status, reason)`` and never raises for a bad mesh.
+
+Mesh cleanup (``MeshCacheConfig.mesh_cleanup``):
+
+- ``clean`` (default): :func:`load_mesh` + :func:`clean_mesh`.
+- ``none``: what the labs' caches were built from. The original calls
+  ``trimesh.load(path, force='mesh')`` (trimesh's default processing: per body, drop
+  non-finite vertices and merge vertices equal after rounding to 1e-8, position and, where the
+  file has them, UV / vertex normal) and then a cleanup whose first call
+  (``remove_degenerate_faces``) no longer exists in trimesh, so the exception is swallowed and
+  nothing else is cleaned. Duplicate faces (double-sided sheets: twice the sampling weight,
+  half the normals flipped), degenerate faces and the absolute merge tolerance stay. Zero-area
+  faces are never sampled and get zero normals. Two departures, both for files the original
+  turned into garbage or silently changed: non-finite vertex coordinates fail (trimesh would
+  drop them and their faces), and so do coordinates beyond ``±MAX_ABS_COORD``.
 
 Differences from the reference implementation, on purpose:
 
@@ -38,6 +57,7 @@ import numpy as np
 import trimesh  # module level: pool workers forked from the CLI inherit the import
 
 from nepa3d.data.cache import save_cache
+from nepa3d.data.mesh_files import MeshError, declared_counts, faceless_reason, read_ply
 from nepa3d.geometry.distance import TriangleDistanceIndex, nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_bbox_unit_sphere
 from nepa3d.geometry.pools import face_normals, point_query_pool, sample_surface, triangle_areas
@@ -45,11 +65,19 @@ from nepa3d.geometry.rays import cast_rays_mesh, pinhole_rays, pointcloud_rays, 
 from nepa3d.geometry.udf import occupancy_from_points, trilinear_sample, udf_from_occupancy
 
 PT_DIST_MODES = ("kdtree", "mesh")
-MERGE_DIGITS = 8  # vertex merge tolerance 1e-8 (trimesh's tol.merge)
-
-
-class MeshError(ValueError):
-    """A mesh that cannot be turned into a cache (empty, non-finite, degenerate)."""
+MESH_CLEANUPS = ("clean", "none")  # ours / as the original code ran with a current trimesh
+MERGE_DIGITS = 8  # vertex merge tolerance 1e-8 (trimesh's tol.merge) for meshes of normal size
+#: Bounding-box extent below which the merge tolerance shrinks with the mesh: merge keys are
+#: rounded after scaling by a power of two that brings the extent to [0.01, 0.02), so the
+#: tolerance is 5e-7 to 1e-6 of the extent (about 8-16 float32 steps at the mesh's size), never
+#: coarser than the absolute 1e-8, which is the same relative tolerance at extent 0.01. Meshes
+#: of extent >= 0.01 (every ShapeNet model_normalized.obj: extent >= 1/sqrt(3)) merge exactly as
+#: before; a 1e-7 mesh no longer collapses onto a 1e-8 grid.
+MERGE_MIN_EXTENT = 0.01
+#: Coordinates beyond +-1e150 (no float32 file holds them) would overflow float64 areas and
+#: norms; smaller meshes than 1e-150 have no power-of-two rescale within float64 range.
+MAX_ABS_COORD = 1e150
+MIN_EXTENT = 1e-150
 
 
 @dataclass
@@ -74,6 +102,7 @@ class MeshCacheConfig:
     compute_pc_rays: bool = True
     pt_query_chunk: int = 2048     # query rows per distance call
     ray_query_chunk: int = 2048    # rays per Embree call
+    mesh_cleanup: str = "clean"    # 'clean': ours; 'none': as the original (module docstring)
 
     def validate(self) -> "MeshCacheConfig":
         """Raise ``ValueError`` on an unusable setting; returns ``self``."""
@@ -92,6 +121,9 @@ class MeshCacheConfig:
             raise ValueError(f"pt_surface_sigma must be >= 0, got {self.pt_surface_sigma}")
         if self.pt_dist_mode not in PT_DIST_MODES:
             raise ValueError(f"pt_dist_mode must be one of {PT_DIST_MODES}, got {self.pt_dist_mode!r}")
+        if self.mesh_cleanup not in MESH_CLEANUPS:
+            raise ValueError(f"mesh_cleanup must be one of {MESH_CLEANUPS}, "
+                             f"got {self.mesh_cleanup!r}")
         if self.pt_dist_mode == "kdtree" and int(self.dist_ref_points) < 1:
             raise ValueError("dist_ref_points must be >= 1 in kdtree mode")
         return self
@@ -108,22 +140,20 @@ class MeshCacheConfig:
 # loading and cleaning
 
 
-def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a mesh file as raw arrays (``trimesh.load(force='mesh', process=False)``).
-
-    Materials / textures are not read (geometry only).
-
-    Returns:
-        ``(vertices (V, 3) float64, faces (F, 3) int64)``, unprocessed.
-
-    Raises:
-        MeshError: unreadable file or not a triangle mesh.
-    """
-    kwargs = {"skip_materials": True} if str(path).lower().endswith(".obj") else {}
+def _load_scene(path: str | os.PathLike, process: bool, **kwargs) -> trimesh.Scene:
+    """``trimesh.load_scene`` (every body of the file; ``trimesh.load(force='mesh')`` is this
+    followed by ``to_mesh()``); a loader exception, or an empty file, becomes
+    :class:`MeshError`."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise MeshError(faceless_reason(path))
     try:
-        mesh = trimesh.load(str(path), force="mesh", process=False, **kwargs)
+        return trimesh.load_scene(str(path), process=process, **kwargs)
     except Exception as e:  # trimesh raises many types for malformed files
         raise MeshError(f"cannot load mesh ({type(e).__name__}: {e})") from e
+
+
+def _mesh_arrays(path: str | os.PathLike, mesh) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertices (V, 3) float64, faces (F, 3) int64)`` of a loaded mesh; no faces fails."""
     if mesh is None or not hasattr(mesh, "vertices") or not hasattr(mesh, "faces"):
         raise MeshError(f"not a triangle mesh (loaded {type(mesh).__name__})")
     v = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
@@ -133,65 +163,141 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return v, f
 
 
-def _element_counts(path: str | os.PathLike) -> dict[str, int]:
-    """Element counts a mesh file declares (PLY header ``element`` lines; OBJ ``v``/``f``/``l``/
-    ``p`` statements); empty for other formats or unreadable text."""
-    suffix = os.path.splitext(str(path))[1].lower()
-    counts: dict[str, int] = {}
+def _load_ply_ourselves(path: str | os.PathLike, trimesh_error: str | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """A PLY through :func:`~nepa3d.data.mesh_files.read_ply` (strips, varying-length binary
+    lists); ``trimesh_error``: why trimesh could not read it, named if ours cannot either."""
     try:
-        with open(path, "rb") as fh:
-            if suffix == ".ply":
-                for raw in fh:
-                    words = raw.decode("ascii", "replace").split()
-                    if words[:1] == ["end_header"]:
-                        break
-                    if len(words) == 3 and words[0] == "element" and words[2].isdigit():
-                        counts[words[1]] = int(words[2])
-            elif suffix == ".obj":
-                for raw in fh:
-                    word = raw.split(maxsplit=1)[:1]
-                    if word in ([b"v"], [b"f"], [b"l"], [b"p"]):
-                        key = word[0].decode()
-                        counts[key] = counts.get(key, 0) + 1
-    except OSError:
-        return {}
-    return counts
+        ply = read_ply(path)
+    except MeshError as e:
+        if trimesh_error is None:
+            raise MeshError(f"cannot load mesh ({e})") from e
+        raise MeshError(f"cannot load mesh ({e}; trimesh: {trimesh_error})") from e
+    if len(ply.faces) == 0:
+        lists = {k: n for k, n in ply.counts.items() if k in ("face", "tristrips") and n}
+        if len(ply.vertices) and lists:
+            listed = ", ".join(f"{n} '{k}'" for k, n in sorted(lists.items()))
+            raise MeshError(f"no triangle faces: {len(ply.vertices)} vertices, and the "
+                            f"{listed} give no triangle (fewer than 3 indices each)")
+        raise MeshError(faceless_reason(path, len(ply.vertices)))
+    return ply.vertices, ply.faces
 
 
-def faceless_reason(path: str | os.PathLike, n_loaded: int = 0) -> str:
-    """Why a mesh file gave no triangle faces, in words (point cloud, lines / strips only,
-    empty or unparsable file); ``n_loaded``: the vertices the loader found."""
+def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a mesh file as raw arrays (``mesh_cleanup='clean'``): every body of the file
+    concatenated (``trimesh.load(force='mesh', process=False)``; polygons fan-triangulated).
+
+    Materials / textures are not read (geometry only). PLY files with a ``tristrips`` element,
+    and PLY files trimesh cannot read (binary lists of varying length), go through our reader.
+
+    Returns:
+        ``(vertices (V, 3) float64, faces (F, 3) int64)``, unprocessed.
+
+    Raises:
+        MeshError: unreadable file or not a triangle mesh (the reason in words).
+    """
+    is_ply = str(path).lower().endswith(".ply")
+    if is_ply and declared_counts(path).get("tristrips"):
+        return _load_ply_ourselves(path)
+    kwargs = {"skip_materials": True} if str(path).lower().endswith(".obj") else {}
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        return f"cannot read file ({type(e).__name__}: {e})"
-    if size == 0:
-        return "mesh has no vertices: the file is empty (0 bytes)"
-    counts = _element_counts(path)
-    n_v = counts.get("vertex", counts.get("v", 0)) or int(n_loaded)
-    others = {k: n for k, n in counts.items() if k not in ("vertex", "v", "face", "f") and n}
-    if not n_v:
-        kind = os.path.splitext(str(path))[1] or "mesh"
-        return ("mesh has no vertices: nothing could be parsed from the file "
-                f"({size} bytes; corrupt, or not a {kind} file)")
-    if others:
-        listed = ", ".join(f"{n} '{k}'" for k, n in sorted(others.items()))
-        return f"no triangle faces: {n_v} vertices and only other elements ({listed})"
-    return f"no triangle faces: {n_v} vertices only (a point cloud)"
+        scene = _load_scene(path, process=False, **kwargs)
+    except MeshError as e:
+        if is_ply and e.__cause__ is not None:  # trimesh failed on a non-empty file
+            return _load_ply_ourselves(path, f"{type(e.__cause__).__name__}: {e.__cause__}")
+        raise
+    return _mesh_arrays(path, scene.to_mesh())
+
+
+def _nonfinite_reason(vertices: np.ndarray) -> str | None:
+    bad = ~np.all(np.isfinite(vertices), axis=1)
+    return f"{int(bad.sum())} of {len(vertices)} vertices have non-finite coordinates" \
+        if bad.any() else None
+
+
+def load_mesh_as_original(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a mesh the way the original code did (``mesh_cleanup='none'``): exactly
+    ``trimesh.load(path, force='mesh')``, i.e. every body processed by trimesh's defaults
+    (non-finite vertices dropped, vertices merged at 1e-8, see the module docstring), then
+    concatenated; no further cleaning.
+
+    The file is loaded unprocessed first and each body processed afterwards (what the trimesh
+    constructor does last), so that a face on a non-finite vertex fails instead of vanishing.
+
+    Returns:
+        ``(vertices (V, 3) float64, faces (F, 3) int64)``.
+
+    Raises:
+        MeshError: unreadable file, no triangle faces, non-finite coordinates on a face.
+    """
+    scene = _load_scene(path, process=False)
+    for geom in scene.geometry.values():
+        if isinstance(geom, trimesh.Trimesh) and len(geom.faces):
+            used = np.asarray(geom.vertices)[np.unique(geom.faces)]
+            why = _nonfinite_reason(used)
+            if why:
+                raise MeshError(f"{why} (trimesh would drop them and their faces)")
+            _check_magnitude(used)  # before trimesh's merge keys overflow
+            geom.process()
+    return _mesh_arrays(path, scene.to_mesh())
+
+
+def bbox_extent(vertices: np.ndarray) -> float:
+    """Largest side of the axis-aligned bounding box of ``(V, 3)`` vertices (0 if empty)."""
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    return float((v.max(axis=0) - v.min(axis=0)).max()) if len(v) else 0.0
+
+
+def size_factor(extent: float) -> float:
+    """The power of two ``2**k >= 1`` that brings a mesh of bounding-box ``extent`` to at
+    least :data:`MERGE_MIN_EXTENT` (1 from that size up, or for extent 0). Multiplying by it is
+    exact in float64, and the unit-sphere normalisation of a mesh is unchanged bit for bit by
+    it (every step commutes with a power-of-two scale)."""
+    if not extent > 0.0 or extent >= MERGE_MIN_EXTENT:
+        return 1.0
+    k = max(int(np.ceil(np.log2(MERGE_MIN_EXTENT / extent))), 0)
+    while extent * 2.0 ** k < MERGE_MIN_EXTENT:  # log2 rounding
+        k += 1
+    return 2.0 ** k
+
+
+def _check_magnitude(vertices: np.ndarray) -> None:
+    big = float(np.abs(vertices).max()) if len(vertices) else 0.0
+    if big > MAX_ABS_COORD:
+        raise MeshError(f"coordinates too large: max |x| = {big:.3g} > {MAX_ABS_COORD:g} "
+                        "(float64 areas and norms would overflow)")
+
+
+def check_coordinates(vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Raise :class:`MeshError` for non-finite or out-of-range coordinates (``|x| >
+    MAX_ABS_COORD``, extent below ``MIN_EXTENT``) and face indices outside ``[0, V)``."""
+    v, f = np.asarray(vertices), np.asarray(faces)
+    why = _nonfinite_reason(v)
+    if why:
+        raise MeshError(why)
+    if f.min() < 0 or f.max() >= len(v):
+        raise MeshError(f"face indices out of range [0, {len(v)})")
+    _check_magnitude(v)
+    extent = bbox_extent(v[f.reshape(-1)])
+    if 0.0 < extent < MIN_EXTENT:
+        raise MeshError(f"mesh too small: bounding-box extent {extent:.3g} < {MIN_EXTENT:g}")
 
 
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate and clean a raw triangle mesh (pure).
 
-    Steps: reject empty / non-finite / out-of-range input; merge vertices equal after rounding
-    to 1e-8; drop faces with a repeated vertex or zero area, and duplicate faces (same vertex
-    set); drop unreferenced vertices.
+    Steps: reject empty / non-finite / out-of-range input (:func:`check_coordinates`); merge
+    vertices equal after rounding to 1e-8 (coordinates first scaled by
+    :func:`size_factor` of the mesh extent, so the tolerance is relative below extent 0.01);
+    drop faces with a repeated vertex or zero area, and duplicate faces (same vertex set); drop
+    unreferenced vertices.
 
     Args:
         vertices: ``(V, 3)``; faces: ``(F, 3)`` int.
 
     Returns:
-        ``(vertices (V', 3) float64, faces (F', 3) int64)`` with ``F' >= 1``.
+        ``(vertices (V', 3) float64, faces (F', 3) int64)`` with ``F' >= 1``, in the input's
+        units (merged vertices keep the coordinates of their first occurrence).
 
     Raises:
         MeshError: with a human-readable reason.
@@ -202,21 +308,19 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
         raise MeshError("mesh has no vertices")
     if len(f) == 0:
         raise MeshError("mesh has no faces")
-    bad_v = ~np.all(np.isfinite(v), axis=1)
-    if bad_v.any():
-        raise MeshError(f"{int(bad_v.sum())} of {len(v)} vertices have non-finite coordinates")
-    if f.min() < 0 or f.max() >= len(v):
-        raise MeshError(f"face indices out of range [0, {len(v)})")
+    check_coordinates(v, f)
+    scale = size_factor(bbox_extent(v[f.reshape(-1)]))
+    vs = v if scale == 1.0 else v * scale  # exact: a power of two
     # merge vertices on rounded coordinates
-    _, first, inverse = np.unique(np.round(v, MERGE_DIGITS), axis=0, return_index=True,
+    _, first, inverse = np.unique(np.round(vs, MERGE_DIGITS), axis=0, return_index=True,
                                   return_inverse=True)
-    v = v[first]
+    v, vs = v[first], vs[first]
     f = inverse.reshape(-1)[f]
     # degenerate faces: repeated index or zero area
     distinct = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
     f = f[distinct]
     if len(f):
-        f = f[triangle_areas(v, f) > 0.0]
+        f = f[triangle_areas(vs, f) > 0.0]
     if len(f) == 0:
         raise MeshError("all faces are degenerate (zero area)")
     # duplicate faces (same vertex set, any order / orientation): keep the first
@@ -227,6 +331,55 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     remap = np.full(len(v), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return v[used], remap[f]
+
+
+def normalize_mesh(vertices: np.ndarray) -> np.ndarray:
+    """Bounding-box centre, unit sphere (:func:`normalize_bbox_unit_sphere`) of a cleaned mesh,
+    after the exact :func:`size_factor` rescale, so that meshes below the ``1e-9`` scale floor of
+    that function are normalised too; returns ``(V, 3)`` float64."""
+    v = np.asarray(vertices, dtype=np.float64)
+    scale = size_factor(bbox_extent(v))
+    return normalize_bbox_unit_sphere(v if scale == 1.0 else v * scale)[0]
+
+
+def clean_and_normalize(vertices: np.ndarray, faces: np.ndarray, mesh_cleanup: str = "clean"
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Clean (per ``mesh_cleanup``) and normalise a loaded mesh (pure).
+
+    ``clean``: :func:`clean_mesh` then :func:`normalize_mesh`. ``none``: only
+    :func:`check_coordinates` (what is needed not to write garbage), then the original's
+    normalisation (:func:`normalize_bbox_unit_sphere`).
+
+    Returns:
+        ``(vertices (V, 3) float64 inside the unit ball, faces (F, 3) int64)``.
+
+    Raises:
+        MeshError: with the reason in words (also for a zero total area).
+    """
+    if mesh_cleanup == "clean":
+        v, f = clean_mesh(vertices, faces)
+        v = normalize_mesh(v)
+    elif mesh_cleanup == "none":
+        v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+        f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+        check_coordinates(v, f)
+        v, _, _ = normalize_bbox_unit_sphere(v)
+    else:
+        raise ValueError(f"mesh_cleanup must be one of {MESH_CLEANUPS}, got {mesh_cleanup!r}")
+    total = float(triangle_areas(v, f).sum())
+    if not (np.isfinite(total) and total > 0.0):
+        raise MeshError("zero total surface area after normalisation")
+    return v, f
+
+
+#: The loader of each ``mesh_cleanup`` value.
+LOADERS = {"clean": load_mesh, "none": load_mesh_as_original}
+
+
+def prepare_mesh(mesh_path: str | os.PathLike, mesh_cleanup: str = "clean"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Load (:data:`LOADERS`), clean and normalise a mesh file (:func:`clean_and_normalize`)."""
+    return clean_and_normalize(*LOADERS[mesh_cleanup](mesh_path), mesh_cleanup)
 
 
 def make_rng(seed: int | None) -> np.random.Generator:
@@ -369,17 +522,15 @@ def compute_mesh_arrays(vertices: np.ndarray, faces: np.ndarray, cfg: MeshCacheC
 
 def build_mesh_cache(mesh_path: str | os.PathLike, cfg: MeshCacheConfig, seed: int | None,
                      timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-    """Load, clean, normalise (bbox centre, unit sphere) and compute; raises on failure.
+    """Load, clean (``cfg.mesh_cleanup``), normalise (bbox centre, unit sphere) and compute;
+    raises on failure.
 
     ``timings`` (optional) receives seconds per stage, as in :func:`compute_mesh_arrays`.
     """
     clock = _StageClock(timings)
-    raw = load_mesh(mesh_path)
+    raw = LOADERS[cfg.mesh_cleanup](mesh_path)
     clock("load")
-    v, f = clean_mesh(*raw)
-    v, _, _ = normalize_bbox_unit_sphere(v)
-    if float(triangle_areas(v, f).sum()) <= 0.0:
-        raise MeshError("zero total surface area after normalisation")
+    v, f = clean_and_normalize(*raw, cfg.mesh_cleanup)
     clock("clean_normalize")
     return compute_mesh_arrays(v, f, cfg, make_rng(seed), timings)
 
@@ -406,7 +557,8 @@ def preprocess_mesh(mesh_path: str | os.PathLike, out_path: str | os.PathLike,
 
 
 __all__ = [
-    "MeshCacheConfig", "MeshError", "PT_DIST_MODES", "build_mesh_cache", "clean_mesh",
-    "compute_mesh_arrays", "faceless_reason", "load_mesh", "make_rng", "preprocess_mesh",
-    "require_embree",
+    "LOADERS", "MESH_CLEANUPS", "MeshCacheConfig", "MeshError", "PT_DIST_MODES", "bbox_extent",
+    "build_mesh_cache", "check_coordinates", "clean_and_normalize", "clean_mesh",
+    "compute_mesh_arrays", "faceless_reason", "load_mesh", "load_mesh_as_original", "make_rng",
+    "normalize_mesh", "prepare_mesh", "preprocess_mesh", "require_embree", "size_factor",
 ]

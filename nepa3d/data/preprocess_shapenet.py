@@ -33,7 +33,9 @@ An existing file stays only when its record says it was made in the split the in
 assigns it, with this run's profile (a digest of every flag that determines the content:
 :func:`profile_settings`) and, for a file this run builds, with this run's seed; every other
 file is removed (a shape that moved split, a mesh gone from the input, another profile or
-seed, no record) and, if this run builds it, rebuilt. A shape lives in one split only.
+seed, no record) and, if this run builds it, rebuilt. A shape lives in one split only. A flag
+added after v1 of the profile (``--mesh_cleanup``) enters it only when not at its default, so
+files made before the flag existed keep their digest.
 
 Exit status: 0 when done; 1 when more inputs failed than ``--max_failures`` allows (default
 0; every failure is one ``FAIL <mesh>: <cause>`` line on stderr) or when no cache file
@@ -80,7 +82,13 @@ from nepa3d.data.corpus_meta import (
     write_cache_corpus,
     write_run_record,
 )
-from nepa3d.data.mesh_pipeline import PT_DIST_MODES, MeshCacheConfig, preprocess_mesh, require_embree
+from nepa3d.data.mesh_pipeline import (
+    MESH_CLEANUPS,
+    PT_DIST_MODES,
+    MeshCacheConfig,
+    preprocess_mesh,
+    require_embree,
+)
 from nepa3d.utils.results import write_json_atomic
 
 PROG = "preprocess_shapenet"
@@ -88,6 +96,10 @@ DEFAULT_GLOB = "*/*/models/model_normalized.obj"
 SPLITS = ("train", "test")
 #: MeshCacheConfig fields that change how the work is chunked, never a stored value.
 CONTENT_FREE = ("pt_query_chunk", "ray_query_chunk")
+#: MeshCacheConfig fields added after v1 of the profile. Such a field enters the profile (and
+#: so its digest) only when it differs from its default: the default is what the code did
+#: before the field existed, so caches made then keep their digest and are not rebuilt.
+ADDED_AFTER_V1 = ("mesh_cleanup",)
 
 
 # ----------------------------------------------------------------------------------------
@@ -166,9 +178,11 @@ def shared_outputs(paths: list[str]) -> dict[str, list[str]]:
 
 def profile_settings(cfg: MeshCacheConfig) -> dict:
     """Every setting that determines a file's content (the digest's input; seeds are recorded
-    per file)."""
+    per file). Fields of :data:`ADDED_AFTER_V1` appear only when not at their default."""
+    default = MeshCacheConfig().as_dict()
     return {"kind": "mesh",
-            **{k: v for k, v in sorted(cfg.as_dict().items()) if k not in CONTENT_FREE}}
+            **{k: v for k, v in sorted(cfg.as_dict().items())
+               if k not in CONTENT_FREE and not (k in ADDED_AFTER_V1 and v == default[k])}}
 
 
 def task_seeds(targets: list[str], seed: int) -> dict[str, int]:
@@ -250,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ray_query_chunk", type=positive_int, default=d.ray_query_chunk)
     ap.add_argument("--pt_dist_mode", choices=PT_DIST_MODES, default="kdtree")
     ap.add_argument("--dist_ref_points", type=positive_int, default=d.dist_ref_points)
+    ap.add_argument("--mesh_cleanup", choices=MESH_CLEANUPS, default=d.mesh_cleanup,
+                    help="clean: merge vertices, drop degenerate and duplicate faces; none: "
+                         "load as the original code did with a current trimesh (what the "
+                         "labs' caches were built from; README 'Reading caches made by the "
+                         "original code')")
     ap.add_argument("--seed", type=int_at_least(-1), default=0,
                     help="task i uses seed + i; -1 = unseeded")
     ap.add_argument("--overwrite", action="store_true")
@@ -270,7 +289,7 @@ def config_from_args(args: argparse.Namespace) -> MeshCacheConfig:
         pt_surface_sigma=args.pt_surface_sigma, pt_dist_mode=args.pt_dist_mode,
         dist_ref_points=args.dist_ref_points, compute_udf=not args.no_udf,
         compute_pc_rays=not args.no_pc_rays, pt_query_chunk=args.pt_query_chunk,
-        ray_query_chunk=args.ray_query_chunk,
+        ray_query_chunk=args.ray_query_chunk, mesh_cleanup=args.mesh_cleanup,
     ).validate()
 
 
