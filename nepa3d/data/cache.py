@@ -397,8 +397,8 @@ def file_in_the_way(folder: str | os.PathLike) -> Path | None:
     for p in (Path(folder), *Path(folder).parents):
         if p.is_dir():
             return None
-        if os.path.lexists(p):
-            return p
+        if os.path.lexists(p) and not p.is_dir():  # re-checked: another worker may have just
+            return p                                # created the folder between the two calls
     return None
 
 
