@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
@@ -41,7 +40,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from nepa3d.data import npz_members as npz
-from nepa3d.utils.results import public_mode, write_text_atomic
+from nepa3d.utils.results import write_atomic, write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -337,6 +336,24 @@ def _schema_check(fd: int, members: Mapping, path: Path) -> tuple[int, str]:
     return version, validate_specs(specs, path, version=version)
 
 
+def wanted_keys(keys, available) -> list[str]:
+    """``keys`` as a list: itself, or a callable's answer for the key names ``available``."""
+    return list(keys(frozenset(available)) if callable(keys) else keys)
+
+
+def read_members(fd: int, members: Mapping, keys: list[str], path: str | os.PathLike
+                 ) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` of the open npz ``fd`` (directory ``members``); a key the file lacks
+    raises :class:`CacheError` naming ``path`` and the key."""
+    out = {}
+    for k in keys:
+        m = members.get(npz.npy_name(k))
+        if m is None:
+            raise CacheError(path, "missing (needed by this reader)", k)
+        out[k] = npz.array_from_member(npz.member_bytes(fd, m), k)
+    return out
+
+
 def read_cache_keys(path: str | os.PathLike, keys) -> dict[str, np.ndarray]:
     """Only the arrays ``keys`` of cache ``path``, decompressed once each (the loader's path).
 
@@ -371,14 +388,8 @@ def read_cache_keys_identified(path: str | os.PathLike, keys) -> tuple[tuple, di
             if checked is None:
                 version, kind = _schema_check(fd, members, path)
                 checked = (version, kind, frozenset())
-            names = npz.array_names(members)
-            wanted = list(keys(frozenset(names)) if callable(keys) else keys)
-            out = {}
-            for k in wanted:
-                m = members.get(npz.npy_name(k))
-                if m is None:
-                    raise CacheError(path, "missing (needed by this reader)", k)
-                out[k] = npz.array_from_member(npz.member_bytes(fd, m), k)
+            wanted = wanted_keys(keys, npz.array_names(members))
+            out = read_members(fd, members, wanted, path)
         except npz.NpzFormatError as e:
             raise CacheError(path, f"unreadable npz ({e})") from e
         fresh = [k for k in wanted if k not in checked[2]]
@@ -414,17 +425,7 @@ def save_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
         raise CacheError(path, f"cannot create its folder: {blocker} is a file, not a folder")
     if path.is_dir():
         raise CacheError(path, "is a folder, not a file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_npz_", suffix=".npz", dir=path.parent)
-    try:
-        public_mode(fd)
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True, prefix=".tmp_npz_")
 
 
 # ----------------------------------------------------------------------------------------

@@ -30,13 +30,14 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from nepa3d.data import npz_members as npz
-from nepa3d.data.cache import CacheError, read_cache_keys, read_cache_keys_identified
+from nepa3d.data.cache import (CacheError, read_cache_keys, read_cache_keys_identified, read_members,
+                               wanted_keys)
+from nepa3d.utils.results import write_atomic
 
 STORE_ENV = "NEPA3D_LOADER_STORE"
 STORE_CHOICES_HELP = ("auto (a store under $NEPA3D_LOADER_STORE or ~/.cache/nepa3d/loader_store "
@@ -68,10 +69,6 @@ def entry_path(store: Path, source: Path, identity: tuple) -> Path:
     return Path(store) / stem[:2] / f"{stem}-{ino}-{size}-{mtime}.npz"
 
 
-def _wanted(keys, available) -> list[str]:
-    return list(keys(frozenset(available)) if callable(keys) else keys)
-
-
 def _read_entry(entry: Path, source: Path, keys) -> dict[str, np.ndarray] | None:
     """The arrays ``keys`` from a store entry; None when the entry does not exist."""
     try:
@@ -80,30 +77,14 @@ def _read_entry(entry: Path, source: Path, keys) -> dict[str, np.ndarray] | None
         return None
     try:
         members = npz.read_directory(fd, os.fstat(fd).st_size)
-        wanted = _wanted(keys, npz.array_names(members))
-        out = {}
-        for k in wanted:
-            m = members.get(npz.npy_name(k))
-            if m is None:
-                raise CacheError(source, "missing (needed by this reader)", k)
-            out[k] = npz.array_from_member(npz.member_bytes(fd, m), k)
-        return out
+        return read_members(fd, members, wanted_keys(keys, npz.array_names(members)), source)
     finally:
         os.close(fd)
 
 
 def _write_entry(entry: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` uncompressed to ``entry`` (atomic); drop other versions of its source."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_store_", suffix=".npz", dir=entry.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, entry)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(entry, lambda f: np.savez(f, **arrays), binary=True, prefix=".tmp_store_")
     stem = entry.name.split("-", 1)[0]
     for old in entry.parent.glob(f"{stem}-*.npz"):
         if old != entry:
@@ -145,7 +126,7 @@ def read_through_store(store: str | os.PathLike, path: str | os.PathLike, keys) 
     except OSError as e:
         _warn_once(str(store), f"cannot write to {store} ({type(e).__name__}: {e}); reading "
                                "the compressed cache files instead (same arrays, slower)")
-    wanted = _wanted(keys, arrays.keys())
+    wanted = wanted_keys(keys, arrays.keys())
     missing = [k for k in wanted if k not in arrays]
     if missing:
         raise CacheError(path, "missing (needed by this reader)", missing[0])

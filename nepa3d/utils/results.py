@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import IO, Callable, TextIO
 
 from nepa3d.data.corpus_meta import read_cache_corpus
 
@@ -165,16 +165,17 @@ def public_mode(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~umask)
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[TextIO], object]) -> Path:
-    """Replace text file ``path`` atomically with what ``write(f)`` writes to ``f`` (UTF-8): a
-    temp file in the same folder, then os.replace; a failed write leaves neither a partial file
-    nor the temp file."""
+def write_atomic(path: str | os.PathLike, write: Callable[[IO], object], *, binary: bool = False,
+                 prefix: str = ".tmp_") -> Path:
+    """Replace file ``path`` atomically with what ``write(f)`` writes to ``f`` (UTF-8 text, or
+    bytes with ``binary``): a temp file ``<prefix>*`` in the same folder, then os.replace; a
+    failed write leaves neither a partial file nor the temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     try:
         public_mode(fd)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
