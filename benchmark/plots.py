@@ -1,24 +1,45 @@
-"""Plots a suite declares: a metric vs a numeric matrix axis, one line per series, error bars =
-sample std over seeds (seed sweeps such as test_acc vs K; scaling curves, log-x when the axis spans
-a decade or more)::
+"""Plots a suite declares: a metric vs a matrix axis, one line per series, error bars = sample std
+over seeds (seed sweeps such as test_acc vs K; scaling curves, log-x when the axis spans a decade or
+more)::
 
     plots:
-      - {x: fewshot_k, y: test_acc, series: method}
+      - {x: K, x_arg: fewshot_k, y: test_acc, series: method, categorical: true, labels: {"0": full}}
       - {x: scale, x_arg: max_shapes, y: "iou@0.03", series: ckpt, where: {query: pool}, logx: true}
+      - {x: lipschitz, x_arg: ridge_lipschitz_lambda, y: mae, split_by: [ridge_lipschitz_pairs]}
 
-``x``: a matrix axis whose rows are numbers (``k5: 5``) or mappings holding a number under
-``x_arg`` (default: the axis name). ``series``: an axis, one line per row; other axes with several
-rows that are neither ``x``, ``series`` nor fixed by ``where`` split the lines further. Results of
-another segregation class (e.g. a target transform) get their own line, never a shared one.
+``x``: a matrix axis; a row's x value is the row's scalar value or, for a mapping row, its arg
+``x_arg`` (default: the axis name).
+
+*Numeric or categorical.* The axis is **categorical** when the spec says ``categorical: true``, or
+when its x values are not all numbers (``categorical: false`` then is an error). A categorical axis
+puts the x rows, in matrix order, at evenly spaced ticks labelled with the x value (or ``labels``,
+keyed by row: ``{"0": full}``), and never joins points by lines (a line from 'full' to K=1 would
+read as a trend); a numeric axis places points at their value (log x when ``logx`` or, auto, when
+positive values span a decade) and joins each series' points by one line.
+
+*Row identity.* Points are keyed by (series, x row), never by the x value alone. ``series``: an
+axis, one line per row; other axes with several rows that are neither ``x``, ``series`` nor fixed by
+``where`` split the lines further; results of another segregation class get their own line. When
+several x rows share one x value on a numeric axis (the B-1 sweep: two pair counts at lambda=1e-3),
+the args named in ``split_by`` (read from the rows, else the suite's ``args``) split them into
+separate lines labelled ``arg=value``; without ``split_by`` the first args whose values tell the
+colliding rows apart are used (the row name as a last resort), so one line never has two points at
+one x.
+
+*Resolution.* The y axis spans at least :data:`RES_SPAN` times the plot's resolution: ``resolution``
+from the spec, else :data:`DEFAULT_RESOLUTION` times the largest ``|mean ± std|`` plotted; so float
+noise far below it cannot fill the axis. The rule and the value are stated in the plot's title.
 
 Outputs per plot (``<stem>`` = ``<suite>_<y>_vs_<x>``): ``<out>/<stem>.png`` (matplotlib, Agg)
-and ``<out>/plots/<stem>.csv`` for ``dvc plots`` (wide: the x column, then per series the mean,
-``<series>_std`` and ``<series>_n``). Aggregation is pure; file IO is in :func:`write_plots`.
+and ``<out>/plots/<stem>.csv`` for ``dvc plots`` (long: one line per point, see
+:data:`CSV_FIELDS`; drawn with error bars by the templates in ``.dvc/plots/``). Aggregation is
+pure; file IO is in :func:`write_plots`.
 """
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import re
 import statistics
@@ -32,16 +53,28 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: An axis whose positive values span at least this ratio is drawn with a log x axis (auto mode).
 LOGX_RATIO = 10.0
+#: The y axis spans at least this many resolutions.
+RES_SPAN = 10.0
+#: The default resolution, as a fraction of the largest ``|mean ± std|`` plotted.
+DEFAULT_RESOLUTION = 1e-3
+#: The dvc CSV's columns besides ``<x>`` (x value or category label) and ``<y>`` (the seed mean):
+#: ``series`` (line label), ``row`` (x row), ``pos`` (x position: the value, or the category's
+#: index), ``std`` (sample std over seeds; empty for one seed), ``n`` (seeds), ``lo``/``hi``
+#: (mean ∓ std; empty for one seed).
+CSV_FIELDS = ("series", "row", "pos", "{x}", "{y}", "std", "n", "lo", "hi")
+
+_MISSING = object()
 
 
 @dataclass
 class Point:
-    """One x position of one series: the metric over the seeds there."""
+    """One x row of one series: the metric over the seeds there."""
 
-    x: float
+    x: float  # the x position: the value on a numeric axis, the category index on a categorical one
     row: str  # the x axis row name
     values: list[float] = field(default_factory=list)
     flags: set = field(default_factory=set)
+    label: str = ""  # the x value as text (the tick label on a categorical axis)
 
     @property
     def n(self) -> int:
@@ -64,6 +97,23 @@ class Series:
 
 
 @dataclass
+class XAxis:
+    """How a plot's x axis places its rows."""
+
+    categorical: bool
+    rows: list[str]  # matrix order
+    pos: dict[str, float]  # row -> position
+    label: dict[str, str]  # row -> x value as text (tick label)
+    split: dict[str, tuple]  # row -> ((arg, value), ...): the args that split lines
+    split_args: list[str] = field(default_factory=list)
+
+    @property
+    def categories(self) -> list[tuple[float, str]]:
+        """``[(position, tick label)]`` of a categorical axis (every x row, matrix order)."""
+        return [(self.pos[r], self.label[r]) for r in self.rows]
+
+
+@dataclass
 class PlotData:
     """Everything one plot shows (pure data)."""
 
@@ -72,15 +122,71 @@ class PlotData:
     series: list[Series]
     logx: bool
     seed_arg: Optional[str] = None
+    axis: Optional[XAxis] = None
 
     @property
     def stem(self) -> str:
         return plot_stem(self.suite, self.spec)
 
     @property
+    def categorical(self) -> bool:
+        return bool(self.axis and self.axis.categorical)
+
+    @property
+    def x_scale(self) -> str:
+        """``categorical``, ``log`` or ``linear``."""
+        return "categorical" if self.categorical else "log" if self.logx else "linear"
+
+    @property
     def title(self) -> str:
         where = ", ".join(f"{a}={v}" for a, v in self.spec.where.items())
         return self.spec.title or f"{self.suite}: {self.spec.y} vs {self.spec.x}" + (f" ({where})" if where else "")
+
+    @property
+    def resolution(self) -> Optional[float]:
+        """The declared resolution, else :data:`DEFAULT_RESOLUTION` x the largest ``|mean ± std|``
+        plotted (None when nothing is plotted or everything is 0)."""
+        if self.spec.resolution is not None:
+            return float(self.spec.resolution)
+        scale = max((abs(v) for p in _points(self) for v in _extent(p)), default=0.0)
+        return DEFAULT_RESOLUTION * scale if scale > 0 else None
+
+    @property
+    def caption(self) -> str:
+        """The y-range rule, stated under the title (and for the report's text)."""
+        res = self.resolution
+        if res is None:
+            return ""
+        how = "declared" if self.spec.resolution is not None else f"{DEFAULT_RESOLUTION:g} × max |y|"
+        return f"y axis spans ≥ {RES_SPAN:g} × resolution {res:.2g} ({how})"
+
+
+def _points(data: PlotData) -> list[Point]:
+    return [p for s in data.series for p in s.points]
+
+
+def _extent(p: Point) -> tuple[float, float]:
+    std = p.std or 0.0
+    return p.mean - std, p.mean + std
+
+
+def y_limits(data: PlotData) -> Optional[tuple[float, float]]:
+    """The y axis range: the points' ``mean ± std`` plus 5 % margins, widened about its centre to
+    :data:`RES_SPAN` x :attr:`PlotData.resolution` when narrower. None when nothing is plotted."""
+    ext = [v for p in _points(data) for v in _extent(p)]
+    if not ext:
+        return None
+    lo, hi = min(ext), max(ext)
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    res = data.resolution
+    need = RES_SPAN * res if res else 0.0
+    if hi - lo < need:
+        mid = (lo + hi) / 2
+        lo, hi = mid - need / 2, mid + need / 2
+    if hi == lo:  # all zero and no resolution: let the axis show something
+        lo, hi = lo - 1.0, hi + 1.0
+    return lo, hi
 
 
 def _slug(text: str) -> str:
@@ -99,21 +205,119 @@ def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
         try:
-            return float(value)
+            x = float(value)
         except ValueError:
             return None
+        return x if math.isfinite(x) else None
     return None
 
 
-def axis_value(suite: "Suite", spec: "PlotSpec", row: str) -> Optional[float]:
-    """The number a row of ``spec.x`` stands for: the row's scalar value, or its arg ``x_arg``."""
+def _raw(suite: "Suite", spec: "PlotSpec", row: str) -> Any:
+    """A row's x value: the scalar row, or its arg ``x_arg`` (default: the axis name); _MISSING."""
     value = suite.matrix[spec.x][row]
     if isinstance(value, dict):
-        return _number(value.get(spec.x_arg or spec.x))
-    return _number(value)
+        return value.get(spec.x_arg or spec.x, _MISSING)
+    return value if spec.x_arg is None else _MISSING
+
+
+def axis_value(suite: "Suite", spec: "PlotSpec", row: str) -> Optional[float]:
+    """The number a row of ``spec.x`` stands for (None when it is not a number)."""
+    value = _raw(suite, spec, row)
+    return None if value is _MISSING else _number(value)
+
+
+def _text(value: Any) -> str:
+    x = _number(value)
+    return _fmt(x) if x is not None and not isinstance(value, str) else str(value)
+
+
+def _arg(suite: "Suite", spec: "PlotSpec", row: str, arg: str) -> Any:
+    value = suite.matrix[spec.x][row]
+    if isinstance(value, dict) and arg in value:
+        return value[arg]
+    return suite.args.get(arg, _MISSING)
+
+
+def x_axis(suite: "Suite", spec: "PlotSpec") -> tuple[XAxis, list[tuple[str, str]]]:
+    """How ``spec.x`` places its rows, and ``[(key, problem)]`` (checked when the suite loads)."""
+    problems: list[tuple[str, str]] = []
+    rows = [str(r) for r in suite.matrix[spec.x]]
+    raw = {r: _raw(suite, spec, r) for r in rows}
+    if spec.x_arg is not None:
+        for r in rows:
+            if raw[r] is _MISSING:
+                problems.append(("x_arg", f"axis {spec.x!r} row {r!r} has no {spec.x_arg!r}: give every row "
+                                          f"a value under {spec.x_arg!r} (or drop x_arg: row names as categories)"))
+                break
+    numeric = {r: (None if raw[r] is _MISSING else _number(raw[r])) for r in rows}
+    all_numeric = all(v is not None for v in numeric.values())
+    categorical = (not all_numeric) if spec.categorical is None else bool(spec.categorical)
+    if spec.categorical is False and not all_numeric:
+        bad = next(r for r in rows if numeric[r] is None)
+        arg = spec.x_arg or spec.x
+        problems.append(("categorical", f"axis {spec.x!r} row {bad!r} has no numeric value: give the axis numeric "
+                                        f"rows ({bad}: 5) or mappings with a number under {arg!r} (or set x_arg), "
+                                        "or drop `categorical: false`"))
+    label = {r: (r if raw[r] is _MISSING or isinstance(raw[r], (dict, list)) else _text(raw[r])) for r in rows}
+    if spec.labels:
+        if not categorical:
+            problems.append(("labels", "tick labels need a categorical axis: add `categorical: true`"))
+        for r, text in spec.labels.items():
+            if r not in rows:
+                problems.append((f"labels.{r}", f"unknown row {r!r}; expected one of: {', '.join(rows)}"))
+            else:
+                label[r] = str(text)
+    if categorical and spec.logx:
+        problems.append(("logx", "a categorical axis has no log scale"))
+    pos = ({r: float(i) for i, r in enumerate(rows)} if categorical
+           else {r: numeric[r] if numeric[r] is not None else float(i) for i, r in enumerate(rows)})
+
+    def keys(args: list[str]) -> dict[str, tuple]:
+        return {r: tuple((a, _arg(suite, spec, r, a)) for a in args) for r in rows}
+
+    def collisions(split: dict[str, tuple]) -> list[list[str]]:
+        if categorical:
+            return []
+        groups: dict[tuple, list[str]] = {}
+        for r in rows:
+            groups.setdefault((split[r], pos[r]), []).append(r)
+        return [g for g in groups.values() if len(g) > 1]
+
+    if spec.split_by is not None:
+        args = list(spec.split_by)
+        for a in args:
+            if all(_arg(suite, spec, r, a) is _MISSING for r in rows):
+                problems.append(("split_by", f"arg {a!r} is in no row of axis {spec.x!r} nor in the suite's args"))
+        split = keys(args)
+        for group in collisions(split):
+            problems.append(("split_by", f"axis {spec.x!r} rows {', '.join(map(repr, group))} share x={_fmt(pos[group[0]])} "
+                                         f"and the split_by values; add an arg that tells them apart"))
+            break
+    else:  # auto: the first args that tell rows sharing an x apart (the row name as a last resort)
+        args = []
+        split = keys(args)
+        groups = collisions(split)
+        if groups:
+            candidates: list[str] = []
+            for g in groups:
+                for r in g:
+                    value = suite.matrix[spec.x][r]
+                    for a in (value if isinstance(value, dict) else {}):
+                        if a not in candidates and a != (spec.x_arg or spec.x) \
+                                and len({repr(_arg(suite, spec, r2, a)) for r2 in g}) > 1:
+                            candidates.append(a)
+            for k in range(1, len(candidates) + 1):
+                if not collisions(keys(candidates[:k])):
+                    args = candidates[:k]
+                    break
+            else:
+                args = [spec.x]
+            split = keys(args) if args != [spec.x] else {r: ((spec.x, r),) for r in rows}
+    split = {r: tuple((a, v) for a, v in s if v is not _MISSING) for r, s in split.items()}
+    return XAxis(categorical, rows, pos, label, split, args), problems
 
 
 def plot_problems(suite: "Suite") -> list[tuple[str, str]]:
@@ -135,12 +339,9 @@ def plot_problems(suite: "Suite") -> list[tuple[str, str]]:
                 out.append((f"{key}.where.{axis}", "expected a matrix axis other than x and series"))
             elif row not in suite.matrix[axis]:
                 out.append((f"{key}.where.{axis}", f"unknown row {row!r}; expected one of: {', '.join(suite.matrix[axis])}"))
-        for row in suite.matrix[spec.x]:
-            if axis_value(suite, spec, row) is None:
-                arg = spec.x_arg or spec.x
-                out.append((f"{key}.x", f"axis {spec.x!r} row {row!r} has no numeric value: give the axis numeric "
-                                        f"rows ({row}: 5) or mappings with a number under {arg!r} (or set x_arg)"))
-                break
+        if spec.resolution is not None and not (spec.resolution > 0 and math.isfinite(spec.resolution)):
+            out.append((f"{key}.resolution", f"expected a number > 0; got {spec.resolution}"))
+        out += [(f"{key}.{k}", text) for k, text in x_axis(suite, spec)[1]]
         stem = plot_stem(suite.name, spec)
         if stem in stems:
             out.append((key, f"writes the same file as plots[{stems[stem]}] ({stem}.png); give it another y, x or where"))
@@ -164,10 +365,15 @@ def _seg_label(seg: tuple) -> str:
     return " ".join(f"{a}={v}" for a, v in seg)
 
 
+def _split_label(split: tuple) -> str:
+    return ",".join(f"{a}={_text(v)}" for a, v in split)
+
+
 def plot_data(suite: "Suite", spec: "PlotSpec", rows: list["ResultRow"]) -> PlotData:
-    """Aggregate complete results into one plot's series (suite order; points sorted by x)."""
+    """Aggregate complete results into one plot's series (suite order; points sorted by x).
+    A point is keyed by (series axes, split args, segregation class, x row)."""
     series_axes = _series_axes(suite, spec)
-    x_of = {row: axis_value(suite, spec, row) for row in suite.matrix[spec.x]}
+    axis, _ = x_axis(suite, spec)
     found: dict[tuple, dict[str, Point]] = {}
     for r in rows:
         if any(str(r.tags.get(a)) != str(v) for a, v in spec.where.items()):
@@ -175,46 +381,52 @@ def plot_data(suite: "Suite", spec: "PlotSpec", rows: list["ResultRow"]) -> Plot
         value = r.metrics.get(spec.y)
         if value is None or math.isnan(value):
             continue
-        xrow = r.tags[spec.x]
-        skey = (tuple(r.tags[a] for a in series_axes), tuple(getattr(r, "segregation", ())))
-        point = found.setdefault(skey, {}).setdefault(xrow, Point(x_of[xrow], str(xrow)))
+        xrow = str(r.tags[spec.x])
+        skey = (tuple(r.tags[a] for a in series_axes), axis.split[xrow], tuple(getattr(r, "segregation", ())))
+        point = found.setdefault(skey, {}).setdefault(xrow, Point(axis.pos[xrow], xrow, label=axis.label[xrow]))
         point.values.append(value)
         point.flags.update(r.flags)
     order = {key: i for i, key in enumerate(_series_order(suite, series_axes))}
+    split_order: dict[tuple, int] = {}
+    for r in axis.rows:
+        split_order.setdefault(axis.split[r], len(split_order))
     series = []
-    for (names, seg), points in sorted(found.items(), key=lambda kv: (order.get(kv[0][0], 0), str(kv[0][1]))):
-        name = "/".join(map(str, names)) or spec.y
+    for (names, split, seg), points in sorted(found.items(), key=lambda kv: (order.get(kv[0][0], 0),
+                                                                              split_order[kv[0][1]], str(kv[0][2]))):
+        name = "/".join([*map(str, names), *([_split_label(split)] if split else [])]) or spec.y
         if seg:
             name += f" [{_seg_label(seg)}]"
         series.append(Series(name, sorted(points.values(), key=lambda p: p.x)))
     xs = [p.x for s in series for p in s.points]
-    logx = auto_logx(xs) if spec.logx is None else bool(spec.logx)
-    return PlotData(suite=suite.name, spec=spec, series=series, logx=logx, seed_arg=suite.seed_arg)
+    if axis.categorical:
+        logx = False
+    else:
+        logx = auto_logx(xs) if spec.logx is None else bool(spec.logx)
+    return PlotData(suite=suite.name, spec=spec, series=series, logx=logx, seed_arg=suite.seed_arg, axis=axis)
 
 
 def _series_order(suite: "Suite", axes: list[str]) -> list[tuple]:
-    import itertools
-
     return [tuple(k) for k in itertools.product(*(list(suite.matrix[a]) for a in axes))]
 
 
+def csv_fields(spec: "PlotSpec") -> list[str]:
+    """The dvc CSV's header for ``spec`` (see :data:`CSV_FIELDS`)."""
+    return [f.format(x=spec.x, y=spec.y) for f in CSV_FIELDS]
+
+
 def plot_csv(data: PlotData) -> str:
-    """Wide CSV for ``dvc plots``: x, x row name, then per series mean, std and n."""
-    x, xrow = data.spec.x, f"{data.spec.x}_row"
-    rows: dict[float, dict[str, Any]] = {}
-    fields = [x, xrow]
-    for s in data.series:
-        fields += [s.name, f"{s.name}_std", f"{s.name}_n"]
-        for p in s.points:
-            rec = rows.setdefault(p.x, {x: _fmt(p.x), xrow: p.row})
-            rec[s.name] = repr(p.mean)
-            rec[f"{s.name}_std"] = "" if p.std is None else repr(p.std)
-            rec[f"{s.name}_n"] = str(p.n)
+    """Long CSV for ``dvc plots``: one line per (series, x row) with mean, std, n and mean ∓ std."""
+    fields = csv_fields(data.spec)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", restval="")
-    writer.writeheader()
-    for key in sorted(rows):
-        writer.writerow(rows[key])
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(fields)
+    for s in data.series:
+        for p in s.points:
+            std = p.std
+            x_text = p.label if data.categorical else _fmt(p.x)
+            writer.writerow([s.name, p.row, _fmt(p.x), x_text, repr(p.mean),
+                             "" if std is None else repr(std), str(p.n),
+                             "" if std is None else repr(p.mean - std), "" if std is None else repr(p.mean + std)])
     return buf.getvalue()
 
 
@@ -222,27 +434,34 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def render_png(data: PlotData, path: Path | str) -> None:
-    """Draw ``data`` with matplotlib (Agg) to ``path``: error bars = sample std over seeds;
-    single-seed points hollow and without a bar; points from flagged results ringed in red."""
+def figure(data: PlotData):
+    """Draw ``data`` with matplotlib (Agg); return the figure. Error bars = sample std over seeds
+    (one :class:`~matplotlib.container.ErrorbarContainer` labelled ``_std <series>`` per series,
+    points with a single seed have none and are hollow); points from flagged results ringed in red;
+    numeric axes join a series' points by one line, categorical axes do not."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
-
     from matplotlib.transforms import offset_copy
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     any_single = any_flagged = False
     k = len(data.series)
+    style = "none" if data.categorical else "-"
     for i, s in enumerate(data.series):
         xs = [p.x for p in s.points]
         ys = [p.mean for p in s.points]
-        err = [p.std or 0.0 for p in s.points]
-        bars = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=s.name)
-        color = bars[0].get_color()
-        artists = [bars[0], *bars[1], *bars[2]]
+        (line,) = ax.plot(xs, ys, marker="o", linestyle=style, label=s.name)
+        color = line.get_color()
+        artists = [line]
+        with_std = [p for p in s.points if p.std is not None]
+        if with_std:
+            bars = ax.errorbar([p.x for p in with_std], [p.mean for p in with_std],
+                               yerr=[p.std for p in with_std], fmt="none", ecolor=color, capsize=3,
+                               label=f"_std {s.name}")
+            artists += [*bars[1], *bars[2]]
         single = [p for p in s.points if p.n == 1]
         if single:
             any_single = True
@@ -258,23 +477,42 @@ def render_png(data: PlotData, path: Path | str) -> None:
         shift = offset_copy(ax.transData, fig=fig, x=4.0 * (i - (k - 1) / 2), y=0.0, units="points")
         for artist in artists:
             artist.set_transform(shift)
-    if data.logx:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    xs = sorted({p.x for s in data.series for p in s.points})
-    if xs and len(xs) <= 12:
-        ax.set_xticks(xs)
-        ax.set_xticklabels([_fmt(x) for x in xs])
+    if data.categorical:
+        cats = data.axis.categories
+        ax.set_xticks([c[0] for c in cats])
+        ax.set_xticklabels([c[1] for c in cats])
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+    else:
+        if data.logx:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        xs = sorted({p.x for s in data.series for p in s.points})
+        if xs and len(xs) <= 12:
+            ax.set_xticks(xs)
+            ax.set_xticklabels([_fmt(x) for x in xs])
+    limits = y_limits(data)
+    if limits:
+        ax.set_ylim(*limits)
     over = f" over {data.seed_arg}" if data.seed_arg else ""
-    ax.set_xlabel(data.spec.x + (f" ({data.spec.x_arg})" if data.spec.x_arg else ""))
+    ax.set_xlabel(data.spec.x + (f" ({data.spec.x_arg})" if data.spec.x_arg else "")
+                  + (" [categories]" if data.categorical else ""))
     ax.set_ylabel(f"{data.spec.y} (mean ± sample std{over})")
     notes = (["hollow: single seed"] if any_single else []) + (["red ring: flagged result"] if any_flagged else [])
-    ax.set_title(data.title + (f"\n{'; '.join(notes)}" if notes else ""), fontsize=10)
+    lines = [data.title] + ([data.caption] if data.caption else []) + (["; ".join(notes)] if notes else [])
+    ax.set_title("\n".join(lines), fontsize=9)
     ax.grid(True, alpha=0.3)
     if data.series:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def render_png(data: PlotData, path: Path | str) -> None:
+    """Draw ``data`` (:func:`figure`) to the PNG ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(data)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", metadata={"Software": None})
     plt.close(fig)

@@ -121,8 +121,9 @@ class PromoteSpec(BaseModel):
 
 
 class PlotSpec(BaseModel):
-    """A PNG plot: metric ``y`` vs the numeric matrix axis ``x``, one line per row of ``series``
-    (error bars: sample std over seeds). See :mod:`benchmark.plots`."""
+    """A PNG plot: metric ``y`` vs the matrix axis ``x`` (numeric, or categorical: evenly spaced
+    labelled ticks), one line per row of ``series`` (error bars: sample std over seeds). See
+    :mod:`benchmark.plots`."""
 
     model_config = ConfigDict(extra="forbid")
     x: str
@@ -132,6 +133,10 @@ class PlotSpec(BaseModel):
     where: dict[str, str] = {}
     logx: Optional[bool] = None  # None: log x when positive values span a decade or more
     title: Optional[str] = None
+    categorical: Optional[bool] = None  # None: categorical when the x values are not all numbers
+    labels: dict[str, str] = {}  # x row -> tick label on a categorical axis ({"0": full})
+    split_by: Optional[list[str]] = None  # args of the x rows that split lines (x rows sharing an x)
+    resolution: Optional[float] = None  # the y axis spans >= 10 x this (default 1e-3 x max |y|)
 
 
 class SensitivitySpec(BaseModel):
