@@ -206,8 +206,8 @@ def check_transductive(env: Envelope) -> Optional[str]:
 def check_probe_vs_nn_copy(env: Envelope) -> Optional[str]:
     """The probe's MAE is not below the nn_copy baseline's on the same queries: the frozen
     features carry less about the distance than the nearest context point does (the probe's
-    value is its margin over nn_copy: docs/protocols.md#the-nn_copy-floor-in-cpac). Not for ``baseline_only`` results,
-    whose metrics *are* the baseline's."""
+    value is its margin over nn_copy: docs/protocols.md#the-nn_copy-floor-in-cpac). Not for
+    ``baseline_only`` results, whose metrics *are* the baseline's."""
     if not _falsy(protocol_fields(env).get("baseline_only", False)):
         return None
     flat = env.flat()
