@@ -86,7 +86,7 @@ EXPECTED = {
                                                "random_init"])]),
     # the pretraining roots (an engine suite: runs/pretrain/<name>)
     "pretrain": (6, [0], [T(["variant"], metrics=["final_loss", "steps"], variant=ROOTS)]),
-    # completion-ablations' continuations (+ the two embedded-budget checks of cpac_budget_check)
+    # the completion ablations' continuations (+ the two embedded-budget checks of cpac_budget_check)
     "continuations": (15, [0], [T(["continuation"], metrics=["final_loss", "steps", "epochs"],
                                   continuation=CONTINUATIONS)]),
     # canary checks: each planted defect against the intact headline jobs
