@@ -237,8 +237,8 @@ class Readout:
     """Ranking of competing rows for one column and metric.
 
     Rows compete when they differ only in the reference axes placed in the table's rows (e.g.
-    the methods at one K, as the lab notes read "best per K"); with no reference axis among the
-    rows every row competes. Cells of different segregation classes never compete.
+    the methods at one K: "best per K", as the M1 few-shot table is read); with no reference
+    axis among the rows every row competes. Cells of different segregation classes never compete.
     """
 
     column: Column

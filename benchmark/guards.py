@@ -1,8 +1,9 @@
 """Protocol guards: flags the engine raises by itself, beside the flags a result raises on its own.
 
-The lab notes found several protocol mistakes by hand (DESIGN.md §4). The engine checks for them
-in every report, and says so: a guard never drops a row, it flags it (and, for a promotion gate,
-a *blocking* flag on a compared result rejects the candidate).
+The original lab found several protocol mistakes by hand
+(docs/protocols.md#pitfalls-shared-by-the-protocols). The engine checks for them in every report,
+and says so: a guard never drops a row, it flags it (and, for a promotion gate, a *blocking* flag
+on a compared result rejects the candidate).
 
 Per result (:func:`derive`, each flag with a one-line reason):
 
@@ -57,7 +58,8 @@ PLANTED_DEFECT = "planted_defect"
 NN_COPY = "nn_copy"
 
 #: Backend values that make a point-cloud modality (prefix match), and distance sources that are
-#: not derived from the observed point cloud (the "leakage fix" of the lab notes).
+#: not derived from the observed point cloud
+#: (docs/protocols.md#mesh-derived-distances-in-a-point-cloud-modality).
 POINTCLOUD_BACKEND_PREFIX = "pointcloud"
 MESH_DISTANCE_SOURCES = frozenset({"mesh", "mesh_derived", "pt_dist_pool", "udf", "udfgrid",
                                    "pt_dist_udf_pool"})
@@ -203,9 +205,9 @@ def check_transductive(env: Envelope) -> Optional[str]:
 
 def check_probe_vs_nn_copy(env: Envelope) -> Optional[str]:
     """The probe's MAE is not below the nn_copy baseline's on the same queries: the frozen
-    features carry less about the distance than the nearest context point does (lab notes
-    8.3: the probe's value is its margin over nn_copy). Not for ``baseline_only`` results,
-    whose metrics *are* the baseline's."""
+    features carry less about the distance than the nearest context point does (the probe's
+    value is its margin over nn_copy: docs/protocols.md#the-nn_copy-floor-in-cpac). Not for
+    ``baseline_only`` results, whose metrics *are* the baseline's."""
     if not _falsy(protocol_fields(env).get("baseline_only", False)):
         return None
     flat = env.flat()
@@ -336,7 +338,8 @@ _manifest_memo: dict[str, Optional[str]] = {}
 def cache_manifest_sha256(root: Path | str, pattern: str = "*.npz") -> Optional[str]:
     """Fingerprint of a cache directory as written to ``provenance.cache_manifest_sha256``:
     sha256 of ``"<relative path>\\t<size>\\n"`` over the sorted files matching ``pattern``
-    (DESIGN.md §3). None if ``root`` is not a directory here. Memoized per process."""
+    (the same digest as :func:`nepa3d.utils.results.cache_manifest_sha256`). None if ``root`` is
+    not a directory here. Memoized per process."""
     key = f"{os.path.realpath(root)}\0{pattern}"
     if key in _manifest_memo:
         return _manifest_memo[key]

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 
 #: R@1 at or above which a retrieval pair counts as easy: saturated, not alignment evidence.
-#: Lab notes §8.4: ``pointcloud_noray -> udfgrid`` reached R@1 0.999-1.000 for every objective.
+#: At lab scale, ``pointcloud_noray -> udfgrid`` with the same sampling seed on both sides reached
+#: R@1 0.999-1.000 for every objective (docs/protocols.md#easy-pairs-in-ucpr).
 EASY_PAIR_R1 = 0.98
 
 #: Classification accuracy no more than this above the test set's majority-class rate counts as
-#: collapse. Lab notes §7: ``test_acc=0.1115`` against a majority rate of ``0.11147`` (and best
-#: val ``0.1249`` against ``0.12492``), numbers the notes print to 4 decimals: a tolerance of
+#: collapse. The lab's scratch rows at K=10/20 scored ``test_acc=0.1115`` against a majority rate of
+#: ``0.11147`` (and best val ``0.1249`` against ``0.12492``), numbers the lab printed to 4
+#: decimals (docs/protocols.md#majority-class-collapse-in-few-shot-classification): a tolerance of
 #: 1e-9 misses them. A classifier that predicts one class scores at most the majority rate, so
 #: this also covers "one predicted class".
 MAJORITY_TOL = 0.005

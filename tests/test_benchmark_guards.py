@@ -1,5 +1,6 @@
-"""Protocol guards (DESIGN.md §4), each on a planted result: the flag fires with the expected
-reason, a control case stays clean, and the report shows the flag without dropping the row."""
+"""Protocol guards (docs/protocols.md#pitfalls-shared-by-the-protocols), each on a planted
+result: the flag fires with the expected reason, a control case stays clean, and the report shows
+the flag without dropping the row."""
 from __future__ import annotations
 
 import sys
@@ -116,7 +117,7 @@ def test_easy_pair_at_098(tmp_path):
 
 def test_majority_collapse_within_tolerance(tmp_path):
     suite, jobs = plant(tmp_path, "cls", {
-        "equal": {"metrics": {"test_acc": 0.1115, "test_majority_rate": 0.11147}},  # lab notes 7
+        "equal": {"metrics": {"test_acc": 0.1115, "test_majority_rate": 0.11147}},  # lab, scratch K=10
         "near": {"metrics": {"test_acc": 0.1160, "test_majority_rate": 0.1115}},    # within 0.005
         "above": {"metrics": {"test_acc": 0.1170, "test_majority_rate": 0.1115}},   # 0.0055 above
         "fine": {"metrics": {"test_acc": 0.2500, "test_majority_rate": 0.0833}}})
@@ -195,7 +196,7 @@ def test_probe_not_above_nn_copy(tmp_path):
     suite, jobs = plant(tmp_path, "cpac", {
         "worse": {"metrics": {**CPAC, "mae": 0.1364}, "baselines": nn},   # cpac_main, embedded
         "equal": {"metrics": {**CPAC, "mae": 0.0902}, "baselines": nn},
-        "better": {"metrics": {**CPAC, "mae": 0.0251}, "baselines": nn},  # lab notes: 0.025 vs 0.062
+        "better": {"metrics": {**CPAC, "mae": 0.0251}, "baselines": nn},  # lab scale: 0.025 vs 0.062
         "no_baseline": {"metrics": {**CPAC, "mae": 0.5}},
         "baseline_only": {"metrics": {**CPAC, "mae": 0.0902}, "baselines": nn,
                           "extra": {"baseline_only": True}}})

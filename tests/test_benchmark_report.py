@@ -76,7 +76,7 @@ def test_table_means_stds_n_and_deltas_match_hand_computation(tmp_path, capsys):
     # Δ vs reference table: second row starting with "a"/"b"
     assert _rows(md, "a")[1] == ["a", "ref", "ref", "ref", "ref"]
     assert _rows(md, "b")[1] == ["b", "+2.0000", "-2.0000", "+2.0000", "-2.0000"]
-    # status in the lab notes' words: completed jobs, completion per first-axis row
+    # status in the lab's words: completed jobs, completion per first-axis row
     assert "- completed jobs: `12 / 12`\n- completion by ckpt:\n  - `a`: `6/6`\n  - `b`: `6/6`\n- missing: none" in md
     # protocol: the commands, one expanded job argv, the result files (glob + count)
     assert f"python -m benchmark run {path}" in md and "--out_json" in md
@@ -181,7 +181,7 @@ def test_where_filter_and_metrics_as_columns(tmp_path):
 
 
 def test_readout_compares_rows_within_the_other_axes(tmp_path):
-    """Rows compete only across the reference axis (methods at one K, as the lab notes read "best
+    """Rows compete only across the reference axis (methods at one K, as the M1 table is read: "best
     per K"); ties are shown as ties."""
     matrix = {"ckpt": {"a": {"scale": 1}, "b": {"scale": 2}, "c": {"scale": 1, "tag": "copy"}},
               "q": {"lo": {"offset": 0}, "hi": {"offset": 100}}}

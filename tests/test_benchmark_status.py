@@ -1,4 +1,4 @@
-"""`python -m benchmark status`: the lab notes' completion lines, state counts, missing jobs."""
+"""`python -m benchmark status`: the lab's completion lines, state counts, missing jobs."""
 from __future__ import annotations
 
 import json

@@ -37,7 +37,8 @@ class _Backbone(nn.Module):
 
 
 class OriginalModel(nn.Module):
-    """The original QueryNepa's parameter layout (reference facts §4.1)."""
+    """The original QueryNepa's parameter layout (``nepa3d/models/query_nepa.py``,
+    KohsukeIde/3D-NEPA @ 737d98f)."""
 
     def __init__(self):
         super().__init__()
@@ -113,7 +114,8 @@ def shapes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def original_ckpt(tmp_path_factory):
-    """A checkpoint as the original writes it (reference §5.6 keys), after 2 AdamW steps."""
+    """A checkpoint as the original writes it (the keys of its ``nepa3d/train/pretrain.py``),
+    after 2 AdamW steps."""
     model, heads, opt, named = original_with_optimizer()
     adam_steps(list(named.values()), opt)
     args = {"n_point": 16, "n_ray": 8, "d_model": D, "layers": LAYERS, "heads": HEADS,

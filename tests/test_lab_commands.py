@@ -1,4 +1,4 @@
-"""Every ``python -m nepa3d...`` command line of the lab notes runs as written.
+"""Every ``python -m nepa3d...`` command line the lab recorded runs as written.
 
 The commands (``tests/fixtures/lab_commands.sh``, verbatim from the notes) run in-process in a
 sandbox laid out like the lab's working tree: ``data/shapenet_cache_v0`` (planted analytic

@@ -1,7 +1,8 @@
 """Caches written by the original 3D-NEPA code read as they are (issue 14, item 1).
 
 The fixtures write files the way the original does (``np.savez_compressed`` of the keys and
-dtypes of reference §1.2 / §1.4, no ``schema_version``), with numpy only: nothing of this
+dtypes of the original's ``preprocess_modelnet40.py`` / ``preprocess_scanobjectnn.py``,
+KohsukeIde/3D-NEPA @ 737d98f; no ``schema_version``), with numpy only: nothing of this
 project's writer is used to make them.
 """
 
@@ -18,7 +19,7 @@ N, P, M, G = 64, 120, 40, 8
 
 
 def original_mesh_arrays(seed: int = 0, with_pc_pool: bool = True) -> dict:
-    """The original's mesh cache layout (reference §1.2): a sphere of radius 0.6."""
+    """The original's mesh cache layout (``preprocess_modelnet40.preprocess_one``): a sphere of radius 0.6."""
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(N, 3))
     pc = 0.6 * d / np.linalg.norm(d, axis=1, keepdims=True)
@@ -44,7 +45,7 @@ def original_mesh_arrays(seed: int = 0, with_pc_pool: bool = True) -> dict:
 
 
 def original_scan_arrays(seed: int = 1) -> dict:
-    """The original's ScanObjectNN layout (reference §1.4): no pc pool, no UDF, zero rays."""
+    """The original's ScanObjectNN layout (``preprocess_scanobjectnn.py``): no pc pool, no UDF, zero rays."""
     a = original_mesh_arrays(seed)
     keep = ("pc_xyz", "pc_n", "pt_xyz_pool", "pt_dist_pool")
     out = {k: a[k] for k in keep}

@@ -1,7 +1,7 @@
-"""The suite catalog: one suite per lab-notes protocol, each expanding to the lab notes' table.
+"""The suite catalog: one suite per lab protocol, each expanding to the lab's table.
 
-The expected layouts below are copied from the lab notes (/work/shared/lab-notes/active-track.md
-and completion-ablations.md): for every table its row axes and row names, column axes, the
+The expected layouts below are the lab's tables (each suite's section of docs/protocols.md says
+what the table measures and at which size): for every table its row axes and row names, column axes, the
 fixed (`where`) rows and the metrics, plus the job count. The checks also parse every job's argv
 with the real CLI parser of its module, and check the DVC stage graph statically (every suite has
 a stage whose deps name the checkpoints it evaluates and whose params are exactly what it reads;
@@ -53,9 +53,9 @@ def cpac_pool_grid(ckpts):
             T(["ckpt"], where={"query": "grid_near08"}, metrics=CPAC3, ckpt=ckpts)]
 
 
-# suite -> (job count, seeds, [tables]); a comment names the lab-notes table(s) mirrored.
+# suite -> (job count, seeds, [tables]); a comment names the lab table(s) mirrored.
 EXPECTED = {
-    # active-track §6: Method | K | n(seed) | test_acc
+    # the lab's M1 table: Method | K | n(seed) | test_acc
     # (+ the non-learned baseline row; `scratch` is the random-init row)
     "m1_fewshot": (90, [0, 1, 2], [
         T(["method", "K"], metrics=["test_acc"], method=M1_METHODS + [BASELINE], K=M1_K),
@@ -65,16 +65,16 @@ EXPECTED = {
     "fewshot_converged": (12, [0, 1, 2], [
         T(["method", "K"], metrics=["test_acc", "best_val_acc", "test_majority_rate"],
           method=["scratch", "shapenet_mix_nepa"], K=["5", "10"])]),
-    # active-track §8.9 main: Pair | NoDual R@1/R@5/R@10/mAP | DualMask ...
+    # the lab's UCPR main table: Pair | NoDual R@1/R@5/R@10/mAP | DualMask ...
     # (long form, + random-init and baseline rows, eval seeds 0-2, and the embeddings' spread)
     "ucpr_main": (48, [0, 1, 2], [
         T(["pair", "ckpt"], metrics=R4, pair=UCPR_PAIRS, ckpt=QA + ["random_init", BASELINE]),
         T(["pair", "ckpt"], metrics=["embed_spread_query", "embed_spread_gallery"], pair=UCPR_PAIRS,
           ckpt=QA + ["random_init", BASELINE])]),
-    # active-track §8.9 ablation: Model | Base | ablate_point_xyz | ablate_point_dist (R@1/mAP)
+    # the lab's UCPR ablation: Model | Base | ablate_point_xyz | ablate_point_dist (R@1/mAP)
     "ucpr_ablation": (6, [0], [T(["ckpt"], ["ablation"], metrics=["r@1", "mAP"], ckpt=QA,
                                  ablation=["base", "ablate_point_xyz", "ablate_point_dist"])]),
-    # active-track §8.3 non-transductive post-fix rows + §8.10: Model | MAE | RMSE | IoU@0.03
+    # the lab's non-transductive post-fix CPAC rows + the Q/A CPAC table: Model | MAE | RMSE | IoU@0.03
     # (the lab's seed 0 plus 1 and 2: params.yaml cpac.main_eval_seeds)
     # (+ the random-init rows of both token layouts)
     "cpac_main": (18, [0, 1, 2], [T(["ckpt"], metrics=CPAC3,
@@ -86,7 +86,7 @@ EXPECTED = {
                                                "random_init"])]),
     # the pretraining roots (an engine suite: runs/pretrain/<name>)
     "pretrain": (6, [0], [T(["variant"], metrics=["final_loss", "steps"], variant=ROOTS)]),
-    # completion-ablations' continuations (+ the two embedded-budget checks of cpac_budget_check)
+    # the completion ablations' continuations (+ the two embedded-budget checks of cpac_budget_check)
     "continuations": (15, [0], [T(["continuation"], metrics=["final_loss", "steps", "epochs"],
                                   continuation=CONTINUATIONS)]),
     # canary checks: each planted defect against the intact headline jobs
@@ -187,7 +187,7 @@ def test_catalog_has_every_lab_notes_protocol():
     assert not missing, f"suites missing from suites/: {missing}"
 
 
-# --- layout vs the lab notes ----------------------------------------------------------------
+# --- layout vs the lab's tables -------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_suite_layout_matches_lab_notes(name, tmp_path):

@@ -48,7 +48,8 @@ def _parsed() -> list[tuple[str, list[str], list[ast.AST]]]:
 
 
 def test_threshold_values_follow_the_lab_notes():
-    # lab notes §8.4 (easy pair R@1 0.999-1.000), §7 (0.1115 vs majority 0.11147, printed to 4 decimals)
+    # easy pair R@1 0.999-1.000; 0.1115 vs majority 0.11147, printed to 4 decimals
+    # (docs/protocols.md#easy-pairs-in-ucpr, #majority-class-collapse-in-few-shot-classification)
     assert (pt.EASY_PAIR_R1, pt.MAJORITY_TOL, pt.EMBED_SPREAD_MIN) == (0.98, 0.005, 0.01)
     assert pt.majority_collapse(0.1115, 0.11147) and pt.easy_pair_saturated(0.999)
 

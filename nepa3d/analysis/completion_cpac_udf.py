@@ -255,7 +255,8 @@ def udf_grid_of(arrays: dict, path: str) -> np.ndarray:
 
 def sample_ctx_query(path: str, cfg: SampleConfig, seed: int, load: ArrayLoader,
                      mismatch_path: str | None = None) -> ShapeSample:
-    """One shape's context and queries (reference §8.3).
+    """One shape's context and queries (the original's ``_sample_ctx_query``,
+    KohsukeIde/3D-NEPA @ 737d98f).
 
     RNG: RandomState((md5(path) + seed) & 0xFFFFFFFF): context + pool-query indices (one
     disjoint draw in normal mode, else two independent draws), a context redraw when the

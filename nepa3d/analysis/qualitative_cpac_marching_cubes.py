@@ -18,8 +18,9 @@ Files under ``out_dir``: ``ridge_w.npy`` ((d+1, 1) float32), ``summary.json`` an
 ``{si:03d}_{name}/`` (si = the shape's index in the sorted evaluation split) with
 ``context_pc.ply``, ``pred_udf.npy``, ``gt_udf.npy``, ``pred_mc.obj``, ``gt_mc.obj`` and
 ``preview.png``. A mesh that cannot be extracted (level outside the volume's range, no
-surface) is reported per shape under ``mc_skipped``. Reference §9 (the upstream script at
-737d98f crashes unpacking ``collect_xy``; this implements the intended behaviour).
+surface) is reported per shape under ``mc_skipped``. The original's
+``qualitative_cpac_marching_cubes.py`` (KohsukeIde/3D-NEPA @ 737d98f) crashes unpacking
+``collect_xy``; this implements the intended behaviour.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The ``voxel`` backend: answers derived from a voxelised observed point cloud (reference §4).
+"""The ``voxel`` backend: answers derived from a voxelised observed point cloud (the original's
+``nepa3d/backends`` voxel backend, KohsukeIde/3D-NEPA @ 737d98f).
 
 Everything comes from ``pc_xyz``/``pc_n`` (no mesh information):
 

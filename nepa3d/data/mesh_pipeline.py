@@ -1,4 +1,5 @@
-"""Per-shape mesh pipeline: mesh file -> ``mesh``-kind cache ``.npz`` (reference §1.1).
+"""Per-shape mesh pipeline: mesh file -> ``mesh``-kind cache ``.npz`` (the original's
+``preprocess_modelnet40.preprocess_one``, KohsukeIde/3D-NEPA @ 737d98f).
 
 Layers (side effects only at the edges):
 
@@ -82,7 +83,7 @@ MIN_EXTENT = 1e-150
 
 @dataclass
 class MeshCacheConfig:
-    """Every knob of the mesh cache profile (defaults = the ShapeNet active-track profile)."""
+    """Every knob of the mesh cache profile (defaults = the lab's ShapeNet cache profile)."""
 
     pc_points: int = 2048          # N surface samples (pc_xyz / pc_n)
     pt_pool: int = 20000           # P query points

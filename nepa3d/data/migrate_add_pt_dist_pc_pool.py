@@ -1,6 +1,10 @@
-"""Add ``pt_dist_pc_pool`` (NN distance from the pool to ``pc_xyz``) to existing caches (§1.5).
+"""Add ``pt_dist_pc_pool`` (NN distance from the pool to ``pc_xyz``) to existing caches.
 
-Example (the lab-notes step 0, on the *source* cache)::
+The fix for mesh-derived distances in point-cloud backends
+(docs/protocols.md#mesh-derived-distances-in-a-point-cloud-modality); the original's
+``migrate_add_pt_dist_pc_pool.py`` (KohsukeIde/3D-NEPA @ 737d98f) does the same.
+
+Example (run on the *source* cache, before the unpaired view is materialised)::
 
     .venv/bin/python -u -m nepa3d.data.migrate_add_pt_dist_pc_pool \\
         --cache_root data/shapenet_cache_v0 --splits train,test --workers 16

@@ -1,6 +1,7 @@
-"""ScanObjectNN h5 -> ``scan``-kind cache preprocessing CLI (reference §1.4).
+"""ScanObjectNN h5 -> ``scan``-kind cache preprocessing CLI (the original's
+``preprocess_scanobjectnn.py``, KohsukeIde/3D-NEPA @ 737d98f).
 
-Example (the paper-safe profile of the lab notes)::
+Example (the lab's paper-safe profile)::
 
     .venv/bin/python -u -m nepa3d.data.preprocess_scanobjectnn \\
         --scan_root data/ScanObjectNN/h5_files/main_split \\

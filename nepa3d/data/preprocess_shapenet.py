@@ -1,6 +1,8 @@
-"""ShapeNetCore mesh -> cache preprocessing CLI (reference §1.3).
+"""ShapeNetCore mesh -> cache preprocessing CLI (the original's ``preprocess_shapenet.py``,
+KohsukeIde/3D-NEPA @ 737d98f, same flags and layout).
 
-Example (the active-track profile, which is the default)::
+Example (the lab's cache profile, which is the default; the embedded corpus uses the smaller
+profile of params.yaml ``preprocess.shapenet``)::
 
     .venv/bin/python -u -m nepa3d.data.preprocess_shapenet \\
         --shapenet_root data/ShapeNetCore.v2 --out_root data/shapenet_cache_v0 \\

@@ -1,4 +1,5 @@
-"""Materialise an unpaired split view of a ShapeNet cache (reference §1.7).
+"""Materialise an unpaired split view of a ShapeNet cache (as the original's
+``preprocess_shapenet_unpaired.py`` does, KohsukeIde/3D-NEPA @ 737d98f).
 
 Example::
 

@@ -1,4 +1,5 @@
-"""Unpaired ShapeNet split JSON (reference §1.6).
+"""Unpaired ShapeNet split JSON (the original's ``shapenet_unpaired_split.py``,
+KohsukeIde/3D-NEPA @ 737d98f).
 
 Example::
 

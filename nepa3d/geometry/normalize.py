@@ -1,7 +1,8 @@
 """Unit-sphere normalisation.
 
-Meshes are centred on their bounding-box centre (reference §1.1 step 2); scanned point clouds
-on their centroid (§1.4). Both then divide by the largest vertex norm, so the result lies in
+Meshes are centred on their bounding-box centre, scanned point clouds on their centroid, as in
+the original code (KohsukeIde/3D-NEPA @ 737d98f: ``preprocess_modelnet40.preprocess_one`` and
+``preprocess_scanobjectnn.py``). Both then divide by the largest vertex norm, so the result lies in
 the unit ball (hence in ``[-1, 1]^3``). A scale below ``1e-9`` (or non-finite) is replaced by 1.
 """
 

@@ -1,4 +1,5 @@
-"""Surface sampling and the point-query pool (reference §1.1 steps 3-4).
+"""Surface sampling and the point-query pool (as the original's ``preprocess_one`` builds them,
+KohsukeIde/3D-NEPA @ 737d98f).
 
 All functions are pure: randomness comes from the ``rng`` argument (``np.random.Generator``
 or ``np.random.RandomState``), never from the global numpy state.

@@ -1,6 +1,7 @@
 """Ray pools: spiral pinhole cameras, mesh casting (embree), occupancy DDA.
 
-Reference §1.1 steps 8-9. All pure except :func:`cast_rays_mesh`, which needs the
+The ray steps of the original's per-shape mesh pipeline (KohsukeIde/3D-NEPA @ 737d98f,
+``preprocess_modelnet40.preprocess_one``). All pure except :func:`cast_rays_mesh`, which needs the
 ``embreex`` package (a hard requirement: there is no silent fallback to a slower or
 different intersector).
 """

@@ -1,4 +1,7 @@
-"""Occupancy grids, EDT unsigned distance field and trilinear sampling (reference §1.1 step 7).
+"""Occupancy grids, EDT unsigned distance field and trilinear sampling.
+
+The UDF grid step of the original's per-shape mesh pipeline (KohsukeIde/3D-NEPA @ 737d98f,
+``preprocess_modelnet40.preprocess_one``).
 
 Grid convention: side ``G`` over ``[-1, 1]^3``, voxel ``2 / G``, index ``[ix, iy, iz]``, voxel
 centre ``-1 + (i + 0.5) * voxel``.

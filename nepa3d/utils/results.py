@@ -1,4 +1,5 @@
-"""Write a job's result JSON (the envelope of DESIGN.md §3), atomically, with provenance.
+"""Write a job's result JSON (the envelope :mod:`benchmark.results` validates), atomically,
+with provenance.
 
     {"schema_version": 1, "task", "args", "metrics", "baselines", "flags", "provenance"}
 
@@ -146,8 +147,8 @@ def cache_manifest_sha256(cache_root: str | os.PathLike) -> str | None:
 def build_result(task: str, args: dict, metrics: dict, provenance: dict, *,
                  baselines: dict | None = None, flags: list[str] | None = None,
                  extra: dict | None = None, history: list[dict] | None = None) -> dict:
-    """The result envelope (DESIGN §3). ``history``: per-epoch records ``{"epoch": e, name:
-    value, ...}`` that trackers log as metric series with ``step = epoch``."""
+    """The result envelope (:mod:`benchmark.results`). ``history``: per-epoch records
+    ``{"epoch": e, name: value, ...}`` that trackers log as metric series with ``step = epoch``."""
     out = {"schema_version": RESULT_SCHEMA_VERSION, "task": task, "args": _clean(dict(args)),
            "metrics": _clean(metrics), "baselines": _clean(baselines or {}),
            "flags": sorted(set(flags or [])), "provenance": _clean(provenance)}

@@ -7,7 +7,7 @@ with a ridge head fit on 4000 head-train shapes (n_context 256 / n_query 256), U
 files (n_point 256 / n_ray 256, mesh -> udfgrid, mean_a pooling, gallery seed 999), with a
 random-init QA checkpoint d384 / L8 / H6, max_len 1026 (``nepa3d.train.scratch_ckpt``).
 The cache is planted in a temp dir (``eval`` 1000 + ``train_udf`` 4000 spheres, real schema,
-written by --gen_workers processes) with the lab-notes cache profile (``--profile lab``:
+written by --gen_workers processes) with the lab's cache profile (``--profile lab``:
 pc 2048, pt_pool 20000, ray_pool 8000, df_grid 64; ``--profile embedded`` is the smaller
 4000 / 1024 / 32 profile). Targets on an H100: CPAC <= 60 s, UCPR <= 10 s.
 
