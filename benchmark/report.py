@@ -1,10 +1,12 @@
-"""Generated results logs: ``reports/<suite>.md`` (+ ``.csv``, plots) and ``reports/summary.json``.
+"""Generated results logs: ``reports/<suite>.md`` (+ ``.csv``, ``.tex``, plots) and ``reports/summary.json``.
 
 The Markdown reads like a lab-notes results section: protocol (the exact commands to reproduce,
 one expanded job command line, the DVC stage, the result files), status (completed jobs, per first
 axis row, missing jobs by id), tables of mean ± sample std with n(seed) and Δ vs the reference
-row, plots, a readout of the best row per metric (by the task's metric direction), the flags the
-guards raised and the promotion gate's verdict.
+row, the wide (pivot) form of a table where its suite declares one, plots, a readout of the best
+row per metric (one short line each, by the task's metric direction), the flags the guards raised
+and the promotion gate's verdict. ``<suite>.tex`` holds every table in LaTeX (booktabs; see
+:mod:`benchmark.render_latex`). Citations of the lab notes link ``docs/protocols.md#<suite>``.
 
 Everything comes from the suite and its result JSONs; nothing is typed by hand, and the content is
 deterministic (no timestamps) so that an unchanged benchmark gives unchanged bytes. Rendering is
