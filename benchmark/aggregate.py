@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Callable, Optional
 from .collect import ResultRow
 from .results import BASELINE_PREFIX
 from .suite import Suite, TableSpec
-from .tasks import CHANCE_MARGIN_SE
+from .tasks import CHANCE_MARGIN_SE, DEFAULT_DIRECTIONS
 
 Key = tuple  # values of the row (or column) axes, in axis order
 
@@ -120,6 +121,17 @@ class TableData:
         ns = [n for n in ns if n] or [0]
         return min(ns), max(ns)
 
+    def seed_counts(self) -> Counter:
+        """``n -> number of main cells with n seeds`` (cells with data only)."""
+        return Counter(self.cell(rk, c.key, c.metric).n for rk in self.row_keys for c in self.main_columns
+                       if self.cell(rk, c.key, c.metric).n)
+
+    def usual_n(self) -> Optional[int]:
+        """The seed count of most main cells (the larger on a tie); None for an empty table. A
+        rendered cell states its n only when it differs from this one."""
+        counts = self.seed_counts()
+        return max(counts, key=lambda n: (counts[n], n)) if counts else None
+
     def row_flags(self, row: Key) -> Counter:
         """``flag -> number of this row's results that carry it``."""
         return Counter(f for r in self.results.get(row, []) for f in r.flags)
@@ -161,9 +173,10 @@ def _keys(suite: Suite, axes: list[str]) -> list[Key]:
     return [tuple(k) for k in itertools.product(*(suite.axis_rows(a) for a in axes))]
 
 
-def build_table(suite: Suite, index: int, rows: list[ResultRow]) -> TableData:
-    """Aggregate ``rows`` (complete results) into table ``index`` of ``suite``."""
-    spec = suite.tables[index]
+def build_table(suite: Suite, index: int, rows: list[ResultRow], spec: Optional[TableSpec] = None) -> TableData:
+    """Aggregate ``rows`` (complete results) into table ``index`` of ``suite`` (laid out as
+    ``spec`` if given: the table's pivot, see :mod:`benchmark.pivot`)."""
+    spec = spec or suite.tables[index]
     metrics = list(spec.metrics or [])
     chosen = [r for r in rows if all(str(r.tags.get(a)) == str(v) for a, v in spec.where.items())]
     baselines: dict[str, list[str]] = {m: [] for m in metrics}
@@ -205,6 +218,30 @@ def build_table(suite: Suite, index: int, rows: list[ResultRow]) -> TableData:
                      row_keys=_keys(suite, spec.rows), col_keys=col_keys, columns=columns, cells=cells,
                      reference=dict(suite.reference), results=results, chance=chance,
                      diagnostic_metrics=frozenset(m for m in metrics if kind.is_diagnostic(m)))
+
+
+def known_direction(suite: Suite, metric: str) -> Optional[str]:
+    """``"max"`` / ``"min"`` where the engine knows which way ``metric`` is better, else None.
+
+    Known: a direction pattern of the task kind or :data:`~benchmark.tasks.DEFAULT_DIRECTIONS`
+    matches (losses, errors, ranks: lower), a promotion requirement bounds it (``>= ref``:
+    higher), or the task kind declares the metric (a range rule: its accuracies, recalls, IoUs,
+    ranked higher-is-better). Diagnostic metrics (never ranked) and metrics the task does not
+    know have no direction: no arrow in a header, nothing in bold. The readout still ranks an
+    undeclared metric by the kind's default (higher)."""
+    kind = suite.kind
+    leaf = metric.rsplit("/", 1)[-1]
+    if kind.is_diagnostic(metric):
+        return None
+    for pattern, direction in (*kind.directions, *DEFAULT_DIRECTIONS):
+        if re.fullmatch(pattern, metric) or re.fullmatch(pattern, leaf):
+            return direction
+    for req in suite.requirements:
+        if req.metric == metric and req.op != "==":
+            return "max" if req.op.startswith(">") else "min"
+    if any(rule.matches(metric) or rule.matches(leaf) for rule in kind.metrics):
+        return kind.direction(metric)
+    return None
 
 
 def baseline_columns(t: TableData) -> list[Column]:

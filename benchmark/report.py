@@ -1,10 +1,12 @@
-"""Generated results logs: ``reports/<suite>.md`` (+ ``.csv``, plots) and ``reports/summary.json``.
+"""Generated results logs: ``reports/<suite>.md`` (+ ``.csv``, ``.tex``, plots) and ``reports/summary.json``.
 
 The Markdown reads like a lab-notes results section: protocol (the exact commands to reproduce,
 one expanded job command line, the DVC stage, the result files), status (completed jobs, per first
 axis row, missing jobs by id), tables of mean ± sample std with n(seed) and Δ vs the reference
-row, plots, a readout of the best row per metric (by the task's metric direction), the flags the
-guards raised and the promotion gate's verdict.
+row, the wide (pivot) form of a table where its suite declares one, plots, a readout of the best
+row per metric (one short line each, by the task's metric direction), the flags the guards raised
+and the promotion gate's verdict. ``<suite>.tex`` holds every table in LaTeX (booktabs; see
+:mod:`benchmark.render_latex`). Citations of the lab notes link ``docs/protocols.md#<suite>``.
 
 Everything comes from the suite and its result JSONs; nothing is typed by hand, and the content is
 deterministic (no timestamps) so that an unchanged benchmark gives unchanged bytes. Rendering is
@@ -16,6 +18,8 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import shlex
 import sys
 from collections import Counter
@@ -26,14 +30,16 @@ from typing import Any, Callable, Optional
 from tabulate import tabulate
 
 from .aggregate import (Cell, Column, Readout, TableData, baseline_columns, build_table, competing_axes,
-                        gate_comparisons, gate_rows, paired_baseline_cell, readout)
+                        gate_comparisons, gate_rows, known_direction, paired_baseline_cell, readout)
 from .atomic import atomic_write_json, atomic_write_text
 from .code_identity import Checkout, code_versions, job_module, mixed_code, short, versions_text
 from .collect import Collected, ResultRow, collect
 from .expand import Job, command_of
 from .guards import describe, is_blocking
+from .pivot import Known, arrow, best_cells, flat_header, metric_text, one_metric, pivot_table, row_cells
 from .plots import PlotData, plot_data, write_plots
 from .promote import GateResult, evaluate_gate
+from .render_latex import latex_document, latex_table
 from .sensitivity import DETECTED, sensitivity_checks
 from .suite import Suite
 from .tasks import CHANCE_MARGIN_SE
@@ -53,21 +59,48 @@ def fmt_num(x: Optional[float]) -> str:
     return f"{x:.4f}"
 
 
-def fmt_cell(cell: Cell) -> str:
-    """``mean ± std`` (sample std); ``value (n=1)`` for a single seed (not a mean); ``—`` if empty."""
+def fmt_cell(cell: Cell, usual_n: Optional[int] = None) -> str:
+    """``mean ± std`` (sample std); the value alone for a single seed (not a mean); ``—`` if
+    empty. The seed count is said once per table (:meth:`TableData.usual_n`, in the caption), so
+    a cell adds `` (n=k)`` only when its n differs from ``usual_n`` (always, if None)."""
     if cell.n == 0:
         return DASH
-    if cell.n == 1:
-        return f"{fmt_num(cell.mean)} (n=1)"
-    return f"{fmt_num(cell.mean)} ± {fmt_num(cell.std)}"
+    text = fmt_num(cell.mean) if cell.n == 1 else f"{fmt_num(cell.mean)} ± {fmt_num(cell.std)}"
+    return text if cell.n == usual_n else f"{text} (n={cell.n})"
 
 
-def fmt_delta(x: Optional[float]) -> str:
+def fmt_delta(x: Optional[float], *like: Optional[float]) -> str:
+    """A signed difference at the precision its operands are printed with (:func:`fmt_num` of
+    ``like``): 4 decimals when they print fixed-point (a float residue such as ``-4.4e-11``
+    prints ``0.0000``), scientific only when they are tiny themselves.
+
+    Local stand-in for the shared precision-aware formatter (benchmark.numfmt): switch at merge."""
     if x is None:
         return DASH
-    if x != 0 and abs(x) < 1e-3:
+    tiny = [v for v in like if v is not None and v != 0 and abs(v) < 1e-3]
+    if (tiny and len(tiny) == len([v for v in like if v is not None])) or (not like and x != 0 and abs(x) < 1e-3):
         return f"{x:+.3e}"
-    return f"{x:+.4f}"
+    text = f"{x:+.4f}"
+    return "0.0000" if text in ("+0.0000", "-0.0000") else text
+
+
+#: where each suite's protocol is written down: one ``## <suite-name>`` heading per suite
+PROTOCOLS_DOC = "docs/protocols.md"
+#: the link's target as written into the Markdown: relative to ``reports/`` (see write_report)
+_PROTOCOLS_HREF = "../" + PROTOCOLS_DOC
+#: a citation of the lab notes ("lab notes active-track §8.3 post-fix rows and §8.10", up to the
+#: closing parenthesis, colon or semicolon) or a bare section sign ("§7", "§8.8-8.9")
+_CITATION = re.compile(r"lab notes\b[^():;§]*§[^():;]*|§\d+(?:\.\d+)*(?:[-–]\d+(?:\.\d+)*)?")
+
+
+def _cite(text: str, suite_name: str) -> str:
+    """``text`` with each lab-notes citation replaced by a link to the suite's protocol
+    (``docs/protocols.md#<suite-name>``); consecutive citations collapse into one link."""
+    link = f"[{PROTOCOLS_DOC}#{suite_name}]({_PROTOCOLS_HREF}#{suite_name})"
+    out = _CITATION.sub(link, text)
+    while f"{link} and {link}" in out or f"{link}, {link}" in out:
+        out = out.replace(f"{link} and {link}", link).replace(f"{link}, {link}", link)
+    return out.rstrip()
 
 
 def _md(rows: list[list[str]], headers: list[str]) -> str:
@@ -96,18 +129,23 @@ class SuiteReport:
     problems: list[str] = field(default_factory=list)
     gate: Optional[GateResult] = None
     tables: list[TableData] = field(default_factory=list)
+    wide: list[Optional[TableData]] = field(default_factory=list)  # each table's pivot, if declared
+    latex: str = ""  # <suite>.tex: every table in booktabs (the wide form where declared)
     plots: list[PlotData] = field(default_factory=list)
     sensitivity: list = field(default_factory=list)  # benchmark.sensitivity.Check
 
 
-def _column_header(t: TableData, col) -> str:
+def _column_header(t: TableData, col, known: Optional[Known] = None) -> str:
+    """``plain score [nn] ↑``: column key, metric, baseline and (with ``known``) the metric's
+    direction where the engine knows it."""
     label = t.col_label(col.key)
     name = f"{label} {col.base_metric}" if label else col.base_metric
-    return f"{name} [{col.baseline}]" if col.baseline else name
+    name = f"{name} [{col.baseline}]" if col.baseline else name
+    return name + (arrow(known, col.base_metric) if known else "")
 
 
-def _n_text(lo: int, hi: int) -> str:
-    return str(lo) if lo == hi else f"{lo}–{hi}"
+def _no_direction(metric: str) -> Optional[str]:
+    return None
 
 
 def _seg_text(seg: tuple) -> str:
@@ -128,19 +166,36 @@ def _row_flags_text(t: TableData, rk) -> str:
     return ", ".join(f"{f} ({n}/{total})" for f, n in sorted(flags.items())) or DASH
 
 
-def _seed_note(t: TableData, seed_arg: Optional[str]) -> str:
+def n_caption(t: TableData, seed_arg: Optional[str]) -> str:
+    """The table's seed count, said once: ``n=1`` (single seed: values, not means), ``n=3``, or
+    ``n=3 unless a cell says (n=k)`` when counts differ across cells."""
     over = f"over `{seed_arg}`" if seed_arg else "(no seed axis)"
-    ranges = {t.n_range(rk) for rk in t.row_keys if t.n_range(rk) != (0, 0)}
-    empty = any(t.n_range(rk) == (0, 0) for rk in t.row_keys)
-    rows_text = "every row with results" if empty else "all rows"
-    if ranges == {(1, 1)}:
-        text = ("Cells: single-seed values `(n=1)`: not means, no std (guard `single_seed`). "
-                f"n(seed)=1 for {rows_text}.")
-    else:
-        text = f"Cells: mean ± sample std (ddof=1) {over}; `(n=1)` marks a single seed (a value, not a mean)."
-        if len(ranges) == 1:
-            lo, hi = next(iter(ranges))
-            text += f" n(seed)={_n_text(lo, hi)} for {rows_text}."
+    counts = t.seed_counts()
+    usual = t.usual_n()
+    if usual is None:
+        return "No results yet."
+    if set(counts) == {1}:
+        return "Single seed, n=1: each cell is one result's value, not a mean; no std (guard `single_seed`)."
+    text = f"Cells: mean ± sample std (ddof=1) {over}, n={usual}"
+    if len(counts) > 1:
+        text += " unless a cell says `(n=k)` (a cell with n=1 is one value, not a mean)"
+    return text + "."
+
+
+def _direction_note(t: TableData, known: Known) -> str:
+    arrows = sorted({known(c.base_metric) for c in t.columns} - {None})
+    if not arrows:
+        return ""
+    words = {"max": "↑ higher is better", "min": "↓ lower is better"}
+    unknown = any(known(c.base_metric) is None for c in t.columns)
+    return " " + ", ".join(words[a] for a in arrows) + (" (no arrow: direction not declared)" if unknown else "") + "."
+
+
+def _seed_note(t: TableData, seed_arg: Optional[str], known: Known = _no_direction) -> str:
+    text = n_caption(t, seed_arg)
+    if any(t.n_range(rk) == (0, 0) for rk in t.row_keys) and t.usual_n() is not None:
+        text += " Rows without results show —."
+    text += _direction_note(t, known)
     where = "; ".join(f"{a}={v}" for a, v in t.spec.where.items())
     text += f" Restricted to {where}." if where else ""
     chance = [c.base_metric for c in t.main_columns if t.has_chance(c.metric)]
@@ -197,32 +252,41 @@ def code_note(t: TableData, checkout: Optional[Checkout] = None) -> str:
             + ". Rows flagged `code_changed` were not computed by the checkout's code.")
 
 
-def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str],
-                 checkout: Optional[Checkout] = None) -> list[str]:
-    """Markdown lines of one table, its Δ-vs-reference companion and, when the results carry
-    baselines, the paired row-minus-baseline companion (``direction``: the task's metric
-    direction, "min" or "max"). A table whose results of one module come from different code
-    says so under its title (:func:`code_note`)."""
-    out = [f"## {t.title}", "", _seed_note(t, seed_arg), ""]
-    note = code_note(t, checkout)
-    if note:
-        out += [note, ""]
-    marks = _marks(t)
+def cell_texter(t: TableData) -> Callable[[Any, Column], str]:
+    """``(row, column) -> text`` of a table's cells: :func:`fmt_cell` at the table's usual n,
+    with the footnote mark of a segregated class."""
+    marks, usual = _marks(t), t.usual_n()
 
     def cell_text(rk, c) -> str:
         cell = t.cell(rk, c.key, c.metric)
         mark = marks.get(cell.segregation, "") if cell.n else ""
-        return fmt_cell(cell) + (f" {mark}" if mark else "")
+        return fmt_cell(cell, usual) + (f" {mark}" if mark else "")
+
+    return cell_text
+
+
+def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str],
+                 checkout: Optional[Checkout] = None, known: Known = _no_direction) -> list[str]:
+    """Markdown lines of one table, its Δ-vs-reference companion and, when the results carry
+    baselines, the paired row-minus-baseline companion (``direction``: the task's metric
+    direction, "min" or "max", for ranking; ``known``: the direction where the engine knows it,
+    for the ↑/↓ of the headers). The seed count is said once, in the caption. A table whose
+    results of one module come from different code says so under its title (:func:`code_note`)."""
+    out = [f"## {t.title}", "", _seed_note(t, seed_arg, known), ""]
+    note = code_note(t, checkout)
+    if note:
+        out += [note, ""]
+    marks = _marks(t)
+    cell_text = cell_texter(t)
 
     row_headers = list(t.row_axes) or ["rows"]
     with_flags = any(t.row_flags(rk) for rk in t.row_keys)
     shown = _with_chance_columns(t)
-    headers = [*row_headers, "n(seed)",
-               *(f"{_column_header(t, c)} chance" if chance else _column_header(t, c) for c, chance in shown)]
+    headers = [*row_headers,
+               *(f"{_column_header(t, c)} chance" if chance else _column_header(t, c, known) for c, chance in shown)]
     body = []
     for rk in t.row_keys:
-        lo, hi = t.n_range(rk)
-        body.append([*(map(str, rk) if rk else ["all"]), _n_text(lo, hi),
+        body.append([*(map(str, rk) if rk else ["all"]),
                      *(_chance_text(t, rk, c) if chance else cell_text(rk, c) for c, chance in shown)]
                     + ([_row_flags_text(t, rk)] if with_flags else []))
     out += [_md(body, headers + (["flags"] if with_flags else [])), ""]
@@ -240,9 +304,47 @@ def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str
         for rk in t.row_keys:
             body.append([*(map(str, rk) if rk else ["all"]),
                          *(_delta_text(t, rk, c, refs[(rk, c.key)]) for c in t.main_columns)])
-        out += [_md(body, [*row_headers, *(f"Δ {_column_header(t, c)}" for c in t.main_columns)]), ""]
+        out += [_md(body, [*row_headers, *(f"Δ {_column_header(t, c, known)}" for c in t.main_columns)]), ""]
     out += _render_vs_baseline(t, row_headers, direction)
     return out
+
+
+def render_wide(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str], known: Known,
+                tex_name: Optional[str] = None) -> list[str]:
+    """Markdown lines of a table's wide form (its ``pivot``; :mod:`benchmark.pivot`): the same
+    seed means, the pivot's rows down and one column per key × metric; the best cell of each
+    column in bold where the direction is known (as in the LaTeX)."""
+    down = " × ".join(t.row_axes) or "all"
+    across = " × ".join(t.col_axes)
+    metrics = ", ".join(dict.fromkeys(f"{c.base_metric}{arrow(known, c.base_metric)}" for c in t.main_columns))
+    text = (f"The table above, wide: {down} down, {across} across; {metrics}. {n_caption(t, seed_arg)} "
+            "Bold: best per column where the metric's direction is known (rows at chance level not ranked).")
+    if tex_name:
+        text += f" LaTeX (booktabs): `{tex_name}`."
+    out = [f"### {t.title}: {down} × {across}", "", text, ""]
+    cell_text, best = cell_texter(t), best_cells(t, direction, known)
+    body = []
+    for rk in t.row_keys:
+        cells = []
+        for c in t.columns:
+            cell = cell_text(rk, c)
+            cells.append(f"**{cell}**" if (rk, c.key, c.metric) in best else cell)
+        body.append([*row_cells(t, rk), *cells])
+    return out + [_md(body, [*(t.row_axes or ["rows"]), *(flat_header(t, c, known) for c in t.columns)]), ""]
+
+
+def latex_of(t: TableData, seed_arg: Optional[str], direction: Callable[[str], str], known: Known,
+             label: str) -> str:
+    """The booktabs float of one table (long or wide, as given), captioned with its title and n."""
+    caption = f"{t.title}. {n_caption(t, seed_arg)}".replace("`", "")
+    if t.spec.where:
+        caption += " Restricted to " + "; ".join(f"{a}={v}" for a, v in t.spec.where.items()) + "."
+    if one_metric(t):
+        caption += f" Metric: {metric_text(t.columns[0], known)}."
+    if any(known(c.base_metric) for c in t.main_columns):
+        caption += " Bold: best per column."
+    return latex_table(t, caption=caption, label=label, known=known, cell_text=cell_texter(t),
+                       best=best_cells(t, direction, known))
 
 
 def _render_vs_baseline(t: TableData, row_headers: list[str], direction: Callable[[str], str]) -> list[str]:
@@ -262,7 +364,7 @@ def _render_vs_baseline(t: TableData, row_headers: list[str], direction: Callabl
             cell = paired_baseline_cell(t, rk, c)
             lower = direction(c.base_metric) == "min"
             better = sum((d < 0) if lower else (d > 0) for d in cell.values)
-            cells.append(f"{fmt_cell(cell)}, better {better}/{cell.n}" if cell.n else DASH)
+            cells.append(f"{fmt_cell(cell, cell.n)}, better {better}/{cell.n}" if cell.n else DASH)
         body.append([*(map(str, rk) if rk else ["all"]), *cells])
     headers = [*row_headers, *(f"{_column_header(t, replace(c, baseline=None))} − {c.baseline}"
                                for c in cols)]
@@ -278,7 +380,8 @@ def _delta_text(t: TableData, rk, c, ref) -> str:
     mine, theirs = t.cell(rk, c.key, c.metric), t.cell(*ref, c.metric)
     if mine.n and theirs.n and mine.segregation != theirs.segregation:
         return "n/c"
-    return fmt_delta(None if mine.mean is None or theirs.mean is None else mine.mean - theirs.mean)
+    return fmt_delta(None if mine.mean is None or theirs.mean is None else mine.mean - theirs.mean,
+                     mine.mean, theirs.mean)
 
 
 def _within(t: TableData, r: Readout) -> str:
@@ -293,38 +396,49 @@ def _compete_label(t: TableData, rk) -> str:
     axes = competing_axes(t)
     if not axes:
         return t.row_label(rk)
+    if len(axes) == 1:  # the rows differ in this axis only: its value says it
+        return str(rk[t.row_axes.index(axes[0])])
     return " ".join(f"{a}={rk[t.row_axes.index(a)]}" for a in axes)
 
 
-def _flag_note(t: TableData, rk) -> str:
-    flags = sorted(t.row_flags(rk))
-    return f" (⚑ {', '.join(flags)})" if flags else ""
+def _flag_mark(t: TableData, rk) -> str:
+    return " ⚑" if t.row_flags(rk) else ""
 
 
-def readout_rows(t: TableData, direction: Callable[[str], str]) -> list[list[str]]:
-    """Best (and runner-up) competing row per column, metric and group, by the metric's direction
-    (one place: the task kind's ``direction``). Flagged winners say so."""
-    rows = []
+#: a readout line lists the rows at chance level by name while it stays this short, else counts them
+READOUT_WIDTH = 120
+
+
+def readout_lines(t: TableData, direction: Callable[[str], str], known: Known = _no_direction) -> list[str]:
+    """One short line per column, metric and group: the best competing row by the metric's
+    direction (one place: the task kind's ``direction``), its Δ vs the reference and the
+    runner-up. ``⚑``: the row carries flags (listed under Flags). A metric whose direction the
+    engine does not know says which way it was ranked (``↑ assumed``)."""
+    lines = []
+    usual = t.usual_n()
     for r in readout(t, direction):
         within = _within(t, r)
-        if r.at_chance:
-            labels = ", ".join(_compete_label(t, rk) for rk in r.at_chance)
-            within += f"; at chance, not ranked: {labels}" if r.ranked else ""
+        metric = r.column.metric + (arrow(known, r.column.metric)
+                                    or f" ({'↓' if r.direction == 'min' else '↑'} assumed)")
+        head = f"- {metric}" + (f", {within}" if within != DASH else "") + ": "
         if not r.ranked:
-            rows.append([t.title, within, r.column.metric, "lower" if r.direction == "min" else "higher",
-                         "— (every row at chance level: not ranked)", DASH, DASH, DASH, DASH])
+            lines.append(head + "every row at chance level, not ranked")
             continue
         top = [(rk, cell) for rk, cell in r.ranked if cell.mean == r.ranked[0][1].mean]
         rest = r.ranked[len(top):]
         best_rk, best = top[0]
-        second = rest[0] if rest else None
+        text = head + " = ".join(_compete_label(t, rk) + _flag_mark(t, rk) for rk, _ in top)
+        text += (" (tie)" if len(top) > 1 else "") + f" {fmt_cell(best, usual)}"
         delta = _delta_text(t, best_rk, r.column, t.reference_of(best_rk, r.column.key))
-        label = " = ".join(_compete_label(t, rk) + _flag_note(t, rk) for rk, _ in top) + (" (tie)" if len(top) > 1 else "")
-        rows.append([t.title, within, r.column.metric, "lower" if r.direction == "min" else "higher",
-                     label, fmt_cell(best), delta,
-                     _compete_label(t, second[0]) + _flag_note(t, second[0]) if second else DASH,
-                     fmt_cell(second[1]) if second else DASH])
-    return rows
+        text += " (ref)" if delta == "ref" else (f" (Δ {delta})" if delta != DASH else "")
+        if rest:
+            second_rk, second = rest[0]
+            text += f"; next {_compete_label(t, second_rk)}{_flag_mark(t, second_rk)} {fmt_cell(second, usual)}"
+        if r.at_chance:
+            named = f"; at chance, not ranked: {', '.join(_compete_label(t, rk) for rk in r.at_chance)}"
+            text += named if len(text + named) <= READOUT_WIDTH else f"; {len(r.at_chance)} at chance"
+        lines.append(text)
+    return lines
 
 
 # --- protocol and status ----------------------------------------------------------------------
@@ -605,15 +719,26 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
 
     lines = [f"# {suite.name}", ""]
     if suite.description:
-        lines += [suite.description.strip(), ""]
+        lines += [_cite(suite.description.strip(), suite.name), ""]
     checkout = Checkout()
     lines += _protocol(suite, col, results_dir, checkout)
     lines += _status(suite, col)
     lines += _provenance(col, checkout)
 
+    def known(metric: str) -> Optional[str]:
+        return known_direction(suite, metric)
+
     rep.tables = [build_table(suite, i, col.rows) for i in range(len(suite.tables))]
-    for t in rep.tables:
-        lines += render_table(t, suite.seed_arg, suite.kind.direction, checkout)
+    rep.wide = [pivot_table(suite, i, col.rows) for i in range(len(suite.tables))]
+    for t, wide in zip(rep.tables, rep.wide):
+        table_lines = render_table(t, suite.seed_arg, suite.kind.direction, checkout, known)
+        table_lines[0] = _cite(table_lines[0], suite.name)
+        lines += table_lines
+        if wide is not None:
+            lines += render_wide(wide, suite.seed_arg, suite.kind.direction, known, f"{suite.name}.tex")
+    rep.latex = latex_document(suite.name, str(suite.source), [
+        latex_of(wide or t, suite.seed_arg, suite.kind.direction, known, f"tab:{suite.name}:{i + 1}")
+        for i, (t, wide) in enumerate(zip(rep.tables, rep.wide))])
 
     rep.plots = [plot_data(suite, spec, col.rows) for spec in suite.plots]
     if rep.plots:
@@ -623,15 +748,17 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
                       f"Data: `plots/{p.stem}.csv` ({len(p.series)} series; error bars: sample std over seeds; "
                       f"{'log' if p.logx else 'linear'} x).", ""]
 
-    lines += ["## Readout", "", "Best row per column and metric by seed mean, among rows that differ only in "
-              "the reference axes (other rows are held fixed); Δ vs the reference row.", ""]
-    readout = [row for t in rep.tables for row in readout_rows(t, suite.kind.direction)]
-    headers = ["table", "within", "metric", "better", "best", "value", "Δ vs ref", "runner-up", "value"]
-    if len(rep.tables) == 1:  # one table: its title is the section's context, not a column
-        readout, headers = [row[1:] for row in readout], headers[1:]
-    if readout:
-        lines += [_md(readout, headers), ""]
-    else:
+    lines += ["## Readout", "", "Best row per column and metric by seed mean, among rows that differ only in the",
+              "reference axes (other rows are held fixed); Δ vs the reference row; `next`: the runner-up;",
+              "⚑: the row carries flags (see Flags).", ""]
+    any_readout = False
+    for t in rep.tables:
+        found = readout_lines(t, suite.kind.direction, known)
+        if found and len(rep.tables) > 1:  # several tables: each one's lines under its title
+            found = [f"{_cite(t.title, suite.name)}:", "", *found]
+        lines += [*found, ""] if found else []
+        any_readout = any_readout or bool(found)
+    if not any_readout:
         lines += ["No complete results yet.", ""]
 
     lines += _flags(col, rep.tables, checkout)
@@ -664,7 +791,8 @@ def _sensitivity_lines(suite: Suite, checks: list) -> list[str]:
         ref = Cell(list(c.ref))
         dfc = Cell(list(c.defect))
         moved = DASH if c.moved is None else ("inf" if math.isinf(c.moved) else f"{c.moved:.1f}")
-        body.append([c.label, fmt_cell(ref), fmt_cell(dfc), fmt_delta(c.delta), moved, f"**{c.verdict}**"])
+        body.append([c.label, fmt_cell(ref), fmt_cell(dfc), fmt_delta(c.delta, ref.mean, dfc.mean), moved,
+                     f"**{c.verdict}**"])
     if body:
         lines += [_md(body, ["defect", f"reference {spec.metric}", f"defect {spec.metric}", "Δ",
                              "|Δ| / σ", "verdict"]), ""]
@@ -716,13 +844,16 @@ def summarize(col: Collected, tables: list[TableData], gate: Optional[GateResult
 
 
 def write_report(rep: SuiteReport, out_dir: Path | str, summary_name: str = "summary.json") -> list[Path]:
-    """Write ``<suite>.md``, ``<suite>.csv``, the plots (PNG + ``plots/*.csv``) and merge the
-    suite into ``<out_dir>/<summary_name>``. Returns the paths written (Markdown first)."""
+    """Write ``<suite>.md``, ``<suite>.csv``, ``<suite>.tex`` (LaTeX, booktabs), the plots (PNG +
+    ``plots/*.csv``) and merge the suite into ``<out_dir>/<summary_name>``. Returns the paths
+    written (Markdown first, then the CSV)."""
     out_dir = Path(out_dir)
     md = out_dir / f"{rep.suite.name}.md"
     csv_path = out_dir / f"{rep.suite.name}.csv"
-    atomic_write_text(md, rep.markdown)
+    atomic_write_text(md, _relink(rep.markdown, out_dir))
     atomic_write_text(csv_path, rep.csv_text)
+    tex = out_dir / f"{rep.suite.name}.tex"
+    atomic_write_text(tex, rep.latex)
     plot_paths = [p for pair in write_plots(rep.plots, out_dir) for p in pair]
     summary_path = out_dir / summary_name
     try:
@@ -733,4 +864,11 @@ def write_report(rep: SuiteReport, out_dir: Path | str, summary_name: str = "sum
         summary = {}
     summary[rep.suite.name] = rep.summary
     atomic_write_json(summary_path, summary)
-    return [md, csv_path, *plot_paths, summary_path]
+    return [md, csv_path, tex, *plot_paths, summary_path]
+
+
+def _relink(markdown: str, out_dir: Path) -> str:
+    """The protocol links rendered for ``reports/`` pointed from ``out_dir`` instead (relative to
+    the working directory, the repository root when DVC runs the report)."""
+    href = Path(os.path.relpath(Path.cwd() / PROTOCOLS_DOC, Path(out_dir).resolve())).as_posix()
+    return markdown if href == _PROTOCOLS_HREF else markdown.replace(f"]({_PROTOCOLS_HREF}#", f"]({href}#")

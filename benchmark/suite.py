@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, PrivateAttr, StringConstraints,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, PrivateAttr,
+                      StringConstraints,
                       ValidationError, field_validator)
 
 from .errors import SuiteError
@@ -101,8 +102,29 @@ RootSeed = Annotated[Any, AfterValidator(_root_seed)]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")]
 
 
+def _axis_list(value: Any) -> Any:
+    """``K`` is shorthand for ``[K]`` in a pivot."""
+    return [value] if isinstance(value, str) else value
+
+
+AxisList = Annotated[list[str], BeforeValidator(_axis_list)]
+
+
+class PivotSpec(BaseModel):
+    """The table's wide (paper) form: the same cells rearranged, ``rows`` axes down and ``cols``
+    axes across (together exactly the table's rows and cols), one column per col key × metric
+    (``metrics``: a subset of the table's; default all). Rendered beside the long table and as
+    the table's LaTeX form (see :mod:`benchmark.pivot`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: AxisList = []
+    cols: AxisList
+    metrics: Optional[list[str]] = None
+
+
 class TableSpec(BaseModel):
-    """One rendered table: rows/cols are matrix axes (or the seed arg); cells are seed means."""
+    """One rendered table: rows/cols are matrix axes (or the seed arg); cells are seed means.
+    ``pivot`` (optional) declares its wide form as well (:class:`PivotSpec`)."""
 
     model_config = ConfigDict(extra="forbid")
     title: Optional[str] = None
@@ -110,6 +132,7 @@ class TableSpec(BaseModel):
     cols: list[str] = []
     metrics: Optional[list[str]] = None
     where: dict[str, str] = {}
+    pivot: Optional[PivotSpec] = None
 
 
 class PromoteSpec(BaseModel):
@@ -281,7 +304,7 @@ def _loc(loc: tuple) -> str:
 def _allowed_keys(loc: tuple) -> list[str]:
     model: type[BaseModel] = Suite
     if loc and loc[0] == "tables":
-        model = TableSpec
+        model = PivotSpec if len(loc) > 2 and loc[2] == "pivot" else TableSpec
     elif loc and loc[0] == "promote":
         model = PromoteSpec
     elif loc and loc[0] == "plots":
@@ -409,6 +432,8 @@ def _cross_check(suite: Suite, path: Path) -> None:
             table.metrics = list(kind.default_metrics)
         if not table.metrics:
             fail(f"{key}.metrics", f"expected a list of metric names (task {kind.name!r} has no defaults)")
+        if table.pivot is not None:
+            _check_pivot(table, f"{key}.pivot", fail)
 
     if suite.promote is not None:
         if not suite.reference:
@@ -438,6 +463,35 @@ def _cross_check(suite: Suite, path: Path) -> None:
 
     for key, text in plot_problems(suite):
         fail(key, text)
+
+
+def _check_pivot(table: TableSpec, key: str, fail) -> None:
+    """A pivot rearranges the table's own cells: its rows and cols are the table's rows and cols
+    (each once, at least one across) and its metrics are among the table's."""
+    pivot = table.pivot
+    placed = [*table.rows, *table.cols]
+    seen: set[str] = set()
+    for field in ("rows", "cols"):
+        for axis in getattr(pivot, field):
+            if axis not in placed:
+                fail(f"{key}.{field}", f"axis {axis!r} is not a row or column of the table; expected "
+                                       f"the table's axes ({', '.join(placed) or 'none'}) rearranged")
+            if axis in seen:
+                fail(f"{key}.{field}", f"axis {axis!r} is placed twice")
+            seen.add(axis)
+    if not pivot.cols:
+        fail(f"{key}.cols", "expected at least one axis across (e.g. cols: [K])")
+    missing = [a for a in placed if a not in seen]
+    if missing:
+        fail(key, f"axis {missing[0]!r} of the table is not placed: add it to the pivot's rows or cols")
+    if pivot.metrics is None:
+        pivot.metrics = list(table.metrics)
+    if not pivot.metrics:
+        fail(f"{key}.metrics", "expected at least one of the table's metrics")
+    for metric in pivot.metrics:
+        if metric not in table.metrics:
+            fail(f"{key}.metrics", f"{metric!r} is not a metric of the table; expected one of: "
+                                   f"{', '.join(table.metrics)}")
 
 
 def _check_root_seed(suite: Suite, fail) -> None:

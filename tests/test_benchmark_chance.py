@@ -50,11 +50,10 @@ def test_classification_chance_is_the_majority_rate():
     assert get_task("ucpr").is_diagnostic("expected_random_r@1")
 
 
-def _readout_rows(md: str) -> list[list[str]]:
-    """Rows of the Readout table (one table in the report: columns start at "within")."""
+def _readout_lines(md: str) -> list[str]:
+    """Lines of the Readout section (one line per column and metric)."""
     section = md.split("## Readout", 1)[1].split("\n## ", 1)[0]
-    lines = [ln for ln in section.splitlines() if ln.startswith("|")][2:]
-    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+    return [ln for ln in section.splitlines() if ln.startswith("- ")]
 
 
 def test_chance_column_and_readout_skip_rows_at_chance(tmp_path):
@@ -70,14 +69,13 @@ def test_chance_column_and_readout_skip_rows_at_chance(tmp_path):
                         tables=[{"rows": ["row"], "metrics": ["test_acc", "test_majority_rate"]}])
     md = build_report(suite, jobs).markdown
     header = cells(md, "row")[0]
-    assert header[:5] == ["row", "n(seed)", "test_acc", "test_acc chance", "test_majority_rate"]
-    assert cells(md, "good")[0][3] == "0.1000" and cells(md, "noise")[0][3] == "0.1000"
-    readout = _readout_rows(md)
-    metrics = [r[1] for r in readout]
-    assert metrics == ["test_acc"]  # the diagnostic majority rate is never ranked
-    best, runner_up = readout[0][3], readout[0][6]
-    assert best.startswith("row=good") and runner_up.startswith("row=weak")
-    assert "at chance, not ranked: row=noise" in readout[0][0]
+    assert header[:4] == ["row", "test_acc ↑", "test_acc chance", "test_majority_rate"]  # diagnostic: no arrow
+    assert cells(md, "good")[0][2] == "0.1000" and cells(md, "noise")[0][2] == "0.1000"
+    readout = _readout_lines(md)
+    assert len(readout) == 1 and readout[0].startswith("- test_acc ↑: ")  # the majority rate is never ranked
+    assert readout[0].startswith("- test_acc ↑: good 0.6000 (Δ ref)") or "good 0.6000 (ref)" in readout[0]
+    assert "; next weak 0.3000" in readout[0]
+    assert readout[0].endswith("; at chance, not ranked: noise")
     assert "`chance`: what a no-skill method scores" in md
 
 
@@ -87,10 +85,9 @@ def test_every_row_at_chance_is_not_ranked(tmp_path):
     suite, jobs = plant(tmp_path, "ucpr", {"a": m(1 / 60), "b": m(2 / 60)}, reference={"row": "a"},
                         tables=[{"rows": ["row"], "metrics": ["r@1", "mAP"]}])
     md = build_report(suite, jobs).markdown
-    readout = _readout_rows(md)
-    assert [r[1] for r in readout] == ["r@1", "mAP"]
-    assert all(r[3] == "— (every row at chance level: not ranked)" for r in readout)
-    assert cells(md, "a")[0][3] == f"{1 / 60:.4f}"  # r@1 chance = 1/N next to r@1
+    readout = _readout_lines(md)
+    assert readout == ["- r@1 ↑: every row at chance level, not ranked", "- mAP ↑: every row at chance level, not ranked"]
+    assert cells(md, "a")[0][2] == f"{1 / 60:.4f}"  # r@1 chance = 1/N next to r@1
 
 
 def test_collapsed_embeddings_guard(tmp_path):

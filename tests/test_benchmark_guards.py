@@ -94,7 +94,7 @@ def test_mesh_distance_leak_is_reported_and_blocks(tmp_path):
     leak_id = rows["leak"].job.job_id
     assert f"- **mesh_distance_leak** (benchmark guard; 1 job(s); blocks promotion): row=leak seed=0 (`{leak_id}`)" in md
     assert f"  - `{leak_id}`: context_backend=pointcloud reads distances from 'pt_dist_pool'" in md
-    assert cells(md, "leak")[0] == ["leak", "1", "0.1000 (n=1)", "0.2000 (n=1)", "0.5000 (n=1)",
+    assert cells(md, "leak")[0] == ["leak", "0.1000", "0.2000", "0.5000",  # single seed: n=1 in the caption
                                     "mesh_distance_leak (1/1)"]
     assert cells(md, "ok")[0][-1] == "—"
 
@@ -148,16 +148,14 @@ def test_target_transform_is_segregated_and_never_compared(tmp_path):
     rep = build_report(suite, jobs)
     md = rep.markdown
     # plain: 0.10, 0.11 -> 0.1050 ± 0.0071; trunc: 0.05, 0.06 -> 0.0550 ± 0.0071 (both ckpts)
-    assert cells(md, "plain")[0] == ["plain", "2", "0.1050 ± 0.0071", "0.1050 ± 0.0071", "—"]
-    assert cells(md, "trunc")[0] == ["trunc", "2", "0.0550 ± 0.0071 †", "0.0550 ± 0.0071 †",
+    assert cells(md, "plain")[0] == ["plain", "0.1050 ± 0.0071", "0.1050 ± 0.0071", "—"]
+    assert cells(md, "trunc")[0] == ["trunc", "0.0550 ± 0.0071 †", "0.0550 ± 0.0071 †",
                                      "target_transform:trunc (4/4)"]
     assert "† target_transform=trunc: metrics of another protocol; not comparable with unmarked cells" in md
     assert cells(md, "trunc")[1] == ["trunc", "n/c", "n/c"]  # Δ vs the plain reference
     # the readout ranks them apart: two groups per column, each with one row
-    assert cells(md, "a") == [["a", "mae", "lower", "setting=plain", "0.1050 ± 0.0071", "ref", "—", "—"]]
-    assert cells(md, "a [target_transform=trunc]") == [
-        ["a [target_transform=trunc]", "mae", "lower", "setting=trunc (⚑ target_transform:trunc)",
-         "0.0550 ± 0.0071", "n/c", "—", "—"]]
+    assert "- mae ↓, a: plain 0.1050 ± 0.0071 (ref)\n" in md
+    assert "- mae ↓, a [target_transform=trunc]: trunc ⚑ 0.0550 ± 0.0071 (Δ n/c)\n" in md
     assert "- **mixed_target_transform** (table guard; Table 1): setting=trunc under target_transform=trunc" in md
     # the gate compares mae 0.055 <= 0.105 (passes) but refuses incomparable evidence
     assert rep.gate.decision == "REJECT"
@@ -187,7 +185,7 @@ def test_transductive_probe_and_context_query_overlap(tmp_path):
         "disjoint_context_query=0: query points may repeat context points"
     md = build_report(suite, jobs).markdown
     for row in ("ok", "legacy", "on_eval", "extra", "overlap"):  # flagged, never dropped
-        assert cells(md, row)[0][:3] == [row, "1", "0.1000 (n=1)"]
+        assert cells(md, row)[0][:2] == [row, "0.1000"]  # single seed: n=1 in the caption
     assert cells(md, "overlap")[0][-1] == "args_mismatch:disjoint_context_query (1/1), context_query_overlap (1/1)"
 
 
@@ -289,8 +287,8 @@ def test_single_seed_rows_are_values_not_means(tmp_path):
     suite, jobs = plant(tmp_path, "cpac", {"two": {}, "one": {}}, seeds=(0, 1),
                         write=lambda job: not (job.tags["row"] == "one" and job.tags["seed"] == 1))
     md = build_report(suite, jobs).markdown
-    assert cells(md, "one")[0][:3] == ["one", "1", "0.1000 (n=1)"]
-    assert cells(md, "two")[0][:3] == ["two", "2", "0.1000 ± 0.0000"]
+    assert cells(md, "one")[0][:2] == ["one", "0.1000 (n=1)"]  # the odd n is said in the cell
+    assert cells(md, "two")[0][:2] == ["two", "0.1000 ± 0.0000"]
     assert "- **single_seed** (table guard; Table 1): row=one" in md
     assert "- completed jobs: `3 / 4`" in md
     missing = [j for j in jobs if j.tags == {"row": "one", "seed": 1}][0]
@@ -300,6 +298,7 @@ def test_single_seed_rows_are_values_not_means(tmp_path):
 def test_all_single_seed_table_says_so(tmp_path):
     suite, jobs = plant(tmp_path, "cpac", {"a": {}, "b": {}}, seeds=(0,))
     md = build_report(suite, jobs).markdown
-    assert "Cells: single-seed values `(n=1)`: not means, no std (guard `single_seed`). n(seed)=1 for all rows." in md
+    assert "Single seed, n=1: each cell is one result's value, not a mean; no std (guard `single_seed`)." in md
+    assert "(n=1)" not in md  # said once, not in every cell
     assert "- **single_seed** (table guard; Table 1): row=a; row=b" in md
     assert "±" not in md.split("## Table 1")[1].split("## Readout")[0]

@@ -11,7 +11,7 @@ from benchutil import write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
-from benchmark.report import build_report, dvc_stages, fmt_cell  # noqa: E402
+from benchmark.report import build_report, dvc_stages, fmt_cell, fmt_delta  # noqa: E402
 from benchmark.aggregate import Cell  # noqa: E402
 from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
@@ -51,10 +51,20 @@ def _header(md: str, first_cell: str) -> list[str]:
 
 
 def test_cell_format():
-    assert fmt_cell(Cell([1.0, 2.0, 3.0])) == "2.0000 ± 1.0000"
-    assert fmt_cell(Cell([5.0])) == "5.0000 (n=1)"
+    """n is said once per table: a cell states it only when it differs from the table's usual n."""
+    assert fmt_cell(Cell([1.0, 2.0, 3.0]), 3) == "2.0000 ± 1.0000"
+    assert fmt_cell(Cell([1.0, 2.0, 3.0]), 2) == "2.0000 ± 1.0000 (n=3)"
+    assert fmt_cell(Cell([5.0]), 1) == "5.0000"
+    assert fmt_cell(Cell([5.0]), 3) == "5.0000 (n=1)"
     assert fmt_cell(Cell([])) == "—"
-    assert fmt_cell(Cell([0.25, 0.25])) == "0.2500 ± 0.0000"  # n=2, a real zero spread
+    assert fmt_cell(Cell([0.25, 0.25]), 2) == "0.2500 ± 0.0000"  # n=2, a real zero spread
+
+
+def test_delta_at_the_precision_of_the_values():
+    assert fmt_delta(-4.402e-11, 0.5, 0.5) == "0.0000"  # a float residue of equal means
+    assert fmt_delta(-0.11341, 0.4861, 0.5995) == "-0.1134"
+    assert fmt_delta(2e-5, 5e-5, 3e-5) == "+2.000e-05"  # tiny values print tiny differences
+    assert fmt_delta(None) == "—"
 
 
 def test_table_means_stds_n_and_deltas_match_hand_computation(tmp_path, capsys):
@@ -65,14 +75,15 @@ def test_table_means_stds_n_and_deltas_match_hand_computation(tmp_path, capsys):
     assert rc == 0, capsys.readouterr()
     md = (out_dir / "demo.md").read_text()
     header = _header(md, "ckpt")
-    assert header == ["ckpt", "n(seed)", "plain score", "plain score [nn]", "plain loss",
-                      "shift score", "shift score [nn]", "shift loss", "flags"]
+    # a command task knows no direction for "score" (no arrow); "loss" is lower-is-better
+    assert header == ["ckpt", "plain score", "plain score [nn]", "plain loss ↓",
+                      "shift score", "shift score [nn]", "shift loss ↓", "flags"]
     a, b = _rows(md, "a")[0], _rows(md, "b")[0]
-    assert a == ["a", "3", "2.0000 ± 1.0000", "1.0000 ± 0.5000", "8.0000 ± 1.0000",
+    assert a == ["a", "2.0000 ± 1.0000", "1.0000 ± 0.5000", "8.0000 ± 1.0000",
                  "12.0000 ± 1.0000", "6.0000 ± 0.5000", "-2.0000 ± 1.0000", "—"]
-    assert b[:5] == ["b", "3", "4.0000 ± 2.0000", "2.0000 ± 1.0000", "6.0000 ± 2.0000"]
+    assert b[:4] == ["b", "4.0000 ± 2.0000", "2.0000 ± 1.0000", "6.0000 ± 2.0000"]
     assert b[-1] == "suspicious (6/6)"  # the row's flags: every result of b carries one
-    assert "n(seed)=3 for all rows." in md
+    assert "Cells: mean ± sample std (ddof=1) over `seed`, n=3. ↓ lower is better (no arrow: direction not declared)." in md
     # Δ vs reference table: second row starting with "a"/"b"
     assert _rows(md, "a")[1] == ["a", "ref", "ref", "ref", "ref"]
     assert _rows(md, "b")[1] == ["b", "+2.0000", "-2.0000", "+2.0000", "-2.0000"]
@@ -81,12 +92,12 @@ def test_table_means_stds_n_and_deltas_match_hand_computation(tmp_path, capsys):
     # protocol: the commands, one expanded job argv, the result files (glob + count)
     assert f"python -m benchmark run {path}" in md and "--out_json" in md
     assert f"| results    | `{tmp_path / 'results' / 'demo'}/*.json`: 12 of 12 jobs" in md
-    # readout: higher score is better, lower loss is better -> b wins both; flagged winners say so
-    readout = {(r[0], r[1]): r for r in _rows(md, "plain") + _rows(md, "shift")}
-    assert readout[("plain", "score")][2:7] == ["higher", "ckpt=b (⚑ suspicious)", "4.0000 ± 2.0000", "+2.0000",
-                                                "ckpt=a"]
-    assert readout[("plain", "loss")][2:7] == ["lower", "ckpt=b (⚑ suspicious)", "6.0000 ± 2.0000", "-2.0000",
-                                               "ckpt=a"]
+    # readout: higher score is better (assumed), lower loss is better -> b wins both; flagged
+    # winners say so; one short line per column and metric
+    assert "- score (↑ assumed), plain: b ⚑ 4.0000 ± 2.0000 (Δ +2.0000); next a 2.0000 ± 1.0000\n" in md
+    assert "- loss ↓, plain: b ⚑ 6.0000 ± 2.0000 (Δ -2.0000); next a 8.0000 ± 1.0000\n" in md
+    readout = md.split("## Readout", 1)[1].split("\n## ", 1)[0]
+    assert all(len(line) <= 120 for line in readout.splitlines())
     # flags are listed with their jobs
     assert "**suspicious** (result; 6 job(s)): ckpt=b q=plain seed=1" in md
     # summary.json (for dvc metrics): counts, flag counts, {metric: {"row/col": mean}}
@@ -152,9 +163,10 @@ def test_single_seed_and_missing_results(tmp_path):
     assert "- completed jobs: `7 / 8`" in md and "  - `a`: `3/4`" in md
     assert f"- missing (1):\n  - ckpt=a q=plain seed=7 (`{missing.job_id}`): pending" in md
     a = _rows(md, "a")[0]
-    assert a[1] == "1–2"  # n(seed) differs across the row's columns
-    assert a[2] == "5.0000 (n=1)" and "± 0" not in a[2]
-    assert a[5] == "16.0000 ± 1.4142"  # 15, 17
+    # n differs across cells: the usual n (2) once in the caption, the odd cell says its own
+    assert "over `seed`, n=2 unless a cell says `(n=k)`" in md
+    assert a[1] == "5.0000 (n=1)" and "± 0" not in a[1]
+    assert a[4] == "16.0000 ± 1.4142"  # 15, 17
 
 
 def test_promote_gate(tmp_path):
@@ -175,8 +187,8 @@ def test_where_filter_and_metrics_as_columns(tmp_path):
     _, suite, jobs = _report(tmp_path, tables=[{"rows": ["ckpt"], "where": {"q": "shift"},
                                                  "metrics": ["score", "near/score"]}])
     md = build_report(suite, jobs).markdown
-    assert _header(md, "ckpt") == ["ckpt", "n(seed)", "score", "score [nn]", "near/score", "flags"]
-    assert _rows(md, "a")[0] == ["a", "3", "12.0000 ± 1.0000", "6.0000 ± 0.5000", "6.0000 ± 0.5000", "—"]
+    assert _header(md, "ckpt") == ["ckpt", "score", "score [nn]", "near/score", "flags"]
+    assert _rows(md, "a")[0] == ["a", "12.0000 ± 1.0000", "6.0000 ± 0.5000", "6.0000 ± 0.5000", "—"]
     assert "Restricted to q=shift." in md
 
 
@@ -188,9 +200,8 @@ def test_readout_compares_rows_within_the_other_axes(tmp_path):
     _, suite, jobs = _report(tmp_path, matrix=matrix, tables=[{"rows": ["q", "ckpt"], "metrics": ["score"]}])
     md = build_report(suite, jobs).markdown
     # q=lo: a 2, b 4, c 2 -> b best, then the tie a = c; q=hi: 102, 104, 102. "hi" beats "lo" but never competes
-    assert _rows(md, "q=lo") == [["q=lo", "score", "higher", "ckpt=b", "4.0000 ± 2.0000", "+2.0000", "ckpt=a",
-                                  "2.0000 ± 1.0000"]]
-    assert _rows(md, "q=hi")[0][3:5] == ["ckpt=b", "104.0000 ± 2.0000"]
+    assert "- score (↑ assumed), q=lo: b 4.0000 ± 2.0000 (Δ +2.0000); next a 2.0000 ± 1.0000\n" in md
+    assert "- score (↑ assumed), q=hi: b 104.0000 ± 2.0000 (Δ +2.0000); next a 102.0000 ± 1.0000\n" in md
     lows = [r for r in _rows(md, "lo")]
     assert [r[1] for r in lows[:3]] == ["a", "b", "c"]
     tie = tmp_path / "tie"
@@ -198,7 +209,7 @@ def test_readout_compares_rows_within_the_other_axes(tmp_path):
     _, suite, jobs = _report(tie, matrix={"ckpt": {"a": {"scale": 1}, "c": {"scale": 1, "tag": "copy"}}},
                              tables=[{"rows": ["ckpt"], "metrics": ["score"]}])
     md = build_report(suite, jobs).markdown
-    assert _rows(md, "—")[0][:6] == ["—", "score", "higher", "ckpt=a = ckpt=c (tie)", "2.0000 ± 1.0000", "ref"]
+    assert "- score (↑ assumed): a = c (tie) 2.0000 ± 1.0000 (ref)\n" in md
 
 
 def test_dvc_stage_hint(tmp_path):
