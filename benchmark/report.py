@@ -1,6 +1,6 @@
 """Generated results logs: ``reports/<suite>.md`` (+ ``.csv``, ``.tex``, plots) and ``reports/summary.json``.
 
-The Markdown reads like a lab-notes results section: protocol (the exact commands to reproduce,
+The Markdown reads like a lab's results section (protocol descriptions: docs/protocols.md): protocol (the exact commands to reproduce,
 one expanded job command line, the DVC stage, the result files), status (completed jobs, per first
 axis row, missing jobs by id), tables of mean ± sample std with n(seed) and Δ vs the reference
 row, the wide (pivot) form of a table where its suite declares one, plots, a readout of the best
@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
+from . import numfmt
 from .aggregate import (Cell, Column, Readout, TableData, baseline_columns, build_table, competing_axes,
                         gate_comparisons, gate_rows, known_direction, paired_baseline_cell, readout)
 from .atomic import atomic_write_json, atomic_write_text
@@ -70,18 +71,11 @@ def fmt_cell(cell: Cell, usual_n: Optional[int] = None) -> str:
 
 
 def fmt_delta(x: Optional[float], *like: Optional[float]) -> str:
-    """A signed difference at the precision its operands are printed with (:func:`fmt_num` of
-    ``like``): 4 decimals when they print fixed-point (a float residue such as ``-4.4e-11``
-    prints ``0.0000``), scientific only when they are tiny themselves.
-
-    Local stand-in for the shared precision-aware formatter (benchmark.numfmt): switch at merge."""
-    if x is None:
-        return DASH
-    tiny = [v for v in like if v is not None and v != 0 and abs(v) < 1e-3]
-    if (tiny and len(tiny) == len([v for v in like if v is not None])) or (not like and x != 0 and abs(x) < 1e-3):
-        return f"{x:+.3e}"
-    text = f"{x:+.4f}"
-    return "0.0000" if text in ("+0.0000", "-0.0000") else text
+    """A signed difference at the precision its operands ``like`` are printed with (the finer
+    of their last printed digits, :func:`benchmark.numfmt.quantum`); float noise below half that
+    digit prints as zero. Without operands, at :func:`fmt_num`'s 4 decimals."""
+    qs = [q for q in (numfmt.quantum(v) for v in like) if q is not None]
+    return numfmt.fmt_delta(x, min(qs) if qs else 10.0 ** -numfmt.DECIMALS)
 
 
 #: where each suite's protocol is written down: one ``## <suite-name>`` heading per suite
@@ -746,7 +740,7 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
         for p in rep.plots:
             lines += [f"![{p.title}]({p.stem}.png)", "",
                       f"Data: `plots/{p.stem}.csv` ({len(p.series)} series; error bars: sample std over seeds; "
-                      f"{'log' if p.logx else 'linear'} x).", ""]
+                      f"{p.x_scale} x). {p.caption}".rstrip(), ""]
 
     lines += ["## Readout", "", "Best row per column and metric by seed mean, among rows that differ only in the",
               "reference axes (other rows are held fixed); Δ vs the reference row; `next`: the runner-up;",
