@@ -177,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def eta_text(seconds: float) -> str:
+    """A short remaining-time estimate: ``~45s``, ``~12m``, ``~3.5h``."""
+    if seconds < 90:
+        return f"~{max(seconds, 0):.0f}s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f}m"
+    return f"~{seconds / 3600:.1f}h"
+
+
+def run_eta(epoch_seconds: list[float], epochs_left: int) -> str:
+    """ETA of the run: mean wall time of this session's finished epochs x epochs left; ``?``
+    before the first epoch finishes."""
+    if not epoch_seconds:
+        return "?"
+    return eta_text(sum(epoch_seconds) / len(epoch_seconds) * epochs_left)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -512,6 +529,7 @@ def train(args) -> dict:
     last_loss = float("nan")
     if start_epoch >= args.epochs:
         print(f"[pretrain] already trained to epoch {start_epoch - 1} >= epochs {args.epochs}")
+    epoch_seconds: list[float] = []  # this session's finished epochs (for the run's ETA)
     for epoch in range(start_epoch, args.epochs):
         ds.set_epoch(epoch)
         np_e, nr_e = value_at(p_sched, epoch, n_point0), value_at(r_sched, epoch, n_ray0)
@@ -524,7 +542,10 @@ def train(args) -> dict:
         heads.train()
         t0, tot, nb = time.time(), 0.0, 0
         term_sums: dict[str, float] = {}
-        for feat, types, _ in tqdm(dl, desc=f"pretrain ep{epoch:03d}", leave=False, mininterval=5):
+        # the bar: epoch k/N (1-based), the epoch's own progress/ETA, and the whole run's ETA
+        bar = tqdm(dl, desc=f"pretrain ep {epoch + 1}/{args.epochs}", leave=False, mininterval=5,
+                   postfix=f"run ETA {run_eta(epoch_seconds, args.epochs - epoch)}")
+        for feat, types, _ in bar:
             if args.max_steps and step >= args.max_steps:
                 break
             feat, types = feat.to(device, non_blocking=True), types.to(device, non_blocking=True)
@@ -553,7 +574,9 @@ def train(args) -> dict:
         rec = {"epoch": epoch, "step": step, "loss": last_loss, "seconds": round(time.time() - t0, 2),
                "n_point": ds.tok.n_point, "n_ray": ds.tok.n_ray}
         rec.update({k: v / max(nb, 1) for k, v in term_sums.items()})
-        print(f"[pretrain] epoch {epoch} loss {last_loss:.5f} ({rec['seconds']} s)")
+        epoch_seconds.append(rec["seconds"])
+        print(f"[pretrain] epoch {epoch} ({epoch + 1}/{args.epochs}) loss {last_loss:.5f} "
+              f"({rec['seconds']} s; run ETA {run_eta(epoch_seconds, args.epochs - epoch - 1)})")
         state = {"model": model.state_dict(),
                  "aux_heads": heads.state_dict() if heads.enabled else None, "opt": opt.state_dict(),
                  OPT_NAMES_KEY: opt_names,
