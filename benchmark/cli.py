@@ -137,19 +137,23 @@ def cmd_run(args) -> int:
             executor.close()
     for s in summaries:
         print(s.line())
-    return _run_exit(sum(s.count("failed") for s in summaries), sum(s.count("locked") for s in summaries))
+    return _run_exit(sum(s.count("failed") for s in summaries), sum(s.count("locked") for s in summaries),
+                     sum(s.count("interrupted") for s in summaries))
 
 
-def _run_exit(failed: int, elsewhere: int) -> int:
-    """``run``'s exit code, with one line on stderr when jobs are left without a result."""
-    if not failed and not elsewhere:
+def _run_exit(failed: int, elsewhere: int, interrupted: int = 0) -> int:
+    """``run``'s exit code, with one line on stderr when jobs are left without a result (an
+    interrupted job counts as failed: exit 1)."""
+    if not failed and not elsewhere and not interrupted:
         return EXIT_OK
     parts = [f"{failed} failed (see the FAILED lines)"] if failed else []
+    if interrupted:
+        parts.append(f"{interrupted} interrupted (SIGTERM/SIGINT; see the INTERRUPTED lines)")
     if elsewhere:
         parts.append(f"{elsewhere} running elsewhere (held by live locks; re-run when they finish, or "
                      "`python -m benchmark unlock` if their runner is gone)")
-    print(f"not finished: {failed + elsewhere} job(s): " + "; ".join(parts), file=sys.stderr)
-    return EXIT_FAILED if failed else EXIT_RUNNING_ELSEWHERE
+    print(f"not finished: {failed + interrupted + elsewhere} job(s): " + "; ".join(parts), file=sys.stderr)
+    return EXIT_FAILED if failed or interrupted else EXIT_RUNNING_ELSEWHERE
 
 
 POOL_FLAGS = (("--worker-max-rss-mb", "worker_max_rss_mb"), ("--worker-max-jobs", "worker_max_jobs"),
@@ -329,6 +333,16 @@ def cmd_fingerprint(args) -> int:
     return EXIT_OK
 
 
+#: The console script of ``[project.scripts]`` (``nepa3d-bench run ...`` = ``python -m benchmark run ...``).
+SCRIPT_NAME = "nepa3d-bench"
+
+
+def prog_name(argv0: Optional[str] = None) -> str:
+    """``nepa3d-bench`` when invoked through the console script, else ``python -m benchmark``."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).name
+    return SCRIPT_NAME if name in (SCRIPT_NAME, SCRIPT_NAME + ".exe") else "python -m benchmark"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (the flag and what it allows; no usage block), exit 2."""
 
@@ -337,7 +351,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m benchmark", description=__doc__.split("\n")[0])
+    parser = _Parser(prog=prog_name(), description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:

@@ -43,7 +43,7 @@ from .executors import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, Exec
 from .expand import Job, expand, select
 from .inputs import fingerprints, missing_outputs, out_of_date, out_of_date_text, recorded_fingerprints
 from .locks import JobLock, inspect_lock
-from .reconcile import mlflow_record, reconcile
+from .reconcile import INTERRUPTED, mlflow_record, reconcile
 from .records import file_sha256, now_iso, read_record, update_record, write_record
 from .results import Envelope, load_result, move_aside
 from .suite import Suite
@@ -52,6 +52,14 @@ from .tasks import TaskKind, get_task
 LOG_TAIL_LINES = 20
 #: Outcomes after which the job has a valid, up-to-date result.
 FINISHED = ("done", "skipped", "reused")
+#: Outcomes that leave a job without a result through no fault of its own: a failure (exit
+#: != 0, invalid result) or an interrupt (SIGTERM/SIGINT). Either makes ``run`` exit non-zero.
+UNFINISHED = ("failed", INTERRUPTED)
+#: Exit statuses of a command stopped by SIGTERM or SIGINT: -N from a signal, 128+N from a
+#: shell or a Python that handled it.
+_SIGNALS = {2: "SIGINT", 15: "SIGTERM"}
+INTERRUPT_EXITS = {**{-n: name for n, name in _SIGNALS.items()},
+                   **{128 + n: name for n, name in _SIGNALS.items()}}
 #: The run loop wakes at least this often (an executor's capacity may grow: clusters scale).
 WAIT_POLL_S = 2.0
 
@@ -61,7 +69,7 @@ class JobOutcome:
     """What happened to one job in one ``run``."""
 
     job: Job
-    status: str  # "done" | "skipped" | "reused" | "locked" | "failed"
+    status: str  # "done" | "skipped" | "reused" | "locked" | "failed" | "interrupted"
     detail: str = ""
     returncode: Optional[int] = None
     wall_s: float = 0.0
@@ -88,14 +96,16 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return self.count("failed") == 0
+        return self.count("failed") == 0 and self.count(INTERRUPTED) == 0
 
     def line(self) -> str:
         """``suite: done=3 skipped=9 reused=1 failed=0 total=13 (4.2 s)``."""
         skipped = self.count("skipped") + self.count("locked")
         reused = f"reused={self.count('reused')} " if self.count("reused") else ""
         text = (f"{self.suite}: done={self.count('done')} skipped={skipped} {reused}"
-                f"failed={self.count('failed')} total={len(self.outcomes)} ({self.wall_s:.1f} s)")
+                f"failed={self.count('failed')} "
+                + (f"interrupted={self.count(INTERRUPTED)} " if self.count(INTERRUPTED) else "")
+                + f"total={len(self.outcomes)} ({self.wall_s:.1f} s)")
         if self.count("locked"):
             text += f"; {self.count('locked')} running elsewhere"
         return text
@@ -144,7 +154,10 @@ def check_existing(job: Job, kind: TaskKind) -> Optional[str]:
 
 
 def _judge(job: Job, rc: int, kind: TaskKind) -> tuple[str, str, Optional[Envelope]]:
-    """(status, detail, envelope) of a finished process: done only with exit 0 and a valid result."""
+    """(status, detail, envelope) of a finished process: done only with exit 0 and a valid result;
+    interrupted when SIGTERM/SIGINT stopped it."""
+    if rc in INTERRUPT_EXITS:
+        return INTERRUPTED, f"{INTERRUPT_EXITS[rc]} (exit {rc})", None
     if rc != 0:
         return "failed", f"exit {rc}", None
     if not job.out_json.exists():
@@ -286,13 +299,14 @@ def finish_job(claim: Claim, result: ExecResult, kind: TaskKind) -> JobOutcome:
     job = claim.job
     try:
         if result.returncode is None:
-            status, why, envelope = "failed", result.error or "did not run", None
+            why = result.error or "did not run"
+            status, envelope = (INTERRUPTED if why.startswith("interrupted") else "failed"), None
         else:
             status, why, envelope = _judge(job, result.returncode, kind)
         outcome = JobOutcome(job, status, why, returncode=result.returncode, wall_s=result.end - result.start,
                              start=result.start, end=result.end, envelope=envelope, moved_aside=claim.moved,
                              moved_why=claim.moved_why, gpu=result.slot, host=result.host or None)
-        if status == "failed":
+        if status in UNFINISHED:
             outcome.log_tail = _tail(job.log, result.log_offset)
         write_record(job, status=status, started=claim.started_iso, finished=now_iso(),
                      returncode=result.returncode, wall_s=round(outcome.wall_s, 3), detail=why,
@@ -432,6 +446,7 @@ def _blocked(job: Job, links: list[Link], jobs: list[Job],
     """The outcome of a job whose producers all have one, when it must not run: failed (a
     producer failed) or locked (a producer runs elsewhere); None when it may be judged as usual."""
     for status, verb, state in (("failed", "not run", "which failed"),
+                                (INTERRUPTED, "not run", "which was interrupted"),
                                 ("locked", "not judged", "which is running elsewhere")):
         for link in links:
             if results[link.producer].status == status:
@@ -484,6 +499,7 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
     width = len(str(len(jobs)))
     kinds: dict[str, TaskKind] = {}
     results: dict[int, JobOutcome] = {}
+    walls: list[float] = []  # wall times of the jobs this run ran (for the suite's ETA)
     in_flight: dict[Future, tuple[int, Claim]] = {}
     finished: deque[tuple[int, Claim, Future]] = deque()  # command over, not judged yet
     to_track: deque[JobOutcome] = deque()
@@ -502,7 +518,14 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
 
     def record(i: int, outcome: JobOutcome) -> None:
         results[i] = outcome
-        log(_outcome_line(outcome, len(results), len(jobs), width))
+        line = _outcome_line(outcome, len(results), len(jobs), width)
+        if outcome.status in ("done", *UNFINISHED) and outcome.wall_s > 0:
+            walls.append(outcome.wall_s)
+            eta = suite_eta(walls, len(jobs) - len(results), executor.capacity())
+            if eta:
+                first, nl, rest = line.partition("\n")
+                line = f"{first}  ETA {eta}{nl}{rest}"
+        log(line)
         if outcome.status in ("done", "failed") and tracker is not None:
             to_track.append(outcome)
         for c in consumers.get(i, ()):
@@ -590,7 +613,7 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
     for i in elsewhere:  # what became of them while this run went on
         results[i] = settle_elsewhere(results[i], kind_of(jobs[i]))
         if results[i].status != "locked":
-            verb = "FAILED  " if results[i].status == "failed" else "finished"
+            verb = {"failed": "FAILED  ", INTERRUPTED: "INTERRUPTED"}.get(results[i].status, "finished")
             log(f"  since judged: {verb} {jobs[i].label}  {jobs[i].job_id}  {results[i].detail}")
     fixed = reconcile(jobs, {jobs[i].job_id for i, o in results.items() if o.status in FINISHED}, tracker)
     if fixed.line():
@@ -635,6 +658,23 @@ def _result_of(fut: Future) -> ExecResult:
         return ExecResult.not_started(f"executor error: {type(exc).__name__}: {exc}")
 
 
+def eta_text(seconds: float) -> str:
+    """A short remaining-time estimate: ``~45s``, ``~12m``, ``~3.5h``."""
+    if seconds < 90:
+        return f"~{max(seconds, 0):.0f}s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f}m"
+    return f"~{seconds / 3600:.1f}h"
+
+
+def suite_eta(walls: list[float], remaining: int, slots: int) -> str:
+    """ETA of the rest of a suite: mean wall time of the jobs run so far x jobs left (running
+    ones included) / parallel slots; "" when nothing is left or nothing ran yet."""
+    if remaining <= 0 or not walls:
+        return ""
+    return eta_text(sum(walls) / len(walls) * remaining / max(1, slots))
+
+
 def _outcome_line(o: JobOutcome, k: int, total: int, width: int) -> str:
     head = f"[{k:>{width}}/{total}]"
     if o.status == "done":
@@ -647,7 +687,8 @@ def _outcome_line(o: JobOutcome, k: int, total: int, width: int) -> str:
         return f"{head} reuse    {o.job.label}  {o.job.job_id}  (finished in {o.detail})"
     if o.status == "locked":
         return f"{head} locked   {o.job.label}  {o.job.job_id}  ({o.detail})"
-    lines = [f"{head} FAILED   {o.job.label}  {o.job.job_id}  {o.detail} ({o.wall_s:.1f} s); log: {o.job.log}"]
+    verb = "INTERRUPTED" if o.status == INTERRUPTED else "FAILED  "
+    lines = [f"{head} {verb} {o.job.label}  {o.job.job_id}  {o.detail} ({o.wall_s:.1f} s); log: {o.job.log}"]
     if o.log_tail:
         lines.append(f"    last {len(o.log_tail)} lines of the log:")
         lines += [f"    | {line}" for line in o.log_tail]

@@ -45,6 +45,8 @@ def job_state(job: Job, invalid: Optional[str] = None) -> JobState:
         return JobState(job, "failed", str(record.get("detail", "")))
     if lock is not None:
         return JobState(job, "pending", f"stale lock: {lock.describe()} (broken on the next run)")
+    if record.get("status") == INTERRUPTED and record.get("returncode") is not None:
+        return JobState(job, "pending", f"interrupted: {record.get('detail', '')} (the next run runs it)")
     if record.get("status") in ("running", INTERRUPTED):
         return JobState(job, "pending", "interrupted: its runner stopped before the job finished")
     return JobState(job, "pending")

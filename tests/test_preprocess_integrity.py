@@ -527,4 +527,5 @@ def test_cli_subprocess_prints_one_line_per_failure_and_no_traceback(tmp_path):
     r = subprocess.run(base + ["--out_root", str(tmp_path / "o"), "--ray_pool", "-3"],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "preprocess_shapenet: error: argument --ray_pool: must be an integer >= 1 (got '-3')"]
+        "python -m nepa3d.data.preprocess_shapenet: error: argument --ray_pool: must be an "
+        "integer >= 1 (got '-3')"]

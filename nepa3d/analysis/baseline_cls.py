@@ -40,7 +40,7 @@ from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
 from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.train.finetune_cls import VAL_RATIO, fewshot_seed, majority_rate, select_files
-from nepa3d.utils.cli_args import (OneLineParser, add_order_dtype_arg, fail, int_at_least,
+from nepa3d.utils.cli_args import (make_parser, add_order_dtype_arg, fail, int_at_least,
                                    nonneg_int, positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
@@ -59,11 +59,13 @@ class BaselineError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m nepa3d.analysis.baseline_cls",
-                      description=__doc__.split("\n")[0])
+    p = make_parser("nepa3d.analysis.baseline_cls", __doc__.split("\n")[0])
     a = p.add_argument
-    a("--cache_root", default="data/modelnet40_cache")
-    a("--backend", default="mesh", choices=BACKENDS)
+    a("--cache_root", default="data/modelnet40_cache",
+      help="cache folder with train/ and test/ splits of <class>/*.npz files")
+    a("--backend", default="mesh", choices=BACKENDS,
+      help="which cache arrays the descriptors are computed from (train and eval unless "
+           "overridden)")
     a("--train_backend", default=None, choices=BACKENDS, help="default: --backend")
     a("--eval_backend", default=None, choices=BACKENDS, help="val/test; default: --backend")
     a("--n_point", type=int_at_least(2), default=64,
@@ -71,21 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     a("--n_ray", type=int, default=None, help="accepted for compatibility: must be 0 or omitted")
     add_order_dtype_arg(p)
     a("--seed", type=int, default=0, help="only used through the K-shot subset / N-way classes")
-    a("--val_ratio", type=VAL_RATIO, default=0.1)
-    a("--val_seed", type=int, default=0)
+    a("--val_ratio", type=VAL_RATIO, default=0.1,
+      help="fraction of each class of the training split held out for choosing C, in [0, 1)")
+    a("--val_seed", type=int, default=0, help="seed of the train/val split")
     a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
     a("--fewshot_seed", type=int_at_least(-1), default=0,
       help="seed of the K-shot subset; -1 = same as --seed (the lab notes' protocol for K > 0)")
     a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
-    a("--fewshot_way_seed", type=int_at_least(-1), default=-1)
+    a("--fewshot_way_seed", type=int_at_least(-1), default=-1,
+      help="seed of the N-way class subset; -1 = same as --seed")
     a("--eval_seed", type=int, default=0, help="token sampling seed of every file")
-    a("--mc_eval_k", type=positive_int, default=1)
+    a("--mc_eval_k", type=positive_int, default=1,
+      help="views per file whose descriptors are averaged")
     a("--mc_eval_k_val", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
     a("--mc_eval_k_test", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
     a("--train_views", type=positive_or_auto, default=-1,
       help="views per training file; -1 = test views")
     VoxelConfig.add_args(p)
-    a("--out_json", default="")
+    a("--out_json", default="",
+      help="also write the result envelope (metrics, settings, timings) to this file; empty = no")
     return p
 
 

@@ -34,7 +34,7 @@ from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
 from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
-from nepa3d.utils.cli_args import (OneLineParser, add_order_dtype_arg, fail, int_at_least,
+from nepa3d.utils.cli_args import (make_parser, add_order_dtype_arg, fail, int_at_least,
                                    nonneg_float, nonneg_int, positive_int)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
@@ -49,16 +49,20 @@ class BaselineError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="python -m nepa3d.analysis.baseline_ucpr",
-                       description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache_root", required=True)
-    ap.add_argument("--split", default="eval")
-    ap.add_argument("--query_backend", required=True, choices=BACKENDS)
-    ap.add_argument("--gallery_backend", required=True, choices=BACKENDS)
+    ap = make_parser("nepa3d.analysis.baseline_ucpr", __doc__.split("\n\n")[0])
+    ap.add_argument("--cache_root", required=True,
+                    help="cache folder holding the --split of shapes to retrieve among")
+    ap.add_argument("--split", default="eval",
+                    help="cache split whose shapes are evaluated (<cache_root>/<split>/*/*.npz)")
+    ap.add_argument("--query_backend", required=True, choices=BACKENDS,
+                    help="backend of the query view of each shape")
+    ap.add_argument("--gallery_backend", required=True, choices=BACKENDS,
+                    help="backend of the gallery view of each shape (the match is the same shape)")
     ap.add_argument("--n_point", type=int_at_least(2), default=64, help="POINT tokens per view")
     ap.add_argument("--n_ray", type=int, default=0, help="rays are not used: must be 0")
     add_order_dtype_arg(ap)
-    ap.add_argument("--eval_seed", type=int, default=0)
+    ap.add_argument("--eval_seed", type=int, default=0,
+                    help="token sampling seed of every evaluated file")
     ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
     ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
     ap.add_argument("--ablate_point_xyz", action="store_true",
@@ -70,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     VoxelConfig.add_args(ap)
     ap.add_argument("--tie_break_eps", type=nonneg_float, default=1e-6,
                     help="scale of the tie-breaking noise; 0: ties fall back to gallery order")
-    ap.add_argument("--out_json", default="")
+    ap.add_argument("--out_json", default="",
+                    help="also write the result envelope (metrics, settings, timings) to this "
+                         "file; empty = no")
     return ap
 
 

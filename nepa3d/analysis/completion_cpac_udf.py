@@ -42,7 +42,7 @@ from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE, morton_order
 from nepa3d.token.tokenizer import point_only_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, add_order_dtype_arg, fail,
+from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg, fail,
                                    int_at_least, nonneg_float, nonneg_int, positive_float,
                                    positive_int, positive_or_auto, unit_float, usage_error)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
@@ -87,25 +87,33 @@ def stage_weights(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="python -m nepa3d.analysis.completion_cpac_udf",
-                       description=__doc__.split("\n\n")[0])
+    ap = make_parser("nepa3d.analysis.completion_cpac_udf", __doc__.split("\n\n")[0])
     g = ap.add_argument_group("general")
-    g.add_argument("--cache_root", required=True)
-    g.add_argument("--split", default="eval")
-    g.add_argument("--ckpt", required=True)
+    g.add_argument("--cache_root", required=True,
+                   help="cache folder with the evaluation split and the head-training split")
+    g.add_argument("--split", default="eval",
+                   help="cache split whose shapes are evaluated (<cache_root>/<split>/*/*.npz)")
+    g.add_argument("--ckpt", required=True,
+                   help="pretrained checkpoint whose features the ridge head reads")
     g.add_argument("--max_len", type=positive_or_auto, default=-1,
                    help="positional-embedding length (resized); -1: checkpoint's, grown if needed")
-    g.add_argument("--context_backend", default="pointcloud_noray", choices=BACKENDS)
-    g.add_argument("--n_context", type=positive_int, default=256)
-    g.add_argument("--n_query", type=positive_int, default=256)
+    g.add_argument("--context_backend", default="pointcloud_noray", choices=BACKENDS,
+                   help="backend of the test context tokens (pointcloud_noray: distances to the "
+                        "observed points)")
+    g.add_argument("--n_context", type=positive_int, default=256,
+                   help="context (observed point, distance) tokens per shape")
+    g.add_argument("--n_query", type=positive_int, default=256,
+                   help="query points per shape whose UDF is predicted")
     g.add_argument("--add_eos", type=int, choices=TRI_STATE, default=-1,
                    help="-1: infer from the checkpoint")
     g.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
                    help="-1: infer from the checkpoint")
     add_order_dtype_arg(g)
-    g.add_argument("--eval_seed", type=int, default=0)
+    g.add_argument("--eval_seed", type=int, default=0,
+                   help="token sampling seed of every evaluated file")
     g.add_argument("--seed", type=int, default=None, help="alias that overrides --eval_seed")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto = cuda when available, else cpu")
     g.add_argument("--batch", type=positive_int, default=16, help="sequences per forward")
     g.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")
@@ -119,45 +127,80 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on head-train rows (and shapes, in legacy transductive mode); 0: none")
     h.add_argument("--head_train_split", default="train_udf",
                    help='split that fits the head; "" or none: legacy transductive')
-    h.add_argument("--head_train_backend", default="udfgrid", choices=BACKENDS)
+    h.add_argument("--head_train_backend", default="udfgrid", choices=BACKENDS,
+                   help="backend of the context when collecting the head's training data")
     h.add_argument("--head_train_max_shapes", type=nonneg_int, default=0, help="0: all")
-    h.add_argument("--ridge_lambda", type=nonneg_float, default=1e-3)
+    h.add_argument("--ridge_lambda", type=nonneg_float, default=1e-3,
+                   help="L2 penalty of the closed-form ridge head (also on the bias)")
     lp = ap.add_argument_group("Lipschitz refinement")
     lp.add_argument("--ridge_lipschitz_lambda", type=nonneg_float, default=0.0, help="0: off")
-    lp.add_argument("--ridge_lipschitz_pairs", type=positive_int, default=2048)
-    lp.add_argument("--ridge_lipschitz_steps", type=positive_int, default=200)
-    lp.add_argument("--ridge_lipschitz_lr", type=positive_float, default=1e-2)
+    lp.add_argument("--ridge_lipschitz_pairs", type=positive_int, default=2048,
+                    help="Lipschitz refinement: same-shape point pairs per step")
+    lp.add_argument("--ridge_lipschitz_steps", type=positive_int, default=200,
+                    help="Lipschitz refinement: Adam steps")
+    lp.add_argument("--ridge_lipschitz_lr", type=positive_float, default=1e-2,
+                    help="Lipschitz refinement: Adam learning rate")
     lp.add_argument("--ridge_lipschitz_batch", type=positive_int, default=8192,
                     help="recorded only")
-    lp.add_argument("--ridge_lipschitz_max_points", type=positive_int, default=200000)
-    lp.add_argument("--ridge_lipschitz_seed", type=int, default=0)
+    lp.add_argument("--ridge_lipschitz_max_points", type=positive_int, default=200000,
+                    help="Lipschitz refinement: cap on training points (random subset)")
+    lp.add_argument("--ridge_lipschitz_seed", type=int, default=0,
+                    help="Lipschitz refinement: seed (xor --eval_seed)")
     e = ap.add_argument_group("evaluation and sampling")
-    e.add_argument("--tau", type=positive_float, default=0.03)
+    e.add_argument("--tau", type=positive_float, default=0.03,
+                   help="UDF threshold (world units) of the near-surface set in iou@tau")
     e.add_argument("--max_shapes", type=nonneg_int, default=0, help="0: all evaluation shapes")
     VoxelConfig.add_args(e)
-    e.add_argument("--disjoint_context_query", type=int, choices=SWITCH, default=1)
-    e.add_argument("--context_mode_train", default="normal", choices=CONTEXT_MODES)
-    e.add_argument("--context_mode_test", default="normal", choices=CONTEXT_MODES)
+    e.add_argument("--disjoint_context_query", type=int, choices=SWITCH, default=1,
+                   help="1: pool queries and context points are drawn without overlap")
+    e.add_argument("--context_mode_train", default="normal", choices=CONTEXT_MODES,
+                   help="head training context: normal; none (no context tokens); mismatch "
+                        "(another shape's context)")
+    e.add_argument("--context_mode_test", default="normal", choices=CONTEXT_MODES,
+                   help="test context: normal; none (no context tokens); mismatch (another "
+                        "shape's context)")
     e.add_argument("--mismatch_shift", type=int, default=1, help="context donor i + shift (mod N)")
-    e.add_argument("--rep_source", default="h", choices=("h", "zhat"))
-    e.add_argument("--query_source", default="pool", choices=("pool", "grid", "hybrid"))
-    e.add_argument("--query_pool_frac", type=unit_float, default=0.5)
-    e.add_argument("--grid_sample_mode", default="uniform", choices=GRID_MODES)
-    e.add_argument("--grid_near_tau", type=positive_float, default=0.05)
-    e.add_argument("--grid_near_frac", type=unit_float, default=0.7)
+    e.add_argument("--rep_source", default="h", choices=("h", "zhat"),
+                   help="features read at the query tokens: h = backbone hidden state, zhat = "
+                        "predicted embedding")
+    e.add_argument("--query_source", default="pool", choices=("pool", "grid", "hybrid"),
+                   help="where query points come from: pool = pt_xyz_pool, grid = udf_grid cells, "
+                        "hybrid = both (--query_pool_frac)")
+    e.add_argument("--query_pool_frac", type=unit_float, default=0.5,
+                   help="hybrid: fraction of queries from the pool, the rest from the grid")
+    e.add_argument("--grid_sample_mode", default="uniform", choices=GRID_MODES,
+                   help="how grid queries are picked: uniform, near_surface (--grid_near_frac of "
+                        "cells with UDF <= --grid_near_tau), stratified (UDF quintiles), "
+                        "coarse_to_fine")
+    e.add_argument("--grid_near_tau", type=positive_float, default=0.05,
+                   help="near_surface/coarse_to_fine: a cell is near when its UDF <= this (world "
+                        "units)")
+    e.add_argument("--grid_near_frac", type=unit_float, default=0.7,
+                   help="near_surface: fraction of grid queries taken from near cells")
     e.add_argument("--grid_res_schedule", type=res_schedule, default="16,32,64",
                    help="coarse_to_fine stages")
-    e.add_argument("--grid_c2f_expand", type=nonneg_int, default=1)
+    e.add_argument("--grid_c2f_expand", type=nonneg_int, default=1,
+                   help="coarse_to_fine: jitter of parent cells, in cells")
     e.add_argument("--grid_c2f_stage_weights", type=stage_weights, default="",
                    help="one weight per --grid_res_schedule stage; default: 1..K")
     t = ap.add_argument_group("targets, reporting, baseline")
-    t.add_argument("--target_transform", default="none", choices=M.TARGET_TRANSFORMS)
-    t.add_argument("--target_trunc_max", type=positive_float, default=0.1)
-    t.add_argument("--target_log_scale", type=positive_float, default=0.03)
-    t.add_argument("--report_near_tau", type=positive_float, default=0.05)
-    t.add_argument("--baseline", default="none", choices=("none", "nn_copy"))
-    t.add_argument("--baseline_only", type=int, choices=SWITCH, default=0)
-    t.add_argument("--out_json", default="")
+    t.add_argument("--target_transform", default="none", choices=M.TARGET_TRANSFORMS,
+                   help="transform of the head's training targets: none, trunc (min(y, "
+                        "--target_trunc_max)), log1p (log1p(y / --target_log_scale))")
+    t.add_argument("--target_trunc_max", type=positive_float, default=0.1,
+                   help="trunc: cap of the training targets (world units)")
+    t.add_argument("--target_log_scale", type=positive_float, default=0.03,
+                   help="log1p: scale s of log1p(y / s) (world units)")
+    t.add_argument("--report_near_tau", type=positive_float, default=0.05,
+                   help="near@tau_report: metrics restricted to points whose true UDF <= this")
+    t.add_argument("--baseline", default="none", choices=("none", "nn_copy"),
+                   help="also report a baseline: nn_copy = the distance of the nearest context "
+                        "point")
+    t.add_argument("--baseline_only", type=int, choices=SWITCH, default=0,
+                   help="1: report the --baseline only (no checkpoint forward, no head)")
+    t.add_argument("--out_json", default="",
+                   help="also write the result envelope (metrics, settings, timings) to this "
+                        "file; empty = no")
     return ap
 
 

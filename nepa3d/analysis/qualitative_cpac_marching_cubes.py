@@ -43,7 +43,7 @@ from nepa3d.data.dataset import cache_files
 from nepa3d.geometry.udf import trilinear_sample, voxel_size
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (SWITCH, OneLineParser, add_order_dtype_arg, fail,
+from nepa3d.utils.cli_args import (make_parser, SWITCH, add_order_dtype_arg, fail,
                                    int_at_least, nonneg_float, nonneg_int, positive_float,
                                    positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import RUN_FAILURE, check_voxel, out_dir_problem, write_failure
@@ -55,40 +55,58 @@ SUMMARY = "summary.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="python -m nepa3d.analysis.qualitative_cpac_marching_cubes",
-                       description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache_root", required=True)
-    ap.add_argument("--split", default="eval")
-    ap.add_argument("--ckpt", required=True)
+    ap = make_parser("nepa3d.analysis.qualitative_cpac_marching_cubes", __doc__.split("\n\n")[0])
+    ap.add_argument("--cache_root", required=True,
+                    help="cache folder with the evaluation split and the head-training split")
+    ap.add_argument("--split", default="eval",
+                    help="cache split whose shapes are evaluated (<cache_root>/<split>/*/*.npz)")
+    ap.add_argument("--ckpt", required=True,
+                    help="pretrained checkpoint whose features the ridge head reads")
     ap.add_argument("--max_len", type=positive_or_auto, default=-1,
                     help="positional-embedding length (resized); -1: checkpoint's, grown if the "
                          "head-train sequences need it. Sets the queries per pass.")
-    ap.add_argument("--context_backend", default="pointcloud_noray", choices=BACKENDS)
-    ap.add_argument("--head_train_split", default="train_udf")
-    ap.add_argument("--head_train_backend", default="udfgrid", choices=BACKENDS)
+    ap.add_argument("--context_backend", default="pointcloud_noray", choices=BACKENDS,
+                    help="backend of the context tokens of the rendered shapes")
+    ap.add_argument("--head_train_split", default="train_udf",
+                    help="split whose shapes train the ridge head")
+    ap.add_argument("--head_train_backend", default="udfgrid", choices=BACKENDS,
+                    help="backend of the context when collecting the head's training data")
     ap.add_argument("--head_train_max_shapes", type=nonneg_int, default=4000, help="0: all")
-    ap.add_argument("--n_context", type=positive_int, default=256)
+    ap.add_argument("--n_context", type=positive_int, default=256,
+                    help="context (observed point, distance) tokens per shape")
     ap.add_argument("--n_query_probe", type=positive_int, default=256,
                     help="grid queries per head-train shape")
     ap.add_argument("--queries_per_pass", type=int_at_least(-1), default=-1,
                     help="lattice queries per forward: -1 = min(room, n_query_probe), the token "
                          "positions the head was fitted on; 0 = all the room max_len leaves "
                          "(the reference's rule); k > 0 = min(k, room)")
-    ap.add_argument("--grid_res", type=int_at_least(2), default=32)
+    ap.add_argument("--grid_res", type=int_at_least(2), default=32,
+                    help="resolution of the predicted UDF volume (cells per axis) meshed by "
+                         "marching cubes")
     ap.add_argument("--mc_level", type=positive_float, default=0.02,
                     help="UDF iso-level of the meshes (and the IoU threshold)")
-    ap.add_argument("--ridge_lambda", type=nonneg_float, default=1e-3)
-    ap.add_argument("--rep_source", default="h", choices=("h", "zhat"))
-    ap.add_argument("--eval_seed", type=int, default=0)
+    ap.add_argument("--ridge_lambda", type=nonneg_float, default=1e-3,
+                    help="L2 penalty of the closed-form ridge head")
+    ap.add_argument("--rep_source", default="h", choices=("h", "zhat"),
+                    help="features read at the query tokens: h = backbone hidden state, zhat = "
+                         "predicted embedding")
+    ap.add_argument("--eval_seed", type=int, default=0,
+                    help="token sampling seed of every evaluated file")
     add_order_dtype_arg(ap)
     ap.add_argument("--max_shapes", type=nonneg_int, default=8, help="0: all evaluation shapes")
-    ap.add_argument("--shape_offset", type=nonneg_int, default=0)
+    ap.add_argument("--shape_offset", type=nonneg_int, default=0,
+                    help="skip this many shapes of the sorted split before rendering")
     VoxelConfig.add_args(ap)
-    ap.add_argument("--save_volumes", type=int, choices=SWITCH, default=1)
-    ap.add_argument("--save_png", type=int, choices=SWITCH, default=1)
-    ap.add_argument("--png_dpi", type=positive_int, default=110)
-    ap.add_argument("--out_dir", default="results/qual_mc")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--save_volumes", type=int, choices=SWITCH, default=1,
+                    help="1: also save the predicted and true UDF volumes (.npz)")
+    ap.add_argument("--save_png", type=int, choices=SWITCH, default=1,
+                    help="1: render PNG figures")
+    ap.add_argument("--png_dpi", type=positive_int, default=110,
+                    help="resolution of the PNG figures (dots per inch)")
+    ap.add_argument("--out_dir", default="results/qual_mc",
+                    help="folder for meshes, volumes, figures and summary.json")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto = cuda when available, else cpu")
     ap.add_argument("--batch", type=positive_int, default=8, help="sequences (chunks) per forward")
     return ap
 

@@ -11,6 +11,7 @@ in ``run_dir`` (DVC output); only the page and the previews go to ``reports/``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nepa3d.utils.cli_args import OneLineParser, fail
+from nepa3d.utils.cli_args import make_parser, fail
 from nepa3d.utils.cli_edge import RUN_FAILURE, out_file_problem, write_failure
 
 PROG = "qualitative_report"
@@ -126,14 +127,17 @@ def write(run_dir: Path, out: Path) -> Path:
     return out
 
 
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser("nepa3d.analysis.qualitative_report", __doc__.split("\n")[0])
+    ap.add_argument("--run_dir", type=Path, required=True, help="the qualitative tool's --out_dir")
+    ap.add_argument("--out", type=Path, required=True, help="Markdown page to write")
+    return ap
+
+
 def main(argv=None) -> int:
     """0; an unreadable --run_dir summary or a blocked --out: 2 and one line (nothing written);
     a refused write: 1 and one line naming the file."""
-    ap = OneLineParser(prog="python -m nepa3d.analysis.qualitative_report",
-                       description=__doc__.split("\n")[0])
-    ap.add_argument("--run_dir", type=Path, required=True, help="the qualitative tool's --out_dir")
-    ap.add_argument("--out", type=Path, required=True, help="Markdown page to write")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     blocked = output_problem(args.out)
     if blocked:
         return fail(PROG, blocked)

@@ -37,7 +37,7 @@ from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (TRI_STATE, OneLineParser, add_order_dtype_arg, fail,
+from nepa3d.utils.cli_args import (make_parser, TRI_STATE, add_order_dtype_arg, fail,
                                    nonneg_float, nonneg_int, positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
@@ -48,15 +48,19 @@ PROG = "retrieval_ucpr"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="python -m nepa3d.analysis.retrieval_ucpr",
-                       description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache_root", required=True)
-    ap.add_argument("--split", default="eval")
-    ap.add_argument("--ckpt", required=True)
+    ap = make_parser("nepa3d.analysis.retrieval_ucpr", __doc__.split("\n\n")[0])
+    ap.add_argument("--cache_root", required=True,
+                    help="cache folder holding the --split of shapes to retrieve among")
+    ap.add_argument("--split", default="eval",
+                    help="cache split whose shapes are evaluated (<cache_root>/<split>/*/*.npz)")
+    ap.add_argument("--ckpt", required=True,
+                    help="pretrained checkpoint whose embeddings are compared")
     ap.add_argument("--max_len", type=positive_or_auto, default=-1,
                     help="positional-embedding length (resized); -1: checkpoint's, grown if needed")
-    ap.add_argument("--query_backend", required=True, choices=BACKENDS)
-    ap.add_argument("--gallery_backend", required=True, choices=BACKENDS)
+    ap.add_argument("--query_backend", required=True, choices=BACKENDS,
+                    help="backend of the query view of each shape")
+    ap.add_argument("--gallery_backend", required=True, choices=BACKENDS,
+                    help="backend of the gallery view of each shape (the match is the same shape)")
     ap.add_argument("--n_point", type=positive_int, default=None,
                     help="default: checkpoint args (256)")
     ap.add_argument("--n_ray", type=nonneg_int, default=None, help="default: checkpoint args (256)")
@@ -65,14 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
                     help="-1: infer from the checkpoint")
     add_order_dtype_arg(ap)
-    ap.add_argument("--eval_seed", type=int, default=0)
+    ap.add_argument("--eval_seed", type=int, default=0,
+                    help="token sampling seed of every evaluated file")
     ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
     ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
     ap.add_argument("--ablate_point_xyz", action="store_true",
                     help="zero xyz of POINT / Q_POINT tokens (both sides)")
     ap.add_argument("--ablate_point_dist", action="store_true",
                     help="zero the distance of POINT / A_POINT tokens (both sides)")
-    ap.add_argument("--pooling", default="eos", choices=POOLINGS)
+    ap.add_argument("--pooling", default="eos", choices=POOLINGS,
+                    help="shape embedding: eos = hidden state of the last token; mean_a = mean "
+                         "hidden state over answer tokens; mean_zhat = mean prediction before "
+                         "answer tokens")
     ap.add_argument("--max_files", type=nonneg_int, default=0, help="0: all files of the split")
     ap.add_argument("--chunk", type=positive_int, default=256, help="query rows per scoring chunk")
     VoxelConfig.add_args(ap)
@@ -80,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scale of the tie-breaking noise; 0: ties fall back to gallery order")
     ap.add_argument("--sanity_constant_embed", action="store_true",
                     help="replace every embedding by a constant: R@1 should be about 1/N")
-    ap.add_argument("--out_json", default="")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--out_json", default="",
+                    help="also write the result envelope (metrics, settings, timings) to this "
+                         "file; empty = no")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto = cuda when available, else cpu")
     ap.add_argument("--batch", type=positive_int, default=16, help="sequences per forward")
     ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
                     help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")

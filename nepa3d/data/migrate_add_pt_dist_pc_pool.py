@@ -35,6 +35,7 @@ import numpy as np
 
 from nepa3d.data.cache import load_cache, save_cache
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
+from nepa3d.utils.cli_args import make_parser
 
 PROG = "migrate_add_pt_dist_pc_pool"
 
@@ -80,15 +81,22 @@ def migrate_one(task: tuple[str, bool, int]) -> tuple[str, str, str]:
         return path, f"fail:{type(e).__name__}", str(e)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache_root", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser("nepa3d.data.migrate_add_pt_dist_pc_pool", __doc__.split("\n\n")[0])
+    ap.add_argument("--cache_root", required=True,
+                    help="cache folder whose <split>/*/*.npz files get pt_dist_pc_pool")
     ap.add_argument("--splits", default="all", help="'all' or a comma list, e.g. train,test")
     ap.add_argument("--workers", type=int, default=8, help="0 or 1 = in-process")
     ap.add_argument("--chunk", type=int, default=4096, help="query rows per kd-tree call")
-    ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--limit", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--overwrite", action="store_true",
+                    help="recompute pt_dist_pc_pool in files that already have it")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="process at most this many files (0 = all)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     files = list_files(args.cache_root, args.splits, args.limit)
     real, seen = [], set()

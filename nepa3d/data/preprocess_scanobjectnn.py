@@ -60,8 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nepa3d.utils.cli_args import (
-    OneLineParser,
+from nepa3d.utils.cli_args import (make_parser,
     fail,
     int_in,
     nonneg_float,
@@ -280,19 +279,32 @@ def profile_settings(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--scan_root", required=True)
-    ap.add_argument("--out_root", required=True)
-    ap.add_argument("--split", choices=("train", "test", "all"), default="all")
-    ap.add_argument("--pt_pool", type=positive_int, default=2000)
-    ap.add_argument("--ray_pool", type=positive_int, default=1000)
-    ap.add_argument("--pt_surface_ratio", type=unit_float, default=0.5)
-    ap.add_argument("--pt_surface_sigma", type=nonneg_float, default=0.02)
-    ap.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
-    ap.add_argument("--variant", choices=tuple(VARIANTS), default="all")
-    ap.add_argument("--allow_duplicate_stems", action="store_true")
-    ap.add_argument("--overwrite", action="store_true")
+    ap = make_parser("nepa3d.data.preprocess_scanobjectnn", __doc__.split("\n\n")[0])
+    ap.add_argument("--scan_root", required=True,
+                    help="folder searched recursively for ScanObjectNN *.h5 files")
+    ap.add_argument("--out_root", required=True,
+                    help="cache folder to write: <out_root>/<split>/class_NNN/<h5stem>_NNNNNN.npz")
+    ap.add_argument("--split", choices=("train", "test", "all"), default="all",
+                    help="which split's caches to write")
+    ap.add_argument("--pt_pool", type=positive_int, default=2000,
+                    help="query points per sample (pt_xyz_pool and its distances)")
+    ap.add_argument("--ray_pool", type=positive_int, default=1000,
+                    help="length of the (all-zero) ray pools")
+    ap.add_argument("--pt_surface_ratio", type=unit_float, default=0.5,
+                    help="fraction of the query pool drawn near the points (the rest uniform in "
+                         "[-1, 1]^3)")
+    ap.add_argument("--pt_surface_sigma", type=nonneg_float, default=0.02,
+                    help="std of the Gaussian jitter of near-surface query points (world units)")
+    ap.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
+                    help="seed of the query pools (train: seed; test: seed + 12345)")
+    ap.add_argument("--variant", choices=tuple(VARIANTS), default="all",
+                    help="keep one ScanObjectNN variant by file name (obj, pb_t25, pb_t25_r, "
+                         "pb_t50_r, pb_t50_rs); all = every h5 file")
+    ap.add_argument("--allow_duplicate_stems", action="store_true",
+                    help="accept two h5 files of one split with the same stem (their outputs "
+                         "would collide)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="rewrite existing output files (default: skip them)")
     ap.add_argument("--max_failures", type=nonneg_int, default=0,
                     help="failed h5 files and samples accepted before the run exits 1")
     return ap

@@ -55,8 +55,7 @@ import sys
 import time
 from collections import defaultdict
 
-from nepa3d.utils.cli_args import (
-    OneLineParser,
+from nepa3d.utils.cli_args import (make_parser,
     fail,
     int_at_least,
     nonneg_float,
@@ -238,34 +237,60 @@ def _run_task(task: tuple) -> tuple[str, str, str, str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = MeshCacheConfig()
-    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--shapenet_root", required=True)
-    ap.add_argument("--out_root", required=True)
-    ap.add_argument("--split", choices=("train", "test", "all"), default="all")
-    ap.add_argument("--mesh_glob", default=DEFAULT_GLOB)
-    ap.add_argument("--test_ratio", type=unit_float, default=0.1)
-    ap.add_argument("--split_seed", type=int, default=0)
-    ap.add_argument("--pc_points", type=positive_int, default=d.pc_points)
-    ap.add_argument("--pt_pool", type=positive_int, default=d.pt_pool)
-    ap.add_argument("--ray_pool", type=positive_int, default=d.ray_pool)
-    ap.add_argument("--n_views", type=positive_int, default=d.n_views)
-    ap.add_argument("--rays_per_view", type=positive_int, default=d.rays_per_view)
-    ap.add_argument("--pc_grid", type=positive_int, default=d.pc_grid)
-    ap.add_argument("--pc_dilate", type=nonneg_int, default=d.pc_dilate)
+    ap = make_parser("nepa3d.data.preprocess_shapenet", __doc__.split("\n\n")[0])
+    ap.add_argument("--shapenet_root", required=True,
+                    help="ShapeNet root folder (the meshes are found with --mesh_glob under it)")
+    ap.add_argument("--out_root", required=True,
+                    help="cache folder to write: <out_root>/<train|test>/<synset>/<model>.npz and "
+                         "_splits/")
+    ap.add_argument("--split", choices=("train", "test", "all"), default="all",
+                    help="which split's caches to write (the split manifests are always written "
+                         "for all meshes)")
+    ap.add_argument("--mesh_glob", default=DEFAULT_GLOB,
+                    help="glob of the mesh files under --shapenet_root")
+    ap.add_argument("--test_ratio", type=unit_float, default=0.1,
+                    help="fraction of each synset's models put in the test split")
+    ap.add_argument("--split_seed", type=int, default=0,
+                    help="seed of the per-synset md5 ordering that picks the test models")
+    ap.add_argument("--pc_points", type=positive_int, default=d.pc_points,
+                    help="surface samples per shape (pc_xyz, pc_n)")
+    ap.add_argument("--pt_pool", type=positive_int, default=d.pt_pool,
+                    help="query points per shape (pt_xyz_pool and its distances)")
+    ap.add_argument("--ray_pool", type=positive_int, default=d.ray_pool,
+                    help="rays per shape (ray_*_pool)")
+    ap.add_argument("--n_views", type=positive_int, default=d.n_views,
+                    help="camera positions on a radius-2.2 spiral")
+    ap.add_argument("--rays_per_view", type=positive_int, default=d.rays_per_view,
+                    help="rays cast from each camera (raised so that views x rays >= --ray_pool)")
+    ap.add_argument("--pc_grid", type=positive_int, default=d.pc_grid,
+                    help="point-cloud rays: occupancy grid resolution (cells per axis)")
+    ap.add_argument("--pc_dilate", type=nonneg_int, default=d.pc_dilate,
+                    help="point-cloud rays: dilation iterations of the occupancy")
     ap.add_argument("--pc_max_steps", type=nonneg_int, default=d.pc_max_steps,
                     help="DDA voxel budget; 0 = 3 * pc_grid")
-    ap.add_argument("--no_pc_rays", action="store_true")
+    ap.add_argument("--no_pc_rays", action="store_true",
+                    help="skip the point-cloud rays (ray_*_pc_pool are zeros)")
     ap.add_argument("--df_grid", type=positive_int, default=d.df_grid,
                     help="UDF grid side (--no_udf turns the UDF off)")
-    ap.add_argument("--df_dilate", type=nonneg_int, default=d.df_dilate)
-    ap.add_argument("--no_udf", action="store_true")
-    ap.add_argument("--pt_surface_ratio", type=unit_float, default=d.pt_surface_ratio)
-    ap.add_argument("--pt_surface_sigma", type=nonneg_float, default=d.pt_surface_sigma)
-    ap.add_argument("--pt_query_chunk", type=positive_int, default=d.pt_query_chunk)
-    ap.add_argument("--ray_query_chunk", type=positive_int, default=d.ray_query_chunk)
-    ap.add_argument("--pt_dist_mode", choices=PT_DIST_MODES, default="kdtree")
-    ap.add_argument("--dist_ref_points", type=positive_int, default=d.dist_ref_points)
+    ap.add_argument("--df_dilate", type=nonneg_int, default=d.df_dilate,
+                    help="UDF: dilation iterations of the occupancy before the distance transform")
+    ap.add_argument("--no_udf", action="store_true",
+                    help="skip the UDF grid (udf_grid/occ_grid become (1,1,1) zeros; "
+                         "pt_dist_udf_pool copies pt_dist_pool)")
+    ap.add_argument("--pt_surface_ratio", type=unit_float, default=d.pt_surface_ratio,
+                    help="fraction of the query pool drawn near the surface (the rest uniform in "
+                         "[-1, 1]^3)")
+    ap.add_argument("--pt_surface_sigma", type=nonneg_float, default=d.pt_surface_sigma,
+                    help="std of the Gaussian jitter of near-surface query points (world units)")
+    ap.add_argument("--pt_query_chunk", type=positive_int, default=d.pt_query_chunk,
+                    help="query points per distance call (memory/speed only)")
+    ap.add_argument("--ray_query_chunk", type=positive_int, default=d.ray_query_chunk,
+                    help="rays per intersection call (memory/speed only)")
+    ap.add_argument("--pt_dist_mode", choices=PT_DIST_MODES, default="kdtree",
+                    help="pt_dist_pool: kdtree = distance to --dist_ref_points surface samples; "
+                         "mesh = exact closest-point distance")
+    ap.add_argument("--dist_ref_points", type=positive_int, default=d.dist_ref_points,
+                    help="kdtree mode: surface samples of the reference set")
     ap.add_argument("--mesh_cleanup", choices=MESH_CLEANUPS, default=d.mesh_cleanup,
                     help="clean: merge vertices, drop degenerate and duplicate faces; none: "
                          "load as the original code did with a current trimesh (what the "
@@ -273,11 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "original code')")
     ap.add_argument("--seed", type=int_at_least(-1), default=0,
                     help="task i uses seed + i; -1 = unseeded")
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="rewrite existing output files (default: skip them)")
     ap.add_argument("--max_failures", type=nonneg_int, default=0,
                     help="failed meshes accepted before the run exits 1")
     ap.add_argument("--workers", type=nonneg_int, default=4, help="0 or 1 = run in-process")
-    ap.add_argument("--chunk_size", type=positive_int, default=1)
+    ap.add_argument("--chunk_size", type=positive_int, default=1,
+                    help="meshes handed to a worker at a time")
     ap.add_argument("--max_tasks_per_child", type=nonneg_int, default=2, help="0 = unlimited")
     return ap
 

@@ -28,6 +28,7 @@ longer matches the source); or use ``symlink``.
 
 from __future__ import annotations
 
+import argparse
 import filecmp
 import json
 import os
@@ -35,7 +36,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from nepa3d.utils.cli_args import OneLineParser, fail, nonneg_int
+from nepa3d.utils.cli_args import make_parser, fail, nonneg_int
 from nepa3d.data.cache import file_in_the_way, list_cache_files, remove_cache_files
 from nepa3d.data.corpus_meta import run_verdict
 
@@ -132,17 +133,26 @@ def materialize(src_cache_root: str, split_json: str, out_root: str, splits, lin
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = OneLineParser(prog="preprocess_shapenet_unpaired", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--src_cache_root", required=True)
-    ap.add_argument("--split_json", required=True)
-    ap.add_argument("--out_root", required=True)
-    ap.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS))
-    ap.add_argument("--link_mode", choices=LINK_MODES, default="symlink")
-    ap.add_argument("--overwrite", action="store_true")
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser("nepa3d.data.preprocess_shapenet_unpaired", __doc__.split("\n\n")[0])
+    ap.add_argument("--src_cache_root", required=True,
+                    help="paired ShapeNet cache the views are taken from")
+    ap.add_argument("--split_json", required=True,
+                    help="split JSON written by nepa3d.data.shapenet_unpaired_split")
+    ap.add_argument("--out_root", required=True,
+                    help="folder to fill with <split>/<synset>/<model>.npz views")
+    ap.add_argument("--splits", nargs="+", default=list(DEFAULT_SPLITS),
+                    help="splits of the JSON to materialise")
+    ap.add_argument("--link_mode", choices=LINK_MODES, default="symlink",
+                    help="how a view points at its source: symlink, hardlink or copy")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing view files")
     ap.add_argument("--max_failures", type=nonneg_int, default=0,
                     help="missing sources accepted before the run exits 1")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     blocker = file_in_the_way(args.out_root)
     if blocker is not None:
         return fail(PROG, f"--out_root {args.out_root}: {blocker} is a file, not a folder")

@@ -22,6 +22,7 @@ Bad arguments exit 2 (``--ratios`` takes three numbers in [0, 1] that sum to 1).
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import math
@@ -31,7 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from nepa3d.utils.cli_args import OneLineParser, fail, unit_float
+from nepa3d.utils.cli_args import make_parser, fail, unit_float
 from nepa3d.data.cache import CacheError, file_in_the_way, split_files
 
 PROG = "shapenet_unpaired_split"
@@ -157,16 +158,22 @@ def check_ratios(ratios: list[float]) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache_root", required=True)
-    ap.add_argument("--train_split", default="train")
-    ap.add_argument("--eval_split", default="test")
-    ap.add_argument("--out_json", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    ap = make_parser("nepa3d.data.shapenet_unpaired_split", __doc__.split("\n\n")[0])
+    ap.add_argument("--cache_root", required=True, help="paired ShapeNet cache to split")
+    ap.add_argument("--train_split", default="train",
+                    help="source split divided into the mesh/pc/udf training subsets")
+    ap.add_argument("--eval_split", default="test", help="source split kept as the eval split")
+    ap.add_argument("--out_json", required=True, help="split JSON to write")
     ap.add_argument("--ratios", type=unit_float, nargs="+", default=[0.34, 0.33, 0.33],
                     metavar="R", help="three ratios in [0, 1] summing to 1: mesh pc udf")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the shuffle that assigns training shapes to subsets")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     bad = check_ratios(args.ratios)
     if bad:
         return fail(PROG, bad)

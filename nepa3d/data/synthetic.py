@@ -62,6 +62,7 @@ import trimesh
 from trimesh.transformations import rotation_matrix
 
 from nepa3d.data.synthetic_shapes import BUILDERS, build_mesh
+from nepa3d.utils.cli_args import make_parser
 
 # (name, ShapeNetCore.v2 synset id), sorted by name: the ScanObjectNN-style label of a
 # class is its index in this list.
@@ -733,8 +734,10 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out_root", default="data/synthetic")
+    parser = make_parser("nepa3d.data.synthetic", __doc__.split("\n")[0],
+                         parser_class=_OneLineParser)
+    parser.add_argument("--out_root", default="data/synthetic",
+                        help="folder to write the generated cache and corpus.json to")
     for name, rule in RULES.items():
         default = list(rule.default) if isinstance(rule.default, tuple) else rule.default
         shown = " ".join(map(str, default)) if isinstance(default, list) else default

@@ -35,7 +35,7 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
 from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
-from nepa3d.utils.cli_args import (SWITCH, TRI_STATE, OneLineParser, add_order_dtype_arg,
+from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg,
                                    float_in, int_at_least, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
                                    unit_float, with_order_dtype)
@@ -50,47 +50,70 @@ VAL_RATIO = float_in(0.0, 1.0, high_open=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description=__doc__.split("\n")[0])
+    p = make_parser("nepa3d.train.finetune_cls", __doc__.split("\n")[0])
     a = p.add_argument
-    a("--cache_root", default="data/modelnet40_cache")
-    a("--backend", default="mesh", choices=BACKENDS)
-    a("--train_backend", default=None, choices=BACKENDS)
-    a("--eval_backend", default=None, choices=BACKENDS)
-    a("--ckpt", required=True)
-    a("--save_dir", default="")
-    a("--batch", type=positive_int, default=32)
-    a("--epochs", type=positive_int, default=100)
-    a("--lr", type=positive_float, default=1e-4)
-    a("--weight_decay", type=nonneg_float, default=0.05)
-    a("--n_point", type=positive_int, default=None)
+    a("--cache_root", default="data/modelnet40_cache",
+      help="cache folder with train/ and test/ splits of <class>/*.npz files")
+    a("--backend", default="mesh", choices=BACKENDS,
+      help="which cache arrays feed the tokens (train and eval unless overridden below)")
+    a("--train_backend", default=None, choices=BACKENDS,
+      help="backend of the training split (omitted: --backend)")
+    a("--eval_backend", default=None, choices=BACKENDS,
+      help="backend of the val/test splits (omitted: --backend)")
+    a("--ckpt", required=True,
+      help="pretrained checkpoint to fine-tune (or a scratch_ckpt one for the from-scratch "
+           "baseline)")
+    a("--save_dir", default="",
+      help="folder for the best/last checkpoints and curves; empty = save nothing")
+    a("--batch", type=positive_int, default=32, help="samples per optimizer step")
+    a("--epochs", type=positive_int, default=100, help="fine-tuning epochs")
+    a("--lr", type=positive_float, default=1e-4, help="AdamW learning rate")
+    a("--weight_decay", type=nonneg_float, default=0.05, help="AdamW weight decay")
+    a("--n_point", type=positive_int, default=None,
+      help="POINT tokens per sample (omitted: the checkpoint's; larger values are capped to it "
+           "unless --allow_scale_up 1)")
     a("--n_ray", type=nonneg_int, default=None, help="0: no ray tokens (ScanObjectNN)")
-    a("--allow_scale_up", type=int, choices=SWITCH, default=0)
-    a("--max_len", type=positive_or_auto, default=-1)
-    a("--num_workers", type=nonneg_int, default=4)
-    a("--seed", type=int, default=0)
-    a("--val_ratio", type=VAL_RATIO, default=0.1)
-    a("--val_seed", type=int, default=0)
+    a("--allow_scale_up", type=int, choices=SWITCH, default=0,
+      help="1: allow --n_point/--n_ray above the checkpoint's pretraining sizes")
+    a("--max_len", type=positive_or_auto, default=-1,
+      help="positional-embedding length; -1 = max(checkpoint length, required length)")
+    a("--num_workers", type=nonneg_int, default=4,
+      help="DataLoader worker processes; 0 = load in the main process")
+    a("--seed", type=int, default=0,
+      help="random seed of the classifier head, sampling and shuffling")
+    a("--val_ratio", type=VAL_RATIO, default=0.1,
+      help="fraction of each class of the training split held out for model selection, in [0, 1)")
+    a("--val_seed", type=int, default=0, help="seed of the train/val split")
     a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
     a("--fewshot_seed", type=int_at_least(-1), default=0,
       help="seed of the K-shot subset; -1 = same as --seed (the lab notes' protocol for K > 0)")
     a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
-    a("--fewshot_way_seed", type=int_at_least(-1), default=-1)
-    a("--eval_seed", type=int, default=0)
-    a("--mc_eval_k", type=positive_int, default=1)
+    a("--fewshot_way_seed", type=int_at_least(-1), default=-1,
+      help="seed of the N-way class subset; -1 = same as --seed")
+    a("--eval_seed", type=int, default=0, help="token sampling seed of every val/test file")
+    a("--mc_eval_k", type=positive_int, default=1,
+      help="views per val/test file whose logits are averaged (Monte-Carlo evaluation)")
     a("--mc_eval_k_val", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
     a("--mc_eval_k_test", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
-    a("--drop_ray_prob_train", type=unit_float, default=0.0)
-    a("--force_missing_ray", action="store_true")
+    a("--drop_ray_prob_train", type=unit_float, default=0.0,
+      help="training only: probability of turning a sample's rays into MISSING_RAY tokens")
+    a("--force_missing_ray", action="store_true",
+      help="make every ray token MISSING_RAY (train and eval)")
     VoxelConfig.add_args(p)
-    a("--add_eos", type=int, choices=TRI_STATE, default=-1)
-    a("--qa_tokens", type=int, choices=TRI_STATE, default=-1)
+    a("--add_eos", type=int, choices=TRI_STATE, default=-1,
+      help="1/0: end each sequence with EOS or not; -1 = as the checkpoint was pretrained")
+    a("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
+      help="1/0: query/answer or legacy tokens; -1 = as the checkpoint was pretrained")
     add_order_dtype_arg(p)
-    a("--freeze_backbone", action="store_true")
+    a("--freeze_backbone", action="store_true", help="train the linear head only (linear probe)")
     a("--shuffle_train_labels", type=int, default=0, choices=SWITCH,
       help="canary only: train on a fixed random permutation of the training labels (a planted "
            "defect: the result is flagged planted_defect:shuffled_labels and never a real number)")
-    a("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    a("--out_json", default="")
+    a("--device", default="auto", choices=("auto", "cpu", "cuda"),
+      help="auto = cuda when available, else cpu")
+    a("--out_json", default="",
+      help="also write the result envelope (test accuracy, args, timings) to this file; empty = "
+           "no")
     return p
 
 

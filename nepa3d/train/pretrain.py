@@ -42,7 +42,7 @@ from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
 from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits, load_checkpoint,
                                optimizer_param_names, optimizer_state_for, resize_pos_emb,
                                save_checkpoint)
-from nepa3d.utils.cli_args import (SWITCH, OneLineParser, add_order_dtype_arg, nonneg_float,
+from nepa3d.utils.cli_args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_float,
                                    nonneg_int, one_line, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error, with_order_dtype)
 from nepa3d.utils.curves import plot_curves, read_jsonl
@@ -54,75 +54,144 @@ PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description=__doc__.split("\n")[0])
+    p = make_parser("nepa3d.train.pretrain", __doc__.split("\n")[0])
     a = p.add_argument
-    a("--cache_root", default="data/modelnet40_cache")
+    a("--cache_root", default="data/modelnet40_cache",
+      help="cache folder with <split>/<class>/*.npz files (used when no --mix_config is given)")
     a("--split", default="train", help="cache split read when no --mix_config is given")
-    a("--mix_config", default="")
+    a("--mix_config", default="",
+      help="YAML of a multi-dataset mix (datasets, weights, num_samples, seed); empty = train on "
+           "--cache_root/--split")
     a("--mix_num_samples", type=nonneg_int, default=0, help="samples per epoch (0 = all)")
-    a("--mix_seed", type=int, default=0)
-    a("--backend", default="mesh", choices=BACKENDS)
-    a("--batch", type=positive_int, default=32)
-    a("--epochs", type=positive_int, default=50)
+    a("--mix_seed", type=int, default=0,
+      help="sampler seed of the mix; 0 = the YAML's seed, any other value replaces it")
+    a("--backend", default="mesh", choices=BACKENDS,
+      help="which cache arrays feed the tokens: mesh rays, point-cloud rays, no rays, voxel or "
+           "UDF-grid answers")
+    a("--batch", type=positive_int, default=32, help="samples per optimizer step")
+    a("--epochs", type=positive_int, default=50,
+      help="training epochs (total, counting those of a resumed checkpoint)")
     a("--epochs_after_resume", type=nonneg_int, default=0,
       help="with --resume: train N epochs past the checkpoint's (sets --epochs to its epoch count + N)")
-    a("--lr", type=positive_float, default=3e-4)
-    a("--weight_decay", type=nonneg_float, default=0.05)
-    a("--n_point", type=positive_int, default=512)
-    a("--n_ray", type=nonneg_int, default=512)
-    a("--max_len", type=positive_or_auto, default=-1)
-    a("--n_point_schedule", default="")
-    a("--n_ray_schedule", default="")
-    a("--resume_optimizer", type=int, choices=SWITCH, default=1)
-    a("--d_model", type=positive_int, default=384)
-    a("--layers", type=positive_int, default=8)
-    a("--heads", type=positive_int, default=6)
-    a("--mlp_ratio", type=positive_float, default=4.0)
+    a("--lr", type=positive_float, default=3e-4, help="AdamW learning rate")
+    a("--weight_decay", type=nonneg_float, default=0.05, help="AdamW weight decay")
+    a("--n_point", type=positive_int, default=512, help="POINT (or Q/A point) tokens per sample")
+    a("--n_ray", type=nonneg_int, default=512, help="RAY (or Q/A ray) tokens per sample; 0 = none")
+    a("--max_len", type=positive_or_auto, default=-1,
+      help="positional-embedding length; -1 = the longest sequence the sizes and schedules need")
+    a("--n_point_schedule", default="",
+      help="per-epoch --n_point, 'epoch:value,...' e.g. '0:256,10:512'; empty = constant "
+           "--n_point")
+    a("--n_ray_schedule", default="",
+      help="per-epoch --n_ray, 'epoch:value,...'; empty = constant --n_ray")
+    a("--resume_optimizer", type=int, choices=SWITCH, default=1,
+      help="1: restore the AdamW state with the weights when resuming (if it still fits); 0: "
+           "fresh optimizer")
+    a("--d_model", type=positive_int, default=384, help="transformer width (embedding size)")
+    a("--layers", type=positive_int, default=8, help="transformer encoder layers")
+    a("--heads", type=positive_int, default=6, help="attention heads (must divide --d_model)")
+    a("--mlp_ratio", type=positive_float, default=4.0,
+      help="feed-forward width as a multiple of --d_model")
     a("--type_emb_std", type=nonneg_float, default=0.02, help="type embedding init std (1.0 = original)")
-    a("--save_dir", default="runs/querynepa3d_pretrain")
+    a("--save_dir", default="runs/querynepa3d_pretrain",
+      help="folder for checkpoints, last.pt, the metrics log and pretrain_summary.json")
     a("--save_every", type=nonneg_int, default=1, help="keep ckpt_epNNN.pt every N epochs (0 = off)")
-    a("--save_last", type=int, choices=SWITCH, default=1)
-    a("--resume", default="")
+    a("--save_last", type=int, choices=SWITCH, default=1,
+      help="1: rewrite <save_dir>/last.pt after every epoch (what --auto_resume resumes)")
+    a("--resume", default="", help="checkpoint to resume from; empty = none (see --auto_resume)")
     a("--auto_resume", type=int, choices=SWITCH, default=1,
       help="resume <save_dir>/last.pt when it was trained with the same settings (RESUME_NEUTRAL_ARGS aside)")
-    a("--num_workers", type=nonneg_int, default=4)
+    a("--num_workers", type=nonneg_int, default=4,
+      help="DataLoader worker processes; 0 = load in the main process")
     a("--loader_store", default="auto", help=STORE_CHOICES_HELP)
-    a("--drop_ray_prob", type=unit_float, default=0.0)
-    a("--force_missing_ray", action="store_true")
-    a("--add_eos", type=int, choices=SWITCH, default=1)
-    a("--qa_tokens", type=int, choices=SWITCH, default=0)
+    a("--drop_ray_prob", type=unit_float, default=0.0,
+      help="probability of turning each sample's rays into MISSING_RAY tokens")
+    a("--force_missing_ray", action="store_true",
+      help="make every ray token MISSING_RAY (no ray answers seen)")
+    a("--add_eos", type=int, choices=SWITCH, default=1,
+      help="1: end each sequence with an EOS token")
+    a("--qa_tokens", type=int, choices=SWITCH, default=0,
+      help="1: interleaved query/answer tokens (Q_POINT, A_POINT, Q_RAY, A_RAY; 9 types); 0: "
+           "legacy POINT/RAY tokens (5 types)")
     add_order_dtype_arg(p)
-    a("--dual_mask_near", type=unit_float, default=0.0)
-    a("--dual_mask_far", type=unit_float, default=0.0)
+    a("--dual_mask_near", type=unit_float, default=0.0,
+      help="training only: probability of blocking attention to a past token within "
+           "--dual_mask_window positions")
+    a("--dual_mask_far", type=unit_float, default=0.0,
+      help="training only: probability of blocking attention to a past token farther than "
+           "--dual_mask_window")
     a("--dual_mask_window", type=int, default=32, help="<= 0: --dual_mask_far for every past token")
-    a("--dual_mask_warmup_frac", type=unit_float, default=0.05)
-    a("--dual_mask_type_aware", type=int, choices=SWITCH, default=0)
+    a("--dual_mask_warmup_frac", type=unit_float, default=0.05,
+      help="fraction of all training steps over which the dual-mask probabilities ramp up "
+           "linearly from 0")
+    a("--dual_mask_type_aware", type=int, choices=SWITCH, default=0,
+      help="1: dual-mask only pairs of query-like tokens (Q_POINT, Q_RAY, POINT, RAY)")
     # auxiliary losses (objective nepa only; all off by default)
-    a("--aux_b2_weight", type=nonneg_float, default=0.0)
-    a("--aux_b2_hit_weight", type=nonneg_float, default=1.0)
-    a("--aux_b2_t_weight", type=nonneg_float, default=1.0)
-    a("--aux_b2_rank_weight", type=nonneg_float, default=1.0)
-    a("--aux_b2_rank_pairs", type=nonneg_int, default=128)
-    a("--aux_b2_rank_margin", type=nonneg_float, default=0.0)
-    a("--aux_b3_weight", type=nonneg_float, default=0.0)
-    a("--aux_b3_near_tau", type=nonneg_float, default=0.05)
-    a("--teacher_ckpt", default="")
-    a("--teacher_distill_weight", type=nonneg_float, default=0.0)
-    a("--teacher_answer_drop_prob", type=unit_float, default=0.0)
-    a("--cycle_weight", type=nonneg_float, default=0.0)
-    a("--cycle_answer_drop_prob", type=unit_float, default=0.3)
-    a("--d_hard_weight", type=nonneg_float, default=0.0)
-    a("--d_hard_top_frac", type=unit_float, default=0.25)
-    a("--d_hard_min_tokens", type=nonneg_int, default=32)
-    a("--aux_e_weight", type=nonneg_float, default=0.0)
-    a("--objective", default="nepa", choices=("nepa", "mae"))
-    a("--mask_ratio", type=unit_float, default=0.4)
+    a("--aux_b2_weight", type=nonneg_float, default=0.0,
+      help="weight of the B-2 auxiliary ray loss (hit BCE + depth regression + depth ranking); 0 "
+           "= off")
+    a("--aux_b2_hit_weight", type=nonneg_float, default=1.0,
+      help="B-2: weight of the ray hit/miss BCE term")
+    a("--aux_b2_t_weight", type=nonneg_float, default=1.0,
+      help="B-2: weight of the hit-distance SmoothL1 term")
+    a("--aux_b2_rank_weight", type=nonneg_float, default=1.0,
+      help="B-2: weight of the pairwise hit-distance ranking term")
+    a("--aux_b2_rank_pairs", type=nonneg_int, default=128,
+      help="B-2: random hit pairs per sample for the ranking term")
+    a("--aux_b2_rank_margin", type=nonneg_float, default=0.0,
+      help="B-2: hinge margin of the ranking term (world units)")
+    a("--aux_b3_weight", type=nonneg_float, default=0.0,
+      help="weight of the B-3 near-surface point-distance loss; 0 = off")
+    a("--aux_b3_near_tau", type=nonneg_float, default=0.05,
+      help="B-3: only point targets with distance <= this (world units) count")
+    a("--teacher_ckpt", default="",
+      help="frozen teacher checkpoint for C-0 distillation; empty = none")
+    a("--teacher_distill_weight", type=nonneg_float, default=0.0,
+      help="weight of the teacher distillation loss (1 - cosine to the teacher's predictions); 0 "
+           "= off")
+    a("--teacher_answer_drop_prob", type=unit_float, default=0.0,
+      help="C-1: the student sees answers dropped with this probability while distilling; 0 = off")
+    a("--cycle_weight", type=nonneg_float, default=0.0,
+      help="weight of the C-2 cycle loss (answer-dropped prediction vs full prediction); 0 = off")
+    a("--cycle_answer_drop_prob", type=unit_float, default=0.3,
+      help="C-2: probability of dropping each answer token's observation")
+    a("--d_hard_weight", type=nonneg_float, default=0.0,
+      help="weight of the D hard-mining loss (mean of the hardest answer tokens); 0 = off")
+    a("--d_hard_top_frac", type=unit_float, default=0.25,
+      help="D: fraction of each sample's answer tokens averaged (the hardest ones)")
+    a("--d_hard_min_tokens", type=nonneg_int, default=32,
+      help="D: average at least this many tokens per sample (if it has them)")
+    a("--aux_e_weight", type=nonneg_float, default=0.0,
+      help="weight of the E point-distance loss on the hidden states (all point targets); 0 = off")
+    a("--objective", default="nepa", choices=("nepa", "mae"),
+      help="nepa: next-embedding prediction; mae: masked-token reconstruction (no auxiliary "
+           "losses)")
+    a("--mask_ratio", type=unit_float, default=0.4,
+      help="mae: fraction of each sample's tokens masked")
     VoxelConfig.add_args(p)
-    a("--seed", type=int, default=0)
-    a("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    a("--seed", type=int, default=0, help="global random seed (weights, sampling, masks)")
+    a("--device", default="auto", choices=("auto", "cpu", "cuda"),
+      help="auto = cuda when available, else cpu")
     a("--max_steps", type=nonneg_int, default=0, help="stop after this many optimizer steps (0 = no cap)")
     a("--out_json", default="", help="also write the result envelope (pretrain_summary.json) here")
     return p
+
+
+def eta_text(seconds: float) -> str:
+    """A short remaining-time estimate: ``~45s``, ``~12m``, ``~3.5h``."""
+    if seconds < 90:
+        return f"~{max(seconds, 0):.0f}s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f}m"
+    return f"~{seconds / 3600:.1f}h"
+
+
+def run_eta(epoch_seconds: list[float], epochs_left: int) -> str:
+    """ETA of the run: mean wall time of this session's finished epochs x epochs left; ``?``
+    before the first epoch finishes."""
+    if not epoch_seconds:
+        return "?"
+    return eta_text(sum(epoch_seconds) / len(epoch_seconds) * epochs_left)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -460,6 +529,7 @@ def train(args) -> dict:
     last_loss = float("nan")
     if start_epoch >= args.epochs:
         print(f"[pretrain] already trained to epoch {start_epoch - 1} >= epochs {args.epochs}")
+    epoch_seconds: list[float] = []  # this session's finished epochs (for the run's ETA)
     for epoch in range(start_epoch, args.epochs):
         ds.set_epoch(epoch)
         np_e, nr_e = value_at(p_sched, epoch, n_point0), value_at(r_sched, epoch, n_ray0)
@@ -472,7 +542,10 @@ def train(args) -> dict:
         heads.train()
         t0, tot, nb = time.time(), 0.0, 0
         term_sums: dict[str, float] = {}
-        for feat, types, _ in tqdm(dl, desc=f"pretrain ep{epoch:03d}", leave=False, mininterval=5):
+        # the bar: epoch k/N (1-based), the epoch's own progress/ETA, and the whole run's ETA
+        bar = tqdm(dl, desc=f"pretrain ep {epoch + 1}/{args.epochs}", leave=False, mininterval=5,
+                   postfix=f"run ETA {run_eta(epoch_seconds, args.epochs - epoch)}")
+        for feat, types, _ in bar:
             if args.max_steps and step >= args.max_steps:
                 break
             feat, types = feat.to(device, non_blocking=True), types.to(device, non_blocking=True)
@@ -501,7 +574,9 @@ def train(args) -> dict:
         rec = {"epoch": epoch, "step": step, "loss": last_loss, "seconds": round(time.time() - t0, 2),
                "n_point": ds.tok.n_point, "n_ray": ds.tok.n_ray}
         rec.update({k: v / max(nb, 1) for k, v in term_sums.items()})
-        print(f"[pretrain] epoch {epoch} loss {last_loss:.5f} ({rec['seconds']} s)")
+        epoch_seconds.append(rec["seconds"])
+        print(f"[pretrain] epoch {epoch} ({epoch + 1}/{args.epochs}) loss {last_loss:.5f} "
+              f"({rec['seconds']} s; run ETA {run_eta(epoch_seconds, args.epochs - epoch - 1)})")
         state = {"model": model.state_dict(),
                  "aux_heads": heads.state_dict() if heads.enabled else None, "opt": opt.state_dict(),
                  OPT_NAMES_KEY: opt_names,

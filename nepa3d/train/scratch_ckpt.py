@@ -12,7 +12,7 @@ import sys
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.token import types as tt
 from nepa3d.utils.ckpt import save_checkpoint
-from nepa3d.utils.cli_args import (SWITCH, OneLineParser, fail, nonneg_float, nonneg_int,
+from nepa3d.utils.cli_args import (make_parser, SWITCH, fail, nonneg_float, nonneg_int,
                                    positive_float, positive_int, positive_or_auto, usage_error)
 from nepa3d.utils.cli_edge import RUN_FAILURE, out_file_problem, write_failure
 from nepa3d.utils.seeding import set_seed
@@ -21,21 +21,28 @@ PROG = "scratch_ckpt"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m nepa3d.train.scratch_ckpt",
-                      description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--d_model", type=positive_int, default=384)
-    p.add_argument("--layers", type=positive_int, default=8)
+    p = make_parser("nepa3d.train.scratch_ckpt", __doc__.split("\n")[0])
+    p.add_argument("--out", required=True,
+                   help="checkpoint file to write: a randomly initialised model at epoch 0")
+    p.add_argument("--d_model", type=positive_int, default=384,
+                   help="transformer width (embedding size)")
+    p.add_argument("--layers", type=positive_int, default=8, help="transformer encoder layers")
     p.add_argument("--heads", type=positive_int, default=6, help="must divide --d_model")
-    p.add_argument("--mlp_ratio", type=positive_float, default=4.0)
-    p.add_argument("--type_emb_std", type=nonneg_float, default=0.02)
-    p.add_argument("--n_point", type=positive_int, default=256)
-    p.add_argument("--n_ray", type=nonneg_int, default=256)
-    p.add_argument("--qa_tokens", type=int, choices=SWITCH, default=0)
-    p.add_argument("--add_eos", type=int, choices=SWITCH, default=1)
+    p.add_argument("--mlp_ratio", type=positive_float, default=4.0,
+                   help="feed-forward width as a multiple of --d_model")
+    p.add_argument("--type_emb_std", type=nonneg_float, default=0.02,
+                   help="type embedding init std (1.0 = original)")
+    p.add_argument("--n_point", type=positive_int, default=256,
+                   help="POINT tokens recorded as the pretraining size (fine-tuning caps to it)")
+    p.add_argument("--n_ray", type=nonneg_int, default=256,
+                   help="RAY tokens recorded as the pretraining size; 0 = none")
+    p.add_argument("--qa_tokens", type=int, choices=SWITCH, default=0,
+                   help="1: query/answer token types (9); 0: legacy types (5)")
+    p.add_argument("--add_eos", type=int, choices=SWITCH, default=1,
+                   help="1: sequences end with an EOS token")
     p.add_argument("--max_len", type=positive_or_auto, default=-1,
                    help="-1: the length the token settings need (a shorter value is raised to it)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     return p
 
 

@@ -1,13 +1,14 @@
 """Command-line values checked at the edge: ``type=`` helpers for argparse and a parser whose
 errors are one line.
 
-    p = OneLineParser(description=...)
+    p = make_parser("nepa3d.train.pretrain", __doc__)  # usage: python -m nepa3d.train.pretrain
     p.add_argument("--batch", type=positive_int)      # 1, 2, ...
     p.add_argument("--val_ratio", type=unit_float)    # [0, 1]
     p.add_argument("--max_len", type=positive_or_auto)  # -1 (auto) or 1, 2, ...
 
 A value out of range exits with status 2 and a single stderr line naming the flag and the
-allowed range, e.g. ``pretrain.py: error: argument --batch: must be an integer >= 1 (got '0')``.
+allowed range, e.g. ``python -m nepa3d.train.pretrain: error: argument --batch: must be an
+integer >= 1 (got '0')``. ``--help`` shows every flag's default (:class:`DefaultsHelpFormatter`).
 Checks that need several arguments call :func:`usage_error` (same status, one line).
 """
 
@@ -24,11 +25,48 @@ from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE, ORDER_DTYPES
 USAGE_EXIT = 2
 
 
+def cli_prog(module_name: str) -> str:
+    """The program name every research CLI shows: ``python -m <module_name>``."""
+    return f"python -m {module_name}"
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each flag's default appended, ``(default: X)``, except where the text
+    already says it (it contains "default"), for switches (``store_true``) and for ``None``
+    defaults (the text says what an omitted flag means). An empty-string default reads
+    ``(default: "")``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default is None or default is argparse.SUPPRESS
+                or action.nargs == 0 or not action.option_strings):
+            return text
+        return text + (' (default: "")' if default == "" else " (default: %(default)s)")
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one stderr line (no usage block) and exit 2."""
+    """An ArgumentParser whose errors are one stderr line (no usage block) and exit 2; its
+    ``--help`` shows defaults (:class:`DefaultsHelpFormatter`). Build one with
+    :func:`make_parser` so that ``prog`` names the module."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_EXIT, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def make_parser(module_name: str, description: str | None = None, *,
+                parser_class: type[argparse.ArgumentParser] = OneLineParser,
+                **kwargs) -> argparse.ArgumentParser:
+    """The parser of research CLI ``module_name`` (``python -m module_name``): usage names the
+    module, errors are one line, ``--help`` shows defaults. ``description``: the module
+    docstring (its first paragraph is used)."""
+    kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+    first = (description or "").strip().split("\n\n")[0]
+    return parser_class(prog=cli_prog(module_name), description=first or None, **kwargs)
 
 
 def one_line(message: object) -> str:
