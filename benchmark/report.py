@@ -82,19 +82,18 @@ def fmt_delta(x: Optional[float], *like: Optional[float]) -> str:
 PROTOCOLS_DOC = "docs/protocols.md"
 #: the link's target as written into the Markdown: relative to ``reports/`` (see write_report)
 _PROTOCOLS_HREF = "../" + PROTOCOLS_DOC
-#: a citation of the lab notes ("lab notes active-track §8.3 post-fix rows and §8.10", up to the
-#: closing parenthesis, colon or semicolon) or a bare section sign ("§7", "§8.8-8.9")
-_CITATION = re.compile(r"lab notes\b[^():;§]*§[^():;]*|§\d+(?:\.\d+)*(?:[-–]\d+(?:\.\d+)*)?")
-
-
-def _cite(text: str, suite_name: str) -> str:
-    """``text`` with each lab-notes citation replaced by a link to the suite's protocol
-    (``docs/protocols.md#<suite-name>``); consecutive citations collapse into one link."""
-    link = f"[{PROTOCOLS_DOC}#{suite_name}]({_PROTOCOLS_HREF}#{suite_name})"
-    out = _CITATION.sub(link, text)
-    while f"{link} and {link}" in out or f"{link}, {link}" in out:
-        out = out.replace(f"{link} and {link}", link).replace(f"{link}, {link}", link)
-    return out.rstrip()
+def _protocol_link(suite_name: str) -> list[str]:
+    """A link to the suite's section of :data:`PROTOCOLS_DOC` when that file (in the working
+    directory) has a ``## <suite-name>`` heading; nothing otherwise (no dead links)."""
+    doc = Path(PROTOCOLS_DOC)
+    try:
+        headings = {ln[3:].strip() for ln in doc.read_text(encoding="utf-8").splitlines()
+                    if ln.startswith("## ")}
+    except OSError:
+        return []
+    if suite_name not in headings:
+        return []
+    return [f"Protocol: [{PROTOCOLS_DOC}#{suite_name}]({_PROTOCOLS_HREF}#{suite_name})", ""]
 
 
 def _md(rows: list[list[str]], headers: list[str]) -> str:
@@ -713,7 +712,8 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
 
     lines = [f"# {suite.name}", ""]
     if suite.description:
-        lines += [_cite(suite.description.strip(), suite.name), ""]
+        lines += [suite.description.strip(), ""]
+    lines += _protocol_link(suite.name)
     checkout = Checkout()
     lines += _protocol(suite, col, results_dir, checkout)
     lines += _status(suite, col)
@@ -726,7 +726,6 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
     rep.wide = [pivot_table(suite, i, col.rows) for i in range(len(suite.tables))]
     for t, wide in zip(rep.tables, rep.wide):
         table_lines = render_table(t, suite.seed_arg, suite.kind.direction, checkout, known)
-        table_lines[0] = _cite(table_lines[0], suite.name)
         lines += table_lines
         if wide is not None:
             lines += render_wide(wide, suite.seed_arg, suite.kind.direction, known, f"{suite.name}.tex")
@@ -749,7 +748,7 @@ def build_report(suite: Suite, jobs: list[Job], *, results_dir: Optional[Path] =
     for t in rep.tables:
         found = readout_lines(t, suite.kind.direction, known)
         if found and len(rep.tables) > 1:  # several tables: each one's lines under its title
-            found = [f"{_cite(t.title, suite.name)}:", "", *found]
+            found = [f"{t.title}:", "", *found]
         lines += [*found, ""] if found else []
         any_readout = any_readout or bool(found)
     if not any_readout:

@@ -53,7 +53,7 @@ def job_state(job: Job, invalid: Optional[str] = None) -> JobState:
 
 
 def status_lines(suite: Suite, jobs: list[Job], limit: Optional[int] = 30) -> list[str]:
-    """Completion of ``jobs`` in the lab notes' form::
+    """Completion of ``jobs`` in the form the lab used for its tables::
 
         fewshot: completed jobs: 75 / 75 (running/locked: 0, failed: 0, stale: 0)
           completion by method:

@@ -61,7 +61,7 @@ def test_cell_format():
 
 
 def test_delta_at_the_precision_of_the_values():
-    assert fmt_delta(-4.402e-11, 0.5, 0.5) == "0.0000"  # a float residue of equal means
+    assert fmt_delta(-4.402e-11, 0.5, 0.5) == "+0.0000"  # a float residue of equal means
     assert fmt_delta(-0.11341, 0.4861, 0.5995) == "-0.1134"
     assert fmt_delta(2e-5, 5e-5, 3e-5) == "+2.000e-05"  # tiny values print tiny differences
     assert fmt_delta(None) == "—"

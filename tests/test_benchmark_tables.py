@@ -12,7 +12,7 @@ from benchutil import write_suite  # noqa: E402
 from benchmark.errors import SuiteError  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
 from benchmark.render_latex import escape  # noqa: E402
-from benchmark.report import _cite, build_report, write_report  # noqa: E402
+from benchmark.report import _protocol_link, build_report, write_report  # noqa: E402
 from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
 
@@ -104,13 +104,14 @@ def test_escape():
     assert escape("0.5 ± 0.1 ↑ —") == "0.5 $\\pm$ 0.1 $\\uparrow$ --"
 
 
-def test_lab_notes_citations_become_protocol_links():
-    link = "[docs/protocols.md#cpac_main](../docs/protocols.md#cpac_main)"
-    assert _cite("CPAC main (lab notes active-track §8.3 post-fix rows and §8.10): x", "cpac_main") == \
-        f"CPAC main ({link}): x"
-    assert _cite("UCPR (lab notes active-track §8.8-8.9) on", "cpac_main") == f"UCPR ({link}) on"
-    assert _cite("Collapse check (§7) - best", "cpac_main") == f"Collapse check ({link}) - best"
-    assert _cite("no citation; footnote † stays", "cpac_main") == "no citation; footnote † stays"
+def test_report_links_the_protocol_section_only_when_it_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _protocol_link("cpac_main") == []                       # no docs/protocols.md here
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "protocols.md").write_text("# CPAC\n\n## cpac_main\n\ntext\n")
+    assert _protocol_link("cpac_main") == [
+        "Protocol: [docs/protocols.md#cpac_main](../docs/protocols.md#cpac_main)", ""]
+    assert _protocol_link("cpac") == []                            # a heading, not a prefix
 
 
 def test_report_is_deterministic_with_tex(tmp_path):

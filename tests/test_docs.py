@@ -40,9 +40,6 @@ TARGET = re.compile(r"docs/[\w./-]+\.md|tests/fixtures/lab_commands\.sh|KohsukeI
 #: Known citations in files other work owns this hour: (path, text of the offending line).
 #: Each is a line that still cites the lab's notes; empty this list once that work has merged.
 ALLOWED = [
-    ("benchmark/status.py", "Completion of ``jobs`` in the lab notes' form"),  # fixed by the report/CLI work
-    ("nepa3d/train/finetune_cls.py", "(the lab notes' protocol for K > 0)"),  # fixed by the report/CLI work
-    ("nepa3d/analysis/baseline_cls.py", "(the lab notes' protocol for K > 0)"),  # fixed by the report/CLI work
 ]
 
 

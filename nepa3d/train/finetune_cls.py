@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--val_seed", type=int, default=0, help="seed of the train/val split")
     a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
     a("--fewshot_seed", type=int_at_least(-1), default=0,
-      help="seed of the K-shot subset; -1 = same as --seed (the lab notes' protocol for K > 0)")
+      help="seed of the K-shot subset; -1 = same as --seed (the M1 protocol for K > 0; docs/protocols.md#m1_fewshot)")
     a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
     a("--fewshot_way_seed", type=int_at_least(-1), default=-1,
       help="seed of the N-way class subset; -1 = same as --seed")
