@@ -324,4 +324,4 @@ def test_sigterm_stops_running_commands_and_releases_locks(tmp_path, executor_ar
     by_id = {j.job_id: j for j in jobs}
     for job_id, _, _ in started:
         record = json.loads(by_id[job_id].job_json.read_text())
-        assert record["status"] == "failed" and record["returncode"] == -15
+        assert record["status"] == "interrupted" and record["returncode"] == -15

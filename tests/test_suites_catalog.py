@@ -441,7 +441,7 @@ def test_report_stages_cover_every_suite_in_two_tiers():
     # the headline tier's tables and plots one by one; the lab tier's reports as one folder
     outs = {next(iter(o)) for o in stages["report"]["outs"]}
     assert [next(iter(o)) for o in stages["report_lab"]["outs"]] == ["reports/lab"]
-    tables = {f"reports/{n}.{ext}" for n in HEADLINE for ext in ("md", "csv")}
+    tables = {f"reports/{n}.{ext}" for n in HEADLINE for ext in ("md", "csv", "tex")}
     plots, declared_plots = set(), set()
     for n in EXPECTED:  # every declared plot: its PNG and its dvc-plots CSV
         folder = "reports" if n in HEADLINE else "reports/lab"
