@@ -8,6 +8,9 @@ died: valid results that no MLflow run describes and that the next run skips. Th
 * a stale lock (see :mod:`benchmark.locks`) is removed;
 * a ``running`` mark whose job holds no live lock becomes ``done`` (the job has a valid result)
   or ``interrupted`` (it has none);
+* an MLflow run still RUNNING for a job no runner holds (its runner stopped before logging the
+  job's end; the record's ``mlflow.status``) becomes KILLED, unless the job's result is logged
+  into a new run below (which replaces it);
 * every valid result gets exactly one active MLflow run in its suite's experiment, tagged with the
   job id and the sha256 of the result file (:meth:`~benchmark.tracking.MlflowTracker.log_job`
   replaces the job's other runs). ``<id>.job.json`` records which run (``mlflow``: store, run id,
@@ -26,7 +29,7 @@ from typing import Iterable, Optional
 from .errors import ResultError
 from .expand import Job
 from .locks import JobLock, inspect_lock
-from .records import file_sha256, now_iso, read_record, update_record
+from .records import file_sha256, mlflow_record, now_iso, read_record, update_record  # noqa: F401
 from .results import load_result
 
 #: The mark a running job gets when its runner died before it finished.
@@ -40,6 +43,7 @@ class Reconciled:
     locks_removed: int = 0
     marks: Counter = field(default_factory=Counter)  # new status of fixed ``running`` marks
     logged: int = 0  # results without a recorded MLflow run, now logged (or matched to their run)
+    killed: int = 0  # MLflow runs left RUNNING by a runner that stopped, now KILLED
 
     def line(self) -> Optional[str]:
         """``  reconciled: 2 result(s) ... synced to MLflow, 1 `running` mark(s) -> done, ...``; None
@@ -47,15 +51,21 @@ class Reconciled:
         parts = []
         if self.logged:
             parts.append(f"{self.logged} result(s) without a recorded MLflow run synced to MLflow")
+        if self.killed:
+            parts.append(f"{self.killed} MLflow run(s) left RUNNING -> KILLED")
         parts += [f"{n} `running` mark(s) -> {status}" for status, n in sorted(self.marks.items())]
         if self.locks_removed:
             parts.append(f"{self.locks_removed} stale lock(s) removed")
         return "  reconciled: " + ", ".join(parts) if parts else None
 
 
-def mlflow_record(tracker, run_id: str, result_sha256: Optional[str]) -> dict:
-    """The ``mlflow`` field of ``<id>.job.json``."""
-    return {"store": tracker.store, "run_id": run_id, "result_sha256": result_sha256}
+def _open_run(record: dict, tracker) -> Optional[str]:
+    """The id of the MLflow run the record says is RUNNING in ``tracker``'s store, if any."""
+    mine = record.get("mlflow")
+    if (tracker is None or not tracker.enabled or not isinstance(mine, dict)
+            or mine.get("status") != "RUNNING" or mine.get("store") != tracker.store):
+        return None
+    return mine.get("run_id")
 
 
 def _in_sync(record: dict, tracker, digest: str) -> bool:
@@ -77,7 +87,8 @@ def reconcile(jobs: Iterable[Job], finished: set[str], tracker=None) -> Reconcil
         marked = record.get("status") == "running"
         untracked = (done and tracker is not None and tracker.enabled
                      and not _in_sync(record, tracker, file_sha256(job.out_json)))
-        if check is None and not marked and not untracked:
+        dangling = not untracked and _open_run(record, tracker) is not None
+        if check is None and not marked and not untracked and not dangling:
             continue
         lock = JobLock(job.lock)
         if lock.acquire() is not None:
@@ -93,6 +104,10 @@ def reconcile(jobs: Iterable[Job], finished: set[str], tracker=None) -> Reconcil
                 out.marks[status] += 1
             if untracked and _log(job, tracker):
                 out.logged += 1
+            run_id = None if untracked else _open_run(read_record(job), tracker)
+            if run_id is not None and tracker.end_run(run_id, "KILLED"):
+                update_record(job, mlflow={**read_record(job)["mlflow"], "status": "KILLED"})
+                out.killed += 1
         finally:
             lock.release()
     return out

@@ -3,7 +3,10 @@
 Written atomically by the runner process only. ``status`` is ``running`` while a runner has the
 job's command in flight, then ``done`` / ``failed``; ``interrupted`` when a runner died with the
 job unfinished (set by :mod:`benchmark.reconcile`). ``mlflow`` (``{"store", "run_id",
-"result_sha256"}``) names the MLflow run that describes the result file with that sha256.
+"result_sha256"}``) names the MLflow run that describes the result file with that sha256; with
+``"status": "RUNNING"`` (and no digest), the run created when the job started
+(:meth:`benchmark.tracking.MlflowTracker.start_job`), which :func:`write_record` keeps until the
+job's end is logged (a runner that stops first leaves it for :mod:`benchmark.reconcile` to end).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .atomic import atomic_write_json
 from .expand import Job
@@ -24,11 +27,21 @@ def now_iso() -> str:
 
 
 def write_record(job: Job, **fields: Any) -> None:
-    """Replace ``<id>.job.json`` with the job's identity plus ``fields``."""
+    """Replace ``<id>.job.json`` with the job's identity plus ``fields`` (and the record of a run
+    still open in MLflow, unless ``fields`` names one)."""
+    if "mlflow" not in fields:
+        mine = read_record(job).get("mlflow")
+        if isinstance(mine, dict) and mine.get("status") == "RUNNING":
+            fields = {**fields, "mlflow": mine}
     record = {"suite": job.suite, "job_id": job.job_id, "task": job.task, "tags": job.tags,
               "args": job.args, "argv": job.argv, "out_json": str(job.out_json), "log": str(job.log),
               "host": socket.gethostname(), "pid": os.getpid(), **fields}
     atomic_write_json(job.job_json, record)
+
+
+def mlflow_record(tracker, run_id: str, result_sha256: Optional[str], **extra: Any) -> dict:
+    """The ``mlflow`` field of ``<id>.job.json`` (``extra``: e.g. ``status="RUNNING"``)."""
+    return {"store": tracker.store, "run_id": run_id, "result_sha256": result_sha256, **extra}
 
 
 def read_record(job: Job) -> dict[str, Any]:

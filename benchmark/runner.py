@@ -573,6 +573,8 @@ def _run(jobs: list[Job], executor: Executor, *, suite_name: Optional[str], trac
             return
         in_flight[fut] = (i, claim)
         mark_started(claim, where)
+        if tracker is not None and hasattr(tracker, "start_job"):  # its MLflow run: RUNNING
+            tracker.start_job(job)
         log(f"  start    {job.label}  {job.job_id}" + (f" [{where}]" if where else ""))
 
     deferred = set(waiting)  # (a skip below may already make some of them ready)

@@ -105,7 +105,8 @@ def test_killed_runner_leaves_no_unlogged_result_and_no_running_mark(tmp_path):
         deadline = time.time() + 60
         while time.time() < deadline:  # kill once a job is logged to MLflow and another is running
             recs = _records(jobs).values()
-            if any("mlflow" in r for r in recs) and any(r.get("status") == "running" for r in recs):
+            if (any((r.get("mlflow") or {}).get("result_sha256") for r in recs)
+                    and any(r.get("status") == "running" for r in recs)):
                 break
             time.sleep(0.05)
         runner.send_signal(signal.SIGKILL)  # the runner only: its commands go on as orphans
@@ -118,11 +119,14 @@ def test_killed_runner_leaves_no_unlogged_result_and_no_running_mark(tmp_path):
             break
         time.sleep(0.1)
     time.sleep(0.3)
-    # the reported state: results on disk marked running, without an MLflow run
+    # the reported state: results on disk marked running, whose MLflow run (created when the job
+    # started) is still RUNNING, without the result
     runs = _active_runs(uri)
-    logged = {r.data.tags["job_id"] for r in runs}
-    orphans = [j for j in jobs if j.out_json.exists() and _records([j])[j.job_id]["status"] == "running"]
+    logged = {r.data.tags["job_id"] for r in runs if r.info.status == "FINISHED"}
+    orphans = [j for j in jobs if j.out_json.exists()  # (no record: killed between submit and record)
+               and _records([j]).get(j.job_id, {}).get("status") == "running"]
     assert orphans and logged and not {j.job_id for j in orphans} & logged
+    assert {r.info.status for r in runs if r.data.tags["job_id"] in {j.job_id for j in orphans}} == {"RUNNING"}
     # and a logged result that changed on disk since (e.g. re-made by hand): its run must follow
     changed = next(j for j in jobs if j.job_id in logged)
     doc = json.loads(changed.out_json.read_text())
@@ -137,6 +141,7 @@ def test_killed_runner_leaves_no_unlogged_result_and_no_running_mark(tmp_path):
     by_job = {r.data.tags["job_id"]: r for r in runs}
     assert all(by_job[j.job_id].data.tags["result_sha256"] == _sha(j.out_json) for j in jobs)
     assert by_job[changed.job_id].data.metrics["score"] == 99.0
+    assert {r.info.status for r in runs} == {"FINISHED"}  # no run left RUNNING
     assert {r["status"] for r in _records(jobs).values()} == {"done"}
     assert not list((tmp_path / "results").rglob("*.lock"))
     assert sorted(started.read_text().split()) == sorted(j.job_id for j in jobs)  # none ran twice

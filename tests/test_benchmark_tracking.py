@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
-from benchutil import write_suite  # noqa: E402
+from benchutil import FAKE_JOB, write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
@@ -18,7 +18,7 @@ from benchmark.tracking import MlflowTracker, run_name, sanitize_key  # noqa: E4
 def test_sanitize_key():
     assert sanitize_key("iou@0.03") == "iou_at_0.03"
     assert sanitize_key("near@0.05/mae") == "near_at_0.05/mae"
-    assert sanitize_key("a(b)") == "a_b_"
+    assert sanitize_key("a(b)") == "a_x28_b_x29_"
 
 
 @pytest.mark.slow
@@ -38,12 +38,22 @@ def test_one_mlflow_run_per_job(tmp_path, monkeypatch, capsys):
     assert set(runs["tags.job_id"]) == {j.job_id for j in jobs}
     assert set(runs["tags.mlflow.runName"]) == {run_name(j) for j in jobs}
     assert "demo/ckpt=a,seed=1" in set(runs["tags.mlflow.runName"])
-    assert set(runs["tags.task"]) == {"command"} and set(runs["tags.git_rev"]) == {"0123456789abcdef"}
+    assert set(runs["tags.task"]) == {"command"}
+    assert set(runs["tags.mlflow.source.git.commit"]) == {"0123456789abcdef"}  # the results' provenance
+    assert set(runs["tags.mlflow.source.name"]) == {str(FAKE_JOB)} and set(runs["status"]) == {"FINISHED"}
+    assert sorted(zip(runs["tags.ckpt"], runs["tags.seed"])) == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]
     by_id = runs.set_index("tags.job_id")
     j = jobs[3]  # ckpt=b seed=2: score 4
     assert by_id.loc[j.job_id, "metrics.score"] == 4.0
     assert by_id.loc[j.job_id, "metrics.hit_at_1"] == 0.04  # '@' sanitized
     assert by_id.loc[j.job_id, "params.scale"] == "2" and by_id.loc[j.job_id, "params.tag.ckpt"] == "b"
+    # the job's log and result JSON as artifacts, beside the database
+    from mlflow.tracking import MlflowClient
+
+    run_id = by_id.loc[j.job_id, "run_id"]
+    got = {a.path for folder in ("log", "result") for a in MlflowClient(uri).list_artifacts(run_id, folder)}
+    assert got == {f"log/{j.log.name}", f"result/{j.out_json.name}"}
+    assert (tmp_path / "mlartifacts" / "demo").is_dir()
     # a second run skips everything and logs nothing new
     assert main(["run", str(path)]) == 0
     assert len(mlflow.search_runs(experiment_names=["demo"])) == 4
