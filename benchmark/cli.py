@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_accept_code)
 
     p = sub.add_parser("compare", help="did any number move beyond seed noise between two results "
-                                      "directories, git revisions or DVC experiments? (exit 1 if so)")
+                                      "directories, git revisions or DVC experiments? (exit 1 if so)",
+                       usage="%(prog)s [options] [SUITE...] A B\n       %(prog)s [options] SUITE... --a A --b B")
     p.add_argument("items", nargs="*", metavar="SUITE... A B",
                    help="suite YAML files or directories of them (needed for a results directory side; "
                         "with two revisions, the suites default to every metrics/*.seeds.json), then the "
