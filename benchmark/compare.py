@@ -253,8 +253,9 @@ def compare_tables(name: str, a: Optional[SideTable], b: Optional[SideTable], al
     seed_args = {suite.seed_arg} if suite is not None else {t.seed_arg for t in tables}
     unseeded = seed_args == {None}
     out = SuiteComparison(suite=name, invalid_a=list(a.invalid) if a else [], invalid_b=list(b.invalid) if b else [])
+    metrics = headline_metrics(suite, present)
     for row in rows:
-        for metric in headline_metrics(suite, present):
+        for metric in metrics:
             values = [t.rows.get(row, {}).get(metric, {}) if t is not None else {} for t in (a, b)]
             item = compare_row(row, metric, values[0], values[1], alpha, unseeded)
             if item is not None:
