@@ -308,20 +308,32 @@ def cmd_accept_code(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    """Paired comparison of two results directories (see :mod:`benchmark.compare`)."""
+    """Paired comparison of two sides: results directories, git revisions or DVC experiments
+    (see :mod:`benchmark.compare`). ``SUITE... A B``, or ``SUITE... --a A --b B``."""
     from .atomic import atomic_write_json
-    from .compare import compare_dirs, render_markdown, to_json
+    from .compare import compare_sides, load_tables, render_markdown, to_json
 
-    for flag, value in (("--a", args.a), ("--b", args.b)):
-        if not Path(value).is_dir():
-            raise SuiteError(f"{flag} {value}: not a directory")
+    items = list(args.items)
+    if args.a is not None or args.b is not None:
+        if args.a is None or args.b is None:
+            raise SuiteError("compare: --a and --b go together (or give A B as the last two arguments)")
+        side_a, side_b, suite_items = args.a, args.b, items
+        labels = ("--a", "--b")
+    elif len(items) >= 2:
+        side_a, side_b, suite_items = items[-2], items[-1], items[:-2]
+        labels = ("A", "B")
+    else:
+        raise SuiteError("compare: expected [SUITE...] A B (each a results directory, git revision "
+                         "or DVC experiment name), or SUITE... --a A --b B")
     if not 0 < args.alpha < 1:
         raise SuiteError(f"--alpha: expected a number in (0, 1); got {args.alpha}")
-    suites = load_suites(args.suites, args.params)
-    comparisons = [compare_dirs(s, args.a, args.b, args.alpha) for s in suites]
+    suites = load_suites(suite_items, args.params) if suite_items else []
+    tables_a = load_tables(side_a, suites, args.repo, labels[0])
+    tables_b = load_tables(side_b, suites, args.repo, labels[1])
+    comparisons = compare_sides(suites, tables_a, tables_b, args.alpha)
     print("\n".join(render_markdown(c, args.alpha) for c in comparisons), end="")
     if args.json:
-        atomic_write_json(args.json, to_json(comparisons, args.a, args.b, args.alpha))
+        atomic_write_json(args.json, to_json(comparisons, side_a, side_b, args.alpha))
     return EXIT_FAILED if any(c.changed for c in comparisons) else EXIT_OK
 
 
@@ -433,10 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_accept_code)
 
     p = sub.add_parser("compare", help="did any number move beyond seed noise between two results "
-                                      "directories? (exit 1 if so)")
-    p.add_argument("suites", nargs="+", metavar="SUITE", help="suite YAML files or directories of them")
-    p.add_argument("--a", required=True, metavar="DIR_A", help="results root of the baseline side")
-    p.add_argument("--b", required=True, metavar="DIR_B", help="results root of the changed side")
+                                      "directories, git revisions or DVC experiments? (exit 1 if so)",
+                       usage="%(prog)s [options] [SUITE...] A B\n       %(prog)s [options] SUITE... --a A --b B")
+    p.add_argument("items", nargs="*", metavar="SUITE... A B",
+                   help="suite YAML files or directories of them (needed for a results directory side; "
+                        "with two revisions, the suites default to every metrics/*.seeds.json), then the "
+                        "sides A B: each a results directory, else a git revision, else a DVC experiment name")
+    p.add_argument("--a", default=None, metavar="A", help="the baseline side (then every positional is a suite)")
+    p.add_argument("--b", default=None, metavar="B", help="the changed side")
+    p.add_argument("--repo", default=".", metavar="DIR",
+                   help="git repository of revision/experiment sides (default: the current directory)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")

@@ -1,12 +1,16 @@
-"""Did a change move any number beyond seed noise? Paired comparison of two results directories.
+"""Did a change move any number beyond seed noise? Paired comparison of two sides.
 
-``python -m benchmark compare SUITE.yaml --a results_A --b results_B`` expands each suite against
-both directories, reads their valid results (:func:`benchmark.collect.collect`, minus the results
-that fail their task's schema: :func:`benchmark.collect.invalid_results`) and pairs them by job id:
-the same args give the same id on both sides, so the seeds of a row pair naturally.
+``python -m benchmark compare [SUITE...] A B`` (or ``SUITE... --a A --b B``): each side is a
+results directory (the suites are expanded against it and its valid results read:
+:func:`benchmark.collect.collect`, minus the results that fail their task's schema:
+:func:`benchmark.collect.invalid_results`), a git revision or a DVC experiment name (the
+``metrics/<suite>.seeds.json`` committed there: :mod:`benchmark.revisions`). Both are reduced to
+one form, :data:`SeedValues` (row label -> metric -> seed value -> value), and paired by seed
+VALUE within a row and metric: an experiment that changes a parameter changes job ids, not rows.
 
 A row is a job's tags without the seed arg; its metrics are the headline metrics (those the
-suite's tables list). Per row and metric, over the seeds present (and finite) on both sides:
+suite's tables list; without a suite file, every non-baseline metric the sides have). Per row and
+metric, over the seeds present (and not NaN) on both sides:
 
 * every pair equal within 1e-12 relative -> ``identical``;
 * one pair -> ``changed`` (note ``n=1, no noise estimate``) when the values differ;
@@ -18,7 +22,7 @@ suite's tables list). Per row and metric, over the seeds present (and finite) on
   both sides but no seed in common -> ``no paired seeds``.
 
 ``changed``, ``only in A`` and ``only in B`` make the command exit 1 (for CI, a row that appeared
-or vanished is a difference too). Everything except :func:`load_side` is pure.
+or vanished is a difference too). Everything outside "IO at the edge" is pure.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .collect import ResultRow, collect, invalid_results
+from .errors import SuiteError
 from .expand import Job, expand
 from .results import BASELINE_PREFIX
 from .suite import Suite
@@ -162,14 +167,32 @@ def paired_verdict(row: str, metric: str, pairs: list[tuple[float, float]], alph
 
 # --- rows and pairing (pure) ------------------------------------------------------------------
 
-def headline_metrics(suite: Suite, rows: list[ResultRow]) -> list[str]:
-    """The metrics the suite's tables list, in order; with none listed, every non-baseline
-    metric the results have (sorted)."""
-    listed = [m for t in suite.tables for m in (t.metrics or [])]
+#: ``row label -> metric -> seed value as text -> value``: one side of one suite, from a results
+#: directory (:func:`seed_table`) or from a committed ``metrics/<suite>.seeds.json``
+#: (:mod:`benchmark.revisions`). Every comparison goes through this form.
+SeedValues = dict[str, dict[str, dict[str, float]]]
+
+#: The seed text of a job when its suite has no seed axis (one job per row: paired as such).
+NO_SEED = "null"
+
+
+@dataclass
+class SideTable:
+    """One suite on one side: its seed arg, its values, and the invalid results left out."""
+
+    seed_arg: Optional[str]
+    rows: SeedValues
+    invalid: list[str] = field(default_factory=list)
+
+
+def headline_metrics(suite: Optional[Suite], present: list[str]) -> list[str]:
+    """The metrics the suite's tables list, in order; with none listed (or no suite file at
+    hand), every non-baseline metric of ``present`` (sorted with a suite, else as first seen)."""
+    listed = [m for t in suite.tables for m in (t.metrics or [])] if suite is not None else []
     if listed:
         return list(dict.fromkeys(listed))
-    present = {m for r in rows for m in r.metrics}
-    return sorted(m for m in present if not m.startswith(f"{BASELINE_PREFIX}/"))
+    keep = [m for m in dict.fromkeys(present) if not m.startswith(f"{BASELINE_PREFIX}/")]
+    return sorted(keep) if suite is not None else keep
 
 
 def row_label(job: Job, seed_arg: Optional[str]) -> str:
@@ -177,9 +200,22 @@ def row_label(job: Job, seed_arg: Optional[str]) -> str:
     return " ".join(f"{k}={v}" for k, v in job.tags.items() if k != seed_arg) or "all"
 
 
-def _value(row: Optional[ResultRow], metric: str) -> Optional[float]:
-    value = row.metrics.get(metric) if row is not None else None
-    return None if value is None or math.isnan(value) else value
+def seed_text(job: Job, seed_arg: Optional[str]) -> str:
+    """The seed of ``job`` as the key of :data:`SeedValues` (``str`` of its seed tag)."""
+    return str(job.tags[seed_arg]) if seed_arg and seed_arg in job.tags else NO_SEED
+
+
+def seed_table(suite: Suite, jobs: list[Job], results: dict[str, ResultRow]) -> SeedValues:
+    """The :data:`SeedValues` of ``results`` (valid results by job id): every row of ``jobs`` in
+    their order (empty when no result), every metric, NaN left out."""
+    out: SeedValues = {}
+    for job in jobs:
+        row = out.setdefault(row_label(job, suite.seed_arg), {})
+        result = results.get(job.job_id)
+        for metric, value in (result.metrics.items() if result is not None else ()):
+            if value is not None and not math.isnan(value):
+                row.setdefault(metric, {})[seed_text(job, suite.seed_arg)] = value
+    return out
 
 
 def _one_side(row: str, metric: str, values: list[float], verdict: str) -> Comparison:
@@ -188,34 +224,40 @@ def _one_side(row: str, metric: str, values: list[float], verdict: str) -> Compa
                       mean_a=mean if verdict == ONLY_A else None, mean_b=mean if verdict == ONLY_B else None)
 
 
-def compare_row(row: str, metric: str, jobs: list[Job], side_a: dict[str, ResultRow],
-                side_b: dict[str, ResultRow], alpha: float) -> Optional[Comparison]:
-    """One row x metric; None when neither side has a value."""
-    values = [(_value(side_a.get(j.job_id), metric), _value(side_b.get(j.job_id), metric)) for j in jobs]
-    a = [x for x, _ in values if x is not None]
-    b = [y for _, y in values if y is not None]
-    pairs = [(x, y) for x, y in values if x is not None and y is not None]
+def compare_row(row: str, metric: str, a: dict[str, float], b: dict[str, float], alpha: float,
+                unseeded: bool = False) -> Optional[Comparison]:
+    """One row x metric from each side's ``seed text -> value``, paired by seed value (in A's
+    order); ``unseeded`` (no seed axis): the single value of each side pairs whatever its key.
+    None when neither side has a value."""
+    pairs = [(x, b[seed]) for seed, x in a.items() if seed in b]
+    if not pairs and unseeded and len(a) == len(b) == 1:
+        pairs = [(next(iter(a.values())), next(iter(b.values())))]
     if pairs:
         return paired_verdict(row, metric, pairs, alpha)
     if a and b:
-        return Comparison(row=row, metric=metric, verdict=NO_PAIRS, mean_a=statistics.fmean(a),
-                          mean_b=statistics.fmean(b), delta=statistics.fmean(b) - statistics.fmean(a))
+        mean_a, mean_b = statistics.fmean(a.values()), statistics.fmean(b.values())
+        return Comparison(row=row, metric=metric, verdict=NO_PAIRS, mean_a=mean_a, mean_b=mean_b,
+                          delta=mean_b - mean_a)
     if a or b:
-        return _one_side(row, metric, a or b, ONLY_A if a else ONLY_B)
+        return _one_side(row, metric, list((a or b).values()), ONLY_A if a else ONLY_B)
     return None
 
 
-def compare_suite(suite: Suite, jobs: list[Job], side_a: dict[str, ResultRow],
-                  side_b: dict[str, ResultRow], alpha: float) -> SuiteComparison:
-    """Every row x headline metric of ``suite``; ``side_*``: the valid results by job id."""
-    groups: dict[str, list[Job]] = {}
-    for job in jobs:
-        groups.setdefault(row_label(job, suite.seed_arg), []).append(job)
-    metrics = headline_metrics(suite, [*side_a.values(), *side_b.values()])
-    out = SuiteComparison(suite=suite.name)
-    for row, row_jobs in groups.items():
+def compare_tables(name: str, a: Optional[SideTable], b: Optional[SideTable], alpha: float,
+                   suite: Optional[Suite] = None) -> SuiteComparison:
+    """Every row (A's order, then B's new ones) x headline metric of one suite; a side without
+    the suite (``None``) has no rows. ``suite`` (its YAML, when at hand) names the metrics."""
+    tables = [t for t in (a, b) if t is not None]
+    rows = list(dict.fromkeys(r for t in tables for r in t.rows))
+    present = [m for t in tables for per_row in t.rows.values() for m in per_row]
+    seed_args = {suite.seed_arg} if suite is not None else {t.seed_arg for t in tables}
+    unseeded = seed_args == {None}
+    out = SuiteComparison(suite=name, invalid_a=list(a.invalid) if a else [], invalid_b=list(b.invalid) if b else [])
+    metrics = headline_metrics(suite, present)
+    for row in rows:
         for metric in metrics:
-            item = compare_row(row, metric, row_jobs, side_a, side_b, alpha)
+            values = [t.rows.get(row, {}).get(metric, {}) if t is not None else {} for t in (a, b)]
+            item = compare_row(row, metric, values[0], values[1], alpha, unseeded)
             if item is not None:
                 out.items.append(item)
     return out
@@ -233,13 +275,47 @@ def load_side(suite: Suite, results_dir: Path | str) -> tuple[list[Job], dict[st
     return jobs, valid, [bad[k] for k in sorted(bad)]
 
 
+def dir_tables(suites: list[Suite], results_dir: Path | str) -> dict[str, SideTable]:
+    """``suite name -> SideTable`` of every suite's results in ``results_dir``."""
+    out = {}
+    for suite in suites:
+        jobs, valid, invalid = load_side(suite, results_dir)
+        out[suite.name] = SideTable(suite.seed_arg, seed_table(suite, jobs, valid), invalid)
+    return out
+
+
+def revision_tables(spec: str, repo: Path | str = ".", label: str = "") -> dict[str, SideTable]:
+    """``suite name -> SideTable`` of the ``metrics/*.seeds.json`` committed at the git revision
+    or DVC experiment ``spec`` (:mod:`benchmark.revisions`)."""
+    from .revisions import read_seed_files, resolve_revision
+
+    files = read_seed_files(resolve_revision(spec, repo, label), repo)
+    return {name: SideTable(f.seed_arg, f.rows) for name, f in files.items()}
+
+
+def load_tables(spec: str, suites: list[Suite], repo: Path | str = ".", label: str = "") -> dict[str, SideTable]:
+    """One side: ``spec`` is a results directory when one exists at that path (it needs the
+    suite files), else a git revision, else a DVC experiment name."""
+    if Path(spec).is_dir():
+        if not suites:
+            raise SuiteError(f"{label} {spec}: a results directory needs the suite files: "
+                             "compare SUITE... A B".strip())
+        return dir_tables(suites, spec)
+    return revision_tables(spec, repo, label)
+
+
+def compare_sides(suites: list[Suite], a: dict[str, SideTable], b: dict[str, SideTable],
+                  alpha: float) -> list[SuiteComparison]:
+    """One :class:`SuiteComparison` per suite: those of ``suites``, or with none given every
+    suite either side has (sorted by name)."""
+    if suites:
+        return [compare_tables(s.name, a.get(s.name), b.get(s.name), alpha, s) for s in suites]
+    return [compare_tables(name, a.get(name), b.get(name), alpha) for name in sorted({*a, *b})]
+
+
 def compare_dirs(suite: Suite, dir_a: Path | str, dir_b: Path | str, alpha: float) -> SuiteComparison:
     """:func:`compare_suite` of the results of ``suite`` in two results directories."""
-    jobs, side_a, invalid_a = load_side(suite, dir_a)
-    _, side_b, invalid_b = load_side(suite, dir_b)
-    out = compare_suite(suite, jobs, side_a, side_b, alpha)
-    out.invalid_a, out.invalid_b = invalid_a, invalid_b
-    return out
+    return compare_sides([suite], dir_tables([suite], dir_a), dir_tables([suite], dir_b), alpha)[0]
 
 
 # --- rendering (pure) -------------------------------------------------------------------------

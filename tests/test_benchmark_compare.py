@@ -163,7 +163,8 @@ def test_bad_input_exit_2_one_line(tmp_path, capsys):
     args = ["compare", str(path), "--params", str(tmp_path / "params.yaml"), "--a", str(tmp_path / "A")]
     assert main([*args, "--b", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: --b {tmp_path / 'nowhere'}: not a directory"
+    assert err.strip() == (f"error: --b {tmp_path / 'nowhere'}: not a results directory, git revision "
+                           "or DVC experiment name")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ntask: command\nprogram: [python, x.py]\nbogus: 1\n")
     assert main(["compare", str(bad), "--a", str(tmp_path / "A"), "--b", str(tmp_path / "A"),
