@@ -1,4 +1,4 @@
-"""``python -m benchmark {run,status,report,validate,unlock,accept-code,compare} SUITE.yaml...``
+"""``python -m benchmark {run,status,report,metrics,validate,unlock,accept-code,compare} SUITE.yaml...``
 
 Exit codes: 0 ok (``run``: every job of the suites has a valid result); 1 a job failed or a
 result is invalid; 2 a suite (or the command line) is invalid, reported as one line without a
@@ -137,6 +137,9 @@ def cmd_run(args) -> int:
             executor.close()
     for s in summaries:
         print(s.line())
+    if args.metrics:
+        for suite, _ in plans:
+            _write_metrics(suite, args.results_dir, args.metrics)
     return _run_exit(sum(s.count("failed") for s in summaries), sum(s.count("locked") for s in summaries),
                      sum(s.count("interrupted") for s in summaries))
 
@@ -214,6 +217,24 @@ def _pool_executor(args, gpus: Optional[list[str]]):
     return PoolExecutor(n_jobs=args.jobs, gpus=gpus, jobs_per_gpu=args.jobs_per_gpu,
                         max_rss_mb=args.worker_max_rss_mb, max_jobs_per_worker=args.worker_max_jobs or 0,
                         preload=preload)
+
+
+def _write_metrics(suite: Suite, results_dir: str, out_dir: str) -> list[str]:
+    """Write the suite's metrics files (:mod:`benchmark.suite_metrics`) and print one line."""
+    from .suite_metrics import write_metrics
+
+    path, seeds_path, n_rows, invalid = write_metrics(suite, results_dir, out_dir)
+    left_out = f"; {len(invalid)} invalid result(s) left out" if invalid else ""
+    print(f"{suite.name}: metrics -> {path}, {seeds_path} ({n_rows} rows{left_out})", flush=True)
+    return invalid
+
+
+def cmd_metrics(args) -> int:
+    """Per-suite metrics files from the results on disk (what ``run --metrics DIR`` writes)."""
+    for suite in load_suites(args.suites, args.params):
+        for line in _write_metrics(suite, args.results_dir, args.out):
+            print(f"  invalid result left out: {line}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_status(args) -> int:
@@ -370,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
                    help="restrict to matching jobs (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list jobs and argv; run nothing")
+    p.add_argument("--metrics", default=None, metavar="DIR",
+                   help="afterwards, write each suite's metrics files DIR/<suite>.json (seed mean, std, "
+                        "n per row and headline metric: a dvc metrics file) and DIR/<suite>.seeds.json "
+                        "(every seed's value) from all its results, as `metrics` does")
     p.add_argument("--no-reuse", action="store_true",
                    help="run every job here even when another suite's folder holds a finished result "
                         "of the same job id (default: adopt it)")
@@ -410,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file in --out that collects every suite's headline numbers for `dvc metrics` "
                         "(default: summary.json)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("metrics", help="write DIR/<suite>.json (seed mean, std, n per row and headline "
+                                       "metric; for `dvc metrics`) and DIR/<suite>.seeds.json (every seed)")
+    common(p)
+    p.add_argument("--out", default="metrics", metavar="DIR", help="metrics directory (default: metrics)")
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("validate", help="validate suites and every existing result")
     common(p)
