@@ -251,24 +251,36 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report, write_report
+    """Render every suite first; write (all files at once, :func:`benchmark.report.write_reports`)
+    only if every suite rendered: a missing results folder or invalid results leave every
+    existing report file as it was."""
+    from .report import build_report, write_reports
 
-    failed = False
+    reps, failed = [], False
     for suite in load_suites(args.suites, args.params):
+        folder = Path(args.results_dir) / suite.name
+        if not folder.is_dir():
+            failed = True
+            print(f"{suite.name}: no results folder {folder} (run `{prog_name()} run {suite.source}` first); "
+                  "no report written", file=sys.stderr)
+            continue
         rep = build_report(suite, _jobs(suite, args), results_dir=Path(args.results_dir))
         if rep.problems:
             failed = True
-            print(f"{suite.name}: report not written; invalid results (files left in place):", file=sys.stderr)
+            print(f"{suite.name}: invalid results (files left in place); no report written:", file=sys.stderr)
             print("\n".join(f"  {p}" for p in rep.problems), file=sys.stderr)
             continue
-        paths = write_report(rep, args.out, args.summary)
+        reps.append(rep)
+    if failed:
+        return EXIT_FAILED
+    for rep, paths in zip(reps, write_reports(reps, args.out, args.summary)):
         gate = f"; gate: {rep.gate.decision}" if rep.gate else ""
         plots = f", {len(rep.plots)} plot(s)" if rep.plots else ""
-        print(f"{suite.name}: {len(rep.collected.rows)}/{len(rep.collected.jobs)} complete -> "
+        print(f"{rep.suite.name}: {len(rep.collected.rows)}/{len(rep.collected.jobs)} complete -> "
               f"{paths[0]}, {paths[1]}{plots}{gate}")
         if rep.gate and rep.gate.reasons:
             print("\n".join(f"  {reason}" for reason in rep.gate.reasons))
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_OK
 
 
 def cmd_validate(args) -> int:
