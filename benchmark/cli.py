@@ -1,4 +1,4 @@
-"""``python -m benchmark {run,status,report,validate,unlock,accept-code,compare} SUITE.yaml...``
+"""``python -m benchmark {run,status,report,metrics,validate,unlock,accept-code,compare} SUITE.yaml...``
 
 Exit codes: 0 ok (``run``: every job of the suites has a valid result); 1 a job failed or a
 result is invalid; 2 a suite (or the command line) is invalid, reported as one line without a
@@ -137,6 +137,9 @@ def cmd_run(args) -> int:
             executor.close()
     for s in summaries:
         print(s.line())
+    if args.metrics:
+        for suite, _ in plans:
+            _write_metrics(suite, args.results_dir, args.metrics)
     return _run_exit(sum(s.count("failed") for s in summaries), sum(s.count("locked") for s in summaries),
                      sum(s.count("interrupted") for s in summaries))
 
@@ -216,6 +219,24 @@ def _pool_executor(args, gpus: Optional[list[str]]):
                         preload=preload)
 
 
+def _write_metrics(suite: Suite, results_dir: str, out_dir: str) -> list[str]:
+    """Write the suite's metrics files (:mod:`benchmark.suite_metrics`) and print one line."""
+    from .suite_metrics import write_metrics
+
+    path, seeds_path, n_rows, invalid = write_metrics(suite, results_dir, out_dir)
+    left_out = f"; {len(invalid)} invalid result(s) left out" if invalid else ""
+    print(f"{suite.name}: metrics -> {path}, {seeds_path} ({n_rows} rows{left_out})", flush=True)
+    return invalid
+
+
+def cmd_metrics(args) -> int:
+    """Per-suite metrics files from the results on disk (what ``run --metrics DIR`` writes)."""
+    for suite in load_suites(args.suites, args.params):
+        for line in _write_metrics(suite, args.results_dir, args.out):
+            print(f"  invalid result left out: {line}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_status(args) -> int:
     from .status import status_lines
 
@@ -230,24 +251,36 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report, write_report
+    """Render every suite first; write (all files at once, :func:`benchmark.report.write_reports`)
+    only if every suite rendered: a missing results folder or invalid results leave every
+    existing report file as it was."""
+    from .report import build_report, write_reports
 
-    failed = False
+    reps, failed = [], False
     for suite in load_suites(args.suites, args.params):
+        folder = Path(args.results_dir) / suite.name
+        if not folder.is_dir():
+            failed = True
+            print(f"{suite.name}: no results folder {folder} (run `{prog_name()} run {suite.source}` first); "
+                  "no report written", file=sys.stderr)
+            continue
         rep = build_report(suite, _jobs(suite, args), results_dir=Path(args.results_dir))
         if rep.problems:
             failed = True
-            print(f"{suite.name}: report not written; invalid results (files left in place):", file=sys.stderr)
+            print(f"{suite.name}: invalid results (files left in place); no report written:", file=sys.stderr)
             print("\n".join(f"  {p}" for p in rep.problems), file=sys.stderr)
             continue
-        paths = write_report(rep, args.out, args.summary)
+        reps.append(rep)
+    if failed:
+        return EXIT_FAILED
+    for rep, paths in zip(reps, write_reports(reps, args.out, args.summary)):
         gate = f"; gate: {rep.gate.decision}" if rep.gate else ""
         plots = f", {len(rep.plots)} plot(s)" if rep.plots else ""
-        print(f"{suite.name}: {len(rep.collected.rows)}/{len(rep.collected.jobs)} complete -> "
+        print(f"{rep.suite.name}: {len(rep.collected.rows)}/{len(rep.collected.jobs)} complete -> "
               f"{paths[0]}, {paths[1]}{plots}{gate}")
         if rep.gate and rep.gate.reasons:
             print("\n".join(f"  {reason}" for reason in rep.gate.reasons))
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_OK
 
 
 def cmd_validate(args) -> int:
@@ -382,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
                    help="restrict to matching jobs (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list jobs and argv; run nothing")
+    p.add_argument("--metrics", default=None, metavar="DIR",
+                   help="afterwards, write each suite's metrics files DIR/<suite>.json (seed mean, std, "
+                        "n per row and headline metric: a dvc metrics file) and DIR/<suite>.seeds.json "
+                        "(every seed's value) from all its results, as `metrics` does")
     p.add_argument("--no-reuse", action="store_true",
                    help="run every job here even when another suite's folder holds a finished result "
                         "of the same job id (default: adopt it)")
@@ -422,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file in --out that collects every suite's headline numbers for `dvc metrics` "
                         "(default: summary.json)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("metrics", help="write DIR/<suite>.json (seed mean, std, n per row and headline "
+                                       "metric; for `dvc metrics`) and DIR/<suite>.seeds.json (every seed)")
+    common(p)
+    p.add_argument("--out", default="metrics", metavar="DIR", help="metrics directory (default: metrics)")
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("validate", help="validate suites and every existing result")
     common(p)

@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,13 +33,12 @@ from tabulate import tabulate
 from . import numfmt
 from .aggregate import (Cell, Column, Readout, TableData, baseline_columns, build_table, competing_axes,
                         gate_comparisons, gate_rows, known_direction, paired_baseline_cell, readout)
-from .atomic import atomic_write_json, atomic_write_text
 from .code_identity import Checkout, code_versions, job_module, mixed_code, short, versions_text
 from .collect import Collected, ResultRow, collect
 from .expand import Job, command_of
 from .guards import describe, is_blocking
 from .pivot import Known, arrow, best_cells, flat_header, metric_text, one_metric, pivot_table, row_cells
-from .plots import PlotData, plot_data, write_plots
+from .plots import PlotData, plot_data
 from .promote import GateResult, evaluate_gate
 from .render_latex import latex_document, latex_table
 from .sensitivity import DETECTED, sensitivity_checks
@@ -839,15 +839,38 @@ def summarize(col: Collected, tables: list[TableData], gate: Optional[GateResult
 def write_report(rep: SuiteReport, out_dir: Path | str, summary_name: str = "summary.json") -> list[Path]:
     """Write ``<suite>.md``, ``<suite>.csv``, ``<suite>.tex`` (LaTeX, booktabs), the plots (PNG +
     ``plots/*.csv``) and merge the suite into ``<out_dir>/<summary_name>``. Returns the paths
-    written (Markdown first, then the CSV)."""
+    written (Markdown first, then the CSV). All or nothing: see :func:`write_reports`."""
+    return write_reports([rep], out_dir, summary_name)[0]
+
+
+def write_reports(reps: list[SuiteReport], out_dir: Path | str,
+                  summary_name: str = "summary.json") -> list[list[Path]]:
+    """:func:`write_report` of several suites at once, all or nothing: every file (each suite's
+    Markdown, CSV, LaTeX, plot PNGs and CSVs, and the merged summary) is first written in full to
+    a temp file beside its target; only when all of them are written are they renamed over the
+    targets. If anything fails before that (a plot that does not render, a full disk), the temp
+    files are removed and no existing report file is touched. Returns each suite's paths."""
+    from .plots import plot_csv, render_png
+
     out_dir = Path(out_dir)
-    md = out_dir / f"{rep.suite.name}.md"
-    csv_path = out_dir / f"{rep.suite.name}.csv"
-    atomic_write_text(md, _relink(rep.markdown, out_dir))
-    atomic_write_text(csv_path, rep.csv_text)
-    tex = out_dir / f"{rep.suite.name}.tex"
-    atomic_write_text(tex, rep.latex)
-    plot_paths = [p for pair in write_plots(rep.plots, out_dir) for p in pair]
+    staged: list[tuple[str, Path]] = []  # (temp file, target)
+
+    def stage(target: Path, write: Callable[[str], None]) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+        os.close(fd)
+        staged.append((tmp, target))
+        write(tmp)
+        return target
+
+    def text(content: str) -> Callable[[str], None]:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                fh.write(content.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        return write
+
     summary_path = out_dir / summary_name
     try:
         summary = json.loads(summary_path.read_text())
@@ -855,9 +878,29 @@ def write_report(rep: SuiteReport, out_dir: Path | str, summary_name: str = "sum
             summary = {}
     except (OSError, ValueError):
         summary = {}
-    summary[rep.suite.name] = rep.summary
-    atomic_write_json(summary_path, summary)
-    return [md, csv_path, tex, *plot_paths, summary_path]
+    written: list[list[Path]] = []
+    try:
+        for rep in reps:
+            name = rep.suite.name
+            paths = [stage(out_dir / f"{name}.md", text(_relink(rep.markdown, out_dir))),
+                     stage(out_dir / f"{name}.csv", text(rep.csv_text)),
+                     stage(out_dir / f"{name}.tex", text(rep.latex))]
+            for data in rep.plots:
+                paths.append(stage(out_dir / f"{data.stem}.png", lambda tmp, d=data: render_png(d, tmp)))
+                paths.append(stage(out_dir / "plots" / f"{data.stem}.csv", text(plot_csv(data))))
+            summary[name] = rep.summary
+            written.append(paths + [summary_path])
+        stage(summary_path, text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"))
+    except BaseException:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    return written
 
 
 def _relink(markdown: str, out_dir: Path) -> str:

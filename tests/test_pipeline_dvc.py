@@ -125,6 +125,11 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
         assert (work / "reports" / f"{name}.md").is_file(), name
     assert "## Sensitivity check" in (work / "reports" / "canary_cls.md").read_text()
     assert "Corpus: embedded procedural corpus" in (work / "reports" / "m1_fewshot.md").read_text()
+    # each suite stage wrote its own dvc metrics (seed mean, std, n per row) and seed values
+    for name in ("pretrain", "m1_fewshot", "ucpr_main", "cpac_main", "canary_cls", "canary_cpac", "canary_ucpr"):
+        assert json.loads((work / "metrics" / f"{name}.seeds.json").read_text())["suite"] == name
+    cpac_metrics = json.loads((work / "metrics" / "cpac_main.json").read_text())
+    assert len(cpac_metrics) == 6 and cpac_metrics["ckpt=qa_nodual"]["mae"]["n"] == 2
     qual = json.loads((work / "results" / "qual_mc" / "summary.json").read_text())
     page = (work / "reports" / "qualitative_cpac.md").read_text()
     assert qual["n_eval_shapes"] == 2 and qual["grid_res"] == 8
@@ -147,6 +152,13 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
     assert "ucpr_main: done=8 skipped=24" in out, out  # qa_nodual's 4 pairs x 2 seeds
     lams = sorted(r["args"]["ridge_lambda"] for r in results(work, "cpac_main"))
     assert lams == [0.001] * 12 + [1000.0] * 12  # earlier results persist; new jobs were added
+    # the experiment's metrics are the new ones: `dvc metrics diff` names the moved CPAC means
+    # (stdout only: stderr says the lab tier's metrics files, not built here, could not be read)
+    diff = subprocess.run([dvc, "metrics", "diff", "--json"], cwd=work, env=env, capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stderr
+    moved = json.loads(diff.stdout)
+    assert any(k.endswith(".mae.mean") for k in moved.get("metrics/cpac_main.json", {})), moved
+    assert "metrics/m1_fewshot.json" not in moved  # M1 did not re-run
 
     # the lab tier's continuations: one stage, one engine run; a row that resumes another row's
     # checkpoint runs after it (epochs continue from the base: root ends at epoch 0)
@@ -177,3 +189,42 @@ def test_dvc_repro_noop_and_exp_run(tmp_path):
             (work / "runs" / "continue" / "scale" / "train_log.jsonl").read_text().splitlines()] == [48]
     assert (work / "runs" / "continue" / "b2" / "last.pt").read_bytes() == before["b2"]
     assert (work / "runs" / "continue" / "scale_long" / "last.pt").read_bytes() != before["scale_long"]
+
+
+# --- static checks of dvc.yaml (fast) ----------------------------------------------------------
+
+def _stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def test_every_suite_stage_declares_its_suites_metrics():
+    """Each stage that runs suites (`python -m benchmark run ... --metrics metrics`) writes and
+    declares, per suite it runs, metrics/<suite>.json (its dvc metrics: an experiment shows the
+    numbers of the stages it re-ran) and metrics/<suite>.seeds.json (a plain output); no other
+    stage or top-level entry declares metrics (summary.json's table means would only move with the
+    report stage and drown the per-suite files)."""
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert "metrics" not in doc
+    runners = {name: st for name, st in doc["stages"].items()
+               if " ".join(st["cmd"] if isinstance(st["cmd"], list) else [st["cmd"]]).startswith("python -m benchmark run ")}
+    assert {"pretrain", "pretrain_cont", "suite_m1_fewshot", "suite_ucpr_main", "suite_cpac_main",
+            "suite_canary", "suites_lab"} == set(runners)
+    for name, stage in doc["stages"].items():
+        if name not in runners:
+            assert "metrics" not in stage, name
+            continue
+        assert stage["cmd"].split()[-2:] == ["--metrics", "metrics"], name
+        suites = re.findall(r"suites/(\w+)\.yaml", stage["cmd"])
+        assert stage["metrics"] == [{f"metrics/{s}.json": {"cache": False}} for s in suites], name
+        outs = [o for o in stage["outs"] if next(iter(o)).startswith("metrics/")]
+        assert outs == [{f"metrics/{s}.seeds.json": {"cache": False}} for s in suites], name
+
+
+def test_report_outputs_persist():
+    """DVC deletes a stage's non-persisted outputs before running it: the reports persist, so a
+    failed report stage leaves the last good ones (benchmark report writes all or nothing)."""
+    stages = _stages()
+    for name in ("report", "report_lab"):
+        outs = stages[name]["outs"]
+        assert outs and all(o[next(iter(o))] == {"cache": False, "persist": True} for o in outs), name
+    assert "- reports/summary.json:" in (REPO / "dvc.yaml").read_text()  # still written, an output
