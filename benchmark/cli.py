@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import signal
 import sys
@@ -20,6 +21,9 @@ from typing import NoReturn, Optional, Sequence
 from .errors import BenchmarkError, SuiteError
 from .expand import Job, expand, select
 from .suite import Suite, load_suite
+
+#: Set to 1, turns MLflow logging off like ``run --no-mlflow`` (for runs that dvc stages start).
+NO_MLFLOW_ENV = "BENCH_NO_MLFLOW"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -118,7 +122,9 @@ def cmd_run(args) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     executor = _make_executor(args, gpus)  # None: the local executor of each run_jobs
     tracker = None
-    if not args.no_mlflow:
+    if not args.no_mlflow and os.environ.get(NO_MLFLOW_ENV) == "1":
+        print(f"MLflow logging off ({NO_MLFLOW_ENV}=1)", flush=True)
+    elif not args.no_mlflow:
         from .tracking import MlflowTracker
 
         tracker = MlflowTracker()
@@ -411,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=1, help="parallel local jobs (default 1)")
     p.add_argument("--gpus", default=None, help="comma list of GPU ids, round-robin CUDA_VISIBLE_DEVICES")
     p.add_argument("--jobs-per-gpu", type=int, default=1, help="concurrent jobs per GPU (with --gpus)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log finished jobs to MLflow")
+    p.add_argument("--no-mlflow", action="store_true",
+                   help=f"do not log jobs to MLflow (also: environment {NO_MLFLOW_ENV}=1, for runs "
+                        "started by dvc stages)")
     p.add_argument("--only", action="append", default=[], metavar="AXIS=ROW[,ROW]",
                    help="restrict to matching jobs (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list jobs and argv; run nothing")

@@ -187,3 +187,16 @@ def test_parallel_jobs_share_the_cores(monkeypatch):
     assert all(env[v] == "2" for v in THREAD_VARS)
     assert thread_share_env(16, {})["OMP_NUM_THREADS"] == "1"
     assert thread_share_env(2, {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # caller wins
+
+
+def test_no_mlflow_environment_switch_logs_nothing(tmp_path, capsys, monkeypatch):
+    path, suite, jobs = _setup(tmp_path)
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("BENCH_NO_MLFLOW", "1")
+    rc = main(["run", str(path), "--results-dir", str(tmp_path / "results"),
+               "--params", str(tmp_path / "params.yaml"), "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "MLflow logging off (BENCH_NO_MLFLOW=1)" in out
+    assert all(j.out_json.exists() for j in jobs)
+    assert not db.exists(), "no tracking store was touched"
