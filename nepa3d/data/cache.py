@@ -385,7 +385,8 @@ def read_cache_keys_identified(path: str | os.PathLike, keys) -> tuple[tuple, di
         try:
             members = npz.read_directory(fd, st.st_size)
             checked = _CHECKED.get(identity)
-            if checked is None:
+            first = checked is None
+            if first:
                 version, kind = _schema_check(fd, members, path)
                 checked = (version, kind, frozenset())
             wanted = wanted_keys(keys, npz.array_names(members))
@@ -395,7 +396,7 @@ def read_cache_keys_identified(path: str | os.PathLike, keys) -> tuple[tuple, di
         fresh = [k for k in wanted if k not in checked[2]]
         for k in fresh:
             require_finite(k, out[k], path)
-        if fresh or _CHECKED.get(identity) is None:
+        if fresh or first:
             _CHECKED.put(identity, (checked[0], checked[1], checked[2] | frozenset(fresh)))
         return identity, out
     finally:
