@@ -12,7 +12,8 @@ def _git(cwd, *args):
 
 def test_dirty_ignores_pipeline_owned_files(tmp_path):
     (tmp_path / "reports").mkdir()
-    for f in ("dvc.lock", "reports/a.md", "code.py"):
+    (tmp_path / "metrics").mkdir()
+    for f in ("dvc.lock", "reports/a.md", "metrics/s.json", "code.py"):
         (tmp_path / f).write_text("v1\n")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "-A")
@@ -21,6 +22,7 @@ def test_dirty_ignores_pipeline_owned_files(tmp_path):
     assert len(rev) == 40 and dirty is False
     (tmp_path / "dvc.lock").write_text("v2\n")
     (tmp_path / "reports/a.md").write_text("v2\n")
+    (tmp_path / "metrics/s.json").write_text("v2\n")  # the suite stages rewrite their metrics files
     (tmp_path / "untracked.txt").write_text("x\n")
     assert git_state(tmp_path)[1] is False
     (tmp_path / "code.py").write_text("v2\n")

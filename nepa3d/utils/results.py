@@ -41,14 +41,14 @@ def sha256_file(path: str | os.PathLike, limit_bytes: int | None = None) -> str 
 
 
 # Tracked files the pipeline itself rewrites while it runs: changes there are results, not code.
-PIPELINE_OWNED = ("dvc.lock", "reports")
+PIPELINE_OWNED = ("dvc.lock", "reports", "metrics")
 
 
 def git_state(cwd: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
     """(HEAD sha, dirty) of the repository holding this code, or (None, None) outside git.
 
     ``dirty`` means uncommitted changes to tracked files other than the pipeline-owned ones
-    (``dvc.lock``, ``reports/``), which ``dvc repro`` updates between stages.
+    (``dvc.lock``, ``reports/``, ``metrics/``), which ``dvc repro`` updates between stages.
     """
     cwd = cwd or Path(__file__).resolve().parents[2]
     try:
