@@ -58,10 +58,11 @@ class IngestSpec(BaseModel):
     directions: dict[str, Literal["min", "max"]] = {}
 
     def task_kind(self, base: TaskKind) -> TaskKind:
-        """``base`` with the ingested metrics required (and so ranked, with arrows) and the
-        declared directions first."""
+        """``base`` with the ingested metrics required (and so ranked, with arrows), the
+        declared directions first, and the ingested metrics as a table's default metrics."""
         ruled = [m for m in self.metrics if not any(r.matches(m) for r in base.metrics)]
         return replace(base, metrics=(*base.metrics, *(MetricRule(m, required=True) for m in ruled)),
+                       default_metrics=base.default_metrics or tuple(self.metrics),
                        directions=(*((re.escape(m), d) for m, d in self.directions.items()), *base.directions))
 
 
@@ -150,7 +151,7 @@ def _selection(items: Sequence[str]) -> dict[str, str]:
 
 def ingest_one(a: argparse.Namespace, started: str, t0: float) -> dict[str, Any]:
     """The envelope (validated, as a JSON-ready dict) of the row ``a`` names; IngestError."""
-    from .code_identity import code_identity, main_module
+    from .code_identity import code_identity
     from .results import Envelope
 
     source = read_source(a.path, a.format)
@@ -160,14 +161,13 @@ def ingest_one(a: argparse.Namespace, started: str, t0: float) -> dict[str, Any]
         raise IngestError(f"{record.where}: the row changed since the suite was expanded (sha256 "
                           f"{record.sha256[:12]}, expected {a.row_sha256[:12]}); run the suite again")
     metrics = metric_values(record, a.metrics)
-    module = main_module()
     args = {"format": a.format, "path": a.path, "select": list(a.select), "metrics": list(a.metrics),
             "row_sha256": a.row_sha256, "task": a.task}
     env = Envelope.model_validate({
         "schema_version": 1, "task": a.task, "args": args, "metrics": metrics, "flags": [],
         "provenance": {"git_rev": None, "started": started, "wall_s": round(time.time() - t0, 3),
                        "versions": {"python": sys.version.split()[0]},
-                       "code": code_identity(module) if module else None,
+                       "code": code_identity(INGEST_MODULE),
                        "source": {"path": a.path, "format": a.format, "sha256": source.sha256,
                                   "row": record.row, "row_sha256": record.sha256}}})
     return env.model_dump(mode="json")
