@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the row whose cells equal these texts")
     ap.add_argument("--metrics", nargs="+", required=True)
     ap.add_argument("--row_sha256", default=None, help="refuse the row unless its content has this sha256")
-    ap.add_argument("--task", default="ingest", help="the envelope's task (the suite's)")
+    ap.add_argument("--task", default="command", help="the envelope's task (the suite's)")
     ap.add_argument("--out_json", required=True)
     return ap
 

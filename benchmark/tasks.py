@@ -305,10 +305,3 @@ register_task(TaskKind(
     description="any program that writes the result envelope; metrics are any finite numbers",
     finite=True,
 ))
-
-register_task(TaskKind(
-    name="ingest",
-    description="metrics a lab already writes, read from a CSV row or a flat JSON file "
-                "(suite key `ingest`); metrics are any finite numbers",
-    finite=True,
-))

@@ -129,7 +129,7 @@ def test_bad_csv_structure(tmp_path, text, message):
 
 SUITE = """
     name: lab_json
-    task: ingest
+    task: command
     ingest:
       format: json
       path: {root}/runs/{{model}}/seed{{seed}}.json
@@ -163,7 +163,7 @@ def test_json_suite_jobs_write_envelopes(tmp_path):
     assert job.job_id == job_id_for({"module": "benchmark.ingest"}, job.args)
     assert job.args["path"] == f"{tmp_path}/runs/b/seed1.json" and job.args["select"] == []
     assert ingest_main(job.argv[3:]) == 0  # what the subprocess runs
-    env = load_result(job.out_json, "ingest")
+    env = load_result(job.out_json, "command")
     assert env.metrics == {"PSNR": 22.0, "LPIPS": pytest.approx(0.4)}
     assert env.args == job.args  # no args_mismatch flag
     assert env.provenance.model_extra["code"]["module"] == "benchmark.ingest"
@@ -193,7 +193,7 @@ def test_job_refuses_a_row_that_changed_after_expansion(tmp_path, capsys):
     ({"[PSNR, LPIPS]": "[PSNR, a/b]"}, r"ingest\.metrics\[1\]: expected a metric name without '/'"),
     ({"format: json": "format: xlsx"}, r"ingest\.format: input should be 'csv' or 'json'"),
     ({"format: json": "format: json\n  sheet: 1"}, r"ingest\.sheet: unknown key; expected one of: format, path"),
-    ({"task: ingest": "task: ingest\nmodule: lab.score"}, r"ingest: an ingest suite reads metrics from files"),
+    ({"task: command": "task: command\nmodule: lab.score"}, r"ingest: an ingest suite reads metrics from files"),
 ])
 def test_suite_ingest_key_is_checked_at_load(tmp_path, edits, message):
     with pytest.raises(SuiteError, match=message):

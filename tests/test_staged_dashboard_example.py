@@ -106,7 +106,7 @@ def test_dashboard_runs_reports_promotes_and_reingests_only_changed_rows(lab, ca
     # provenance: the source file, its sha256 and the row, checked against the file itself
     jobs = {(j.tags["model"], j.tags["stage"], j.tags["seed"]): j for j in expand(load_suite(SUITE), lab / "results")}
     job = jobs[("splat_v2", "stage3", 1)]
-    env = load_result(job.out_json, "ingest")
+    env = load_result(job.out_json, "command")
     src = lab / DATA / "stage3.csv"
     lines = src.read_text().splitlines()
     assert env.metrics == {m: pytest.approx(v) for m, v in zip(METRICS, (21.37, 0.249, 0.512, 122.0, 6.8))}
