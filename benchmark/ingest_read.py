@@ -23,9 +23,8 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
-Format = Literal["csv", "json"]
 FORMATS: tuple[str, ...] = ("csv", "json")
 Cell = Union[str, int, float, bool, None]
 

@@ -49,7 +49,8 @@ def test_json_list_records_are_matched_by_select(tmp_path):
     src = read_source(path, "json")
     rec = src.match({"run": "a", "seed": "1"})
     assert (rec.where, rec.row, metric_values(rec, ["PSNR"])) == (f"{path}[1]", 1, {"PSNR": 21.0})
-    with pytest.raises(IngestError, match=r"all\.json: 2 rows match run=b, seed=0 \(\[2\], \[3\]\); expected exactly one"):
+    with pytest.raises(IngestError,
+                       match=r"all\.json: 2 rows match run=b, seed=0 \(\[2\], \[3\]\); expected exactly one"):
         src.match({"run": "b", "seed": "0"})
 
 

@@ -104,7 +104,8 @@ def test_dashboard_runs_reports_promotes_and_reingests_only_changed_rows(lab, ca
                  "✓ PSNR 21.4333 >= ref 20.9367 + 0.3 = 21.2367"):
         assert f"- {line}" in md.splitlines()
     # provenance: the source file, its sha256 and the row, checked against the file itself
-    jobs = {(j.tags["model"], j.tags["stage"], j.tags["seed"]): j for j in expand(load_suite(SUITE), lab / "results")}
+    jobs = {(j.tags["model"], j.tags["stage"], j.tags["seed"]): j
+            for j in expand(load_suite(SUITE), lab / "results")}
     job = jobs[("splat_v2", "stage3", 1)]
     env = load_result(job.out_json, "command")
     src = lab / DATA / "stage3.csv"
@@ -138,7 +139,8 @@ def test_swapped_candidate_fails_the_absolute_ssim_gate(lab, capsys):
     swapped = lab / "swapped.yaml"
     text = SUITE.read_text()
     for old, new in (("reference: {model: baseline_3dgs}", "reference: {model: splat_v2}"),
-                     ("candidate: {model: splat_v2, stage: stage3}", "candidate: {model: baseline_3dgs, stage: stage3}")):
+                     ("candidate: {model: splat_v2, stage: stage3}",
+                      "candidate: {model: baseline_3dgs, stage: stage3}")):
         assert text.count(old) == 1
         text = text.replace(old, new)
     swapped.write_text(text)
