@@ -34,7 +34,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from .ingest_read import FORMATS, IngestError, Source, metric_values, read_source
 from .tasks import MetricRule, TaskKind
@@ -56,6 +56,15 @@ class IngestSpec(BaseModel):
     select: dict[str, str] = {}
     metrics: list[str]
     directions: dict[str, Literal["min", "max"]] = {}
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _select_texts(cls, value: Any) -> Any:
+        """``{seed: 0}`` reads as ``{seed: "0"}``: cells are compared as text."""
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, str) or not isinstance(v, (int, float)) or isinstance(v, bool)
+                    else str(v) for k, v in value.items()}
+        return value
 
     def task_kind(self, base: TaskKind) -> TaskKind:
         """``base`` with the ingested metrics required (and so ranked, with arrows), the

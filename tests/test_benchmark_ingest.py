@@ -174,6 +174,16 @@ def test_json_suite_jobs_write_envelopes(tmp_path):
                    "row": None, "row_sha256": job.args["row_sha256"]}
 
 
+def test_select_numbers_read_as_text(tmp_path):
+    suite = load_suite(_lab(tmp_path, {"format: json": "format: json\n  select: {PSNR: 20.0}"}),
+                       tmp_path / "params.yaml")
+    assert suite.ingest.select == {"PSNR": "20.0"}
+    # seed0.json of model a holds PSNR 20.0 (its JSON number reads "20.0"); seed1.json holds 21.0
+    with pytest.raises(SuiteError, match=r"a/seed1\.json: no row with PSNR=20\.0 \(1 rows read\) "
+                                         r"\(ingest of .*job model=a seed=1\)$"):
+        expand(suite, tmp_path / "results")
+
+
 def test_job_refuses_a_row_that_changed_after_expansion(tmp_path, capsys):
     job = expand(load_suite(_lab(tmp_path), tmp_path / "params.yaml"), tmp_path / "results")[0]
     (tmp_path / "runs" / "a" / "seed0.json").write_text('{"PSNR": 25.0, "LPIPS": 0.5, "note": "ok"}')
@@ -192,6 +202,7 @@ def test_job_refuses_a_row_that_changed_after_expansion(tmp_path, capsys):
     ({"{LPIPS: min}": "{LPIPS: lower}"}, r"ingest\.directions\.LPIPS: input should be 'min' or 'max'"),
     ({"[PSNR, LPIPS]": "[PSNR, PSNR]"}, r"ingest\.metrics\[1\]: 'PSNR' is listed twice"),
     ({"[PSNR, LPIPS]": "[PSNR, a/b]"}, r"ingest\.metrics\[1\]: expected a metric name without '/'"),
+    ({"format: json": "format: json\n  select: {k: [1]}"}, r"ingest\.select\.k: input should be a valid string"),
     ({"format: json": "format: xlsx"}, r"ingest\.format: input should be 'csv' or 'json'"),
     ({"format: json": "format: json\n  sheet: 1"}, r"ingest\.sheet: unknown key; expected one of: format, path"),
     ({"task: command": "task: command\nmodule: lab.score"}, r"ingest: an ingest suite reads metrics from files"),
