@@ -99,7 +99,12 @@ def render_args(args: dict[str, Any]) -> list[str]:
 
 def command_of(suite: Suite) -> dict[str, Any]:
     """The suite's command: ``{"module": m}`` or ``{"program": [...]}`` (a matrix row may run
-    another module: see :data:`benchmark.suite.ROW_MODULE_KEY` and :func:`matrix_points`)."""
+    another module: see :data:`benchmark.suite.ROW_MODULE_KEY` and :func:`matrix_points`); an
+    ``ingest`` suite runs :mod:`benchmark.ingest`."""
+    if getattr(suite, "ingest", None) is not None:
+        from .ingest import INGEST_MODULE
+
+        return {"module": INGEST_MODULE}
     return {"module": suite.module} if suite.module else {"program": list(suite.program or [])}
 
 
@@ -159,7 +164,10 @@ def expand(suite: Suite, results_dir: Path | str = "results") -> list[Job]:
     jobs: list[Job] = []
     seen: dict[str, dict[str, Any]] = {}
     versions: dict[str, int] = {}
+    sources: dict = {}  # an ingest suite's metrics files, each parsed once
     for tags, args, command in matrix_points(suite):
+        if suite.ingest is not None:  # the job's args: its row in a metrics file (benchmark.ingest)
+            args = _ingest_args(suite, tags, args, sources)
         key = json.dumps(command, sort_keys=True)
         if key not in versions:
             try:
@@ -180,6 +188,18 @@ def expand(suite: Suite, results_dir: Path | str = "results") -> list[Job]:
                         inputs=tuple(suite.inputs), outputs=tuple(suite.outputs),
                         depends_on=tuple(suite.depends_on)))
     return jobs
+
+
+def _ingest_args(suite: Suite, tags: dict[str, Any], args: dict[str, Any], sources: dict) -> dict[str, Any]:
+    """:func:`benchmark.ingest.ingest_args`; a bad metrics file is a SuiteError naming the job."""
+    from .ingest import ingest_args
+    from .ingest_read import IngestError
+
+    try:
+        return ingest_args(suite, args, sources)
+    except IngestError as exc:
+        label = " ".join(f"{k}={v}" for k, v in tags.items())
+        raise SuiteError(f"{exc} (ingest of {suite.source}, job {label})") from None
 
 
 def select(jobs: list[Job], only: dict[str, list[str]]) -> list[Job]:

@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Pr
                       ValidationError, field_validator)
 
 from .errors import SuiteError
+from .ingest import IngestSpec, spec_problems
 from .params import Params, interpolate
 from .promote import Requirement, parse_requirement
 from .tasks import TaskKind, get_task
@@ -193,6 +194,7 @@ class Suite(BaseModel):
     outputs: list[str] = []
     depends_on: list[str] = []
     plots: list[PlotSpec] = []
+    ingest: Optional[IngestSpec] = None  # metrics read from files instead of a command: benchmark.ingest
 
     _source: Path = PrivateAttr(default=Path("<memory>"))
     _source_sha256: str = PrivateAttr(default="")
@@ -229,7 +231,8 @@ class Suite(BaseModel):
 
     @property
     def kind(self) -> TaskKind:
-        return get_task(self.task)
+        kind = get_task(self.task)
+        return self.ingest.task_kind(kind) if self.ingest is not None else kind
 
     @property
     def axes(self) -> list[str]:
@@ -311,6 +314,8 @@ def _allowed_keys(loc: tuple) -> list[str]:
         model = PlotSpec
     elif loc and loc[0] == "sensitivity":
         model = SensitivitySpec
+    elif loc and loc[0] == "ingest":
+        model = IngestSpec
     return list(model.model_fields)
 
 
@@ -344,7 +349,9 @@ def _cross_check(suite: Suite, path: Path) -> None:
     def fail(key: str, text: str) -> None:
         raise SuiteError(f"{path}: {key}: {text}")
 
-    if (suite.module is None) == (suite.program is None):
+    if suite.ingest is not None and (suite.module is not None or suite.program is not None):
+        fail("ingest", "an ingest suite reads metrics from files: drop `module` / `program`")
+    if suite.ingest is None and (suite.module is None) == (suite.program is None):
         fail("module", "expected exactly one of `module` (python -m MODULE) or `program` (argv list)")
     if suite.program is not None and not suite.program:
         fail("program", "expected a non-empty argv list, e.g. [python, path/to/scorer.py]")
@@ -384,6 +391,9 @@ def _cross_check(suite: Suite, path: Path) -> None:
                                      if any(not isinstance(v, dict) for v in rows.values())}
     known_args |= {k for rows in suite.matrix.values() for v in rows.values() if isinstance(v, dict)
                    for k in v if k != ROW_MODULE_KEY}
+    if suite.ingest is not None:
+        for key, text in spec_problems(suite.ingest, known_args | {suite.seed_arg} - {None}):
+            fail(key, text)
     for key, names, what in (("inputs", suite.inputs, "an input file"),
                              ("outputs", suite.outputs, "a path the job writes")):
         for i, name in enumerate(names):
