@@ -3,6 +3,9 @@
 ``distributed.LocalCluster`` or a dask-jobqueue ``PBSCluster`` / ``SLURMCluster``)."""
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -44,6 +47,10 @@ class ClusterConfig:
     def describe(self) -> str:
         where = f" from {self.source}" if self.source else ""
         return f"{self.kind} cluster, {self.workers} worker(s){where}"
+
+    def where(self) -> str:
+        """How error messages name this config: its file, else the flag."""
+        return str(self.source) if self.source is not None else f"--cluster {self.kind}"
 
     def constructor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the cluster class (LocalCluster gets ``n_workers`` too; a
@@ -95,19 +102,121 @@ def load_cluster_config(kind: str, path: Path | str | None = None, workers: Opti
 
 def make_cluster(config: ClusterConfig):
     """Start the cluster: ``distributed.LocalCluster`` or ``dask_jobqueue.{PBS,SLURM}Cluster``
-    scaled to ``config.workers`` workers (their jobs queue on the batch system)."""
+    scaled to ``config.workers`` workers, each worker job accepted by the batch system (where it
+    then queues). A refused submission raises :class:`ExecutorError` (see :func:`submit_workers`)."""
     if config.kind == "local":
         return _import_distributed().LocalCluster(**config.constructor_kwargs())
+    cluster = jobqueue_cluster(config)
+    submit_workers(cluster, config.workers, config.where())
+    return cluster
+
+
+def jobqueue_cluster(config: ClusterConfig):
+    """The dask-jobqueue cluster of a ``pbs``/``slurm`` config, not scaled: its scheduler runs in
+    this process and no batch job is submitted yet."""
+    if config.kind not in _JOBQUEUE_CLASSES:
+        raise ValueError(f"jobqueue_cluster: {config.kind} is not a batch-system cluster kind")
+    cls = getattr(_import_jobqueue(config.kind), _JOBQUEUE_CLASSES[config.kind])
+    try:
+        return cls(**config.constructor_kwargs())
+    except (TypeError, ValueError) as exc:
+        raise ExecutorError(f"{config.where()}: {cls.__name__} rejected the config: {exc}") from None
+
+
+def _import_jobqueue(kind: str):
+    """``import dask_jobqueue``, keeping this process's SIGINT handler.
+
+    dask-jobqueue 0.9 sets ``signal.signal(SIGINT, lambda *_: sys.exit())`` when imported (for
+    its runner module): a Ctrl-C of the run then raised SystemExit(None), and the interrupted run
+    exited 0 with its jobs neither recorded nor reported (seen on a real SLURM). The handler from
+    before the import (Python's KeyboardInterrupt) is put back.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
     try:
         import dask_jobqueue
     except ImportError as exc:
-        raise ExecutorError(f"--cluster {config.kind} needs dask-jobqueue, which is not installed ({exc}); "
+        raise ExecutorError(f"--cluster {kind} needs dask-jobqueue, which is not installed ({exc}); "
                             f"install it with: {CLUSTER_EXTRA}") from None
-    cls = getattr(dask_jobqueue, _JOBQUEUE_CLASSES[config.kind])
+    finally:
+        if main and before is not None and signal.getsignal(signal.SIGINT) is not before:
+            signal.signal(signal.SIGINT, before)
+    return dask_jobqueue
+
+
+def job_script(config: ClusterConfig) -> str:
+    """The batch script each worker job of a ``pbs``/``slurm`` config submits (``#PBS`` /
+    ``#SBATCH`` lines, prologue, the ``dask_worker`` command), without submitting anything."""
+    cluster = jobqueue_cluster(config)
     try:
-        cluster = cls(**config.constructor_kwargs())
-    except (TypeError, ValueError) as exc:
-        where = config.source or f"--cluster {config.kind}"
-        raise ExecutorError(f"{where}: {cls.__name__} rejected the config: {exc}") from None
-    cluster.scale(n=config.workers)
-    return cluster
+        return cluster.job_script()
+    finally:
+        cluster.close()
+
+
+def submit_workers(cluster, n: int, where: str) -> None:
+    """Scale ``cluster`` to ``n`` workers and wait until the batch system has accepted every
+    worker job (not until it runs: that is the queue's business).
+
+    ``cluster.scale`` alone submits in the background and only logs a refused ``sbatch``/``qsub``
+    (unknown partition, too much memory, walltime over the limit): the run would then wait forever
+    for workers that never come (seen on a real SLURM). The submission is awaited here instead and
+    a refusal raises :class:`ExecutorError` with the batch system's own message (tornado's log of
+    the same error is dropped: one message). A cluster without SpecCluster's ``_correct_state``
+    (not a dask cluster) is only scaled.
+    """
+    correct_state = getattr(cluster, "_correct_state", None)
+    if correct_state is None or not hasattr(cluster, "sync"):
+        cluster.scale(n=n)
+        return
+
+    async def scale_and_submit() -> None:
+        # In the event loop: scale() queues its own _correct_state call, which then finds and
+        # shares the task created here; this coroutine resumes before tornado's callback logs.
+        cluster.scale(n=n)
+        try:
+            await correct_state()  # submits the jobs; raises what the submit command said
+        except Exception as exc:
+            _REPORTED.add(id(exc))
+            raise
+
+    try:
+        cluster.sync(scale_and_submit)
+    except Exception as exc:  # noqa: BLE001 - dask-jobqueue raises RuntimeError with the output
+        _close_refused(cluster)
+        raise ExecutorError(f"{where}: the batch system refused the worker job: {_refusal(exc)}") from None
+
+
+def _close_refused(cluster) -> None:
+    """Close a cluster whose worker jobs were refused. Those jobs stay in status ``created``,
+    which SpecCluster's close asserts against (leaving the cluster "closing", and the interpreter's
+    exit then waits 10 s on it): they are marked failed first, as they are."""
+    from distributed.core import Status
+
+    for job in list(getattr(cluster, "_created", ())):
+        if getattr(job, "job_id", "") is None and getattr(job, "status", None) == Status.created:
+            job.status = Status.failed
+    try:
+        cluster.close()
+    except Exception:  # noqa: BLE001 - the error worth reporting is the refusal
+        pass
+
+
+class _DropReported(logging.Filter):
+    """Drops tornado's "Exception in callback" record of an error :func:`submit_workers` raised."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or id(exc) not in _REPORTED
+
+
+_REPORTED: set[int] = set()
+logging.getLogger("tornado.application").addFilter(_DropReported())
+
+
+def _refusal(exc: BaseException) -> str:
+    """The batch system's words from dask-jobqueue's error (its stderr lines), on one line."""
+    text = str(exc)
+    tail = text.split("stderr:", 1)[1] if "stderr:" in text else text
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(exc).__name__
