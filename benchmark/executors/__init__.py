@@ -13,13 +13,15 @@ One module per kind:
 * :mod:`.dask_client`: :class:`DaskExecutor`, one dask task per command on a ``dask.distributed``
   cluster (a running scheduler, or a cluster from :mod:`.cluster`).
 * :mod:`.cluster`: ``--cluster local|pbs|slurm`` YAML -> :class:`ClusterConfig` -> a
-  ``LocalCluster`` or a dask-jobqueue ``PBSCluster`` / ``SLURMCluster`` (:func:`make_cluster`).
+  ``LocalCluster`` or a dask-jobqueue ``PBSCluster`` / ``SLURMCluster`` (:func:`make_cluster`; the
+  worker jobs' batch script: :func:`job_script`).
 
 (The persistent in-process worker pool is :mod:`benchmark.pool`.) dask is optional
 (``pip install 'nepa3d-bench[cluster]'``) and imported only by the dask code.
 """
 from .base import CLUSTER_EXTRA, Executor, ExecutorError, LazyExecutor
-from .cluster import CLUSTER_DEFAULTS, CLUSTER_KEYS, CLUSTER_KINDS, ClusterConfig, load_cluster_config, make_cluster
+from .cluster import (CLUSTER_DEFAULTS, CLUSTER_KEYS, CLUSTER_KINDS, ClusterConfig, job_script, jobqueue_cluster,
+                      load_cluster_config, make_cluster, submit_workers)
 from .command import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, _Procs, execute_command,
                       thread_share_env)
 from .dask_client import DaskExecutor, dask_executor, require_distributed, run_on_worker
@@ -27,5 +29,6 @@ from .local import LocalExecutor
 
 __all__ = ["CLUSTER_DEFAULTS", "CLUSTER_EXTRA", "CLUSTER_KEYS", "CLUSTER_KINDS", "ClusterConfig", "CommandSpec",
            "DaskExecutor", "ExecResult", "Executor", "ExecutorError", "LazyExecutor", "LocalExecutor",
-           "TERM_GRACE_S", "THREAD_VARS", "dask_executor", "execute_command", "load_cluster_config",
-           "make_cluster", "require_distributed", "run_on_worker", "thread_share_env"]
+           "TERM_GRACE_S", "THREAD_VARS", "dask_executor", "execute_command", "job_script", "jobqueue_cluster",
+           "load_cluster_config", "make_cluster", "require_distributed", "run_on_worker", "submit_workers",
+           "thread_share_env"]
