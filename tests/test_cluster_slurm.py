@@ -192,8 +192,9 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
     }
     try:
         for name in DAEMONS:
-            slurm.procs[name] = subprocess.Popen(argvs[name], env=slurm.env, stdin=subprocess.DEVNULL,
-                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(root / f"{name}.stderr", "wb") as err:
+                slurm.procs[name] = subprocess.Popen(argvs[name], env=slurm.env, stdin=subprocess.DEVNULL,
+                                                     stdout=err, stderr=subprocess.STDOUT)
             if name == "munged":
                 _wait_for(lambda: sock.exists(), slurm, "munged", timeout=10)
         state = ""
@@ -217,8 +218,19 @@ def _wait_for(ready, slurm: Slurm, daemon: str, *, timeout: float, what=lambda: 
         if dead or time.time() > deadline:
             why = f"{dead[0]} exited with {slurm.procs[dead[0]].returncode}" if dead else \
                 f"{daemon} not ready after {timeout:.0f} s" + (f" ({what()})" if what() else "")
-            raise Unavailable(f"SLURM did not start: {why}; see {slurm.root}/*.log")
+            said = _last_line(slurm.root, dead[0] if dead else daemon)
+            raise Unavailable(f"SLURM did not start: {why}" + (f": {said}" if said else ""))
         time.sleep(0.1)
+
+
+def _last_line(root: Path, daemon: str) -> str:
+    """The daemon's last words: its stderr, else its log file."""
+    for path in (root / f"{daemon}.stderr", root / f"{daemon}.log"):
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                 if line.strip()] if path.exists() else []
+        if lines:
+            return lines[-1]
+    return ""
 
 
 @pytest.fixture(scope="module")
