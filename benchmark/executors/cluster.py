@@ -177,7 +177,7 @@ def submit_workers(cluster, n: int, where: str) -> None:
         try:
             await correct_state()  # submits the jobs; raises what the submit command said
         except Exception as exc:
-            _REPORTED.add(id(exc))
+            _REPORTED.append(exc)
             raise
 
     try:
@@ -207,10 +207,11 @@ class _DropReported(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return exc is None or id(exc) not in _REPORTED
+        return exc is None or not any(exc is seen for seen in _REPORTED)
 
 
-_REPORTED: set[int] = set()
+#: Submission errors already raised as ExecutorError (kept, not their ids: ids are reused).
+_REPORTED: list[BaseException] = []
 logging.getLogger("tornado.application").addFilter(_DropReported())
 
 
