@@ -41,7 +41,10 @@ repro-lab: install
 	@echo
 	@echo "Reports (generated results logs):"; ls -1 $(abspath reports)/*.md $(abspath reports)/lab/*.md
 
+# scripts/ci/install_slurm.sh: slurm-wlm + munge for tests/test_cluster_slurm.py (as root with apt-get;
+# no-op when installed, else the test skips saying why).
 test: install
+	@scripts/ci/install_slurm.sh
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 test-fast: install

@@ -1,8 +1,9 @@
 """The dask executor: jobs run on cluster workers; the client keeps skip, lock, validation, MLflow.
 
 A real ``distributed.LocalCluster`` runs a small suite of ``command`` jobs; PBS/SLURM configs are
-checked at the boundary (the kwargs handed to a stand-in ``dask_jobqueue`` module), since
-dask-jobqueue is an optional extra and no batch system is available here.
+checked at the boundary (the kwargs handed to a stand-in ``dask_jobqueue`` module) and, where
+dask-jobqueue is installed, by the batch script it renders (the ``#PBS`` lines). A real SLURM
+runs suites in tests/test_cluster_slurm.py; no PBS server is available to the tests.
 """
 from __future__ import annotations
 
@@ -325,3 +326,78 @@ def test_sigterm_stops_running_commands_and_releases_locks(tmp_path, executor_ar
     for job_id, _, _ in started:
         record = json.loads(by_id[job_id].job_json.read_text())
         assert record["status"] == "interrupted" and record["returncode"] == -15
+
+
+# --- what dask-jobqueue submits -----------------------------------------------------------------
+
+# The lab's PBS shape (README "Running a suite on a cluster"): one worker per batch job running one
+# command at a time (cores: 1) on a node share of 8 CPUs and a GPU (resource_spec), environment
+# exported (-V) so the worker finds the venv and PYTHONPATH.
+LAB_PBS_YAML = """\
+workers: 2
+cores: 1
+processes: 1
+memory: 32GB
+queue: gpu
+walltime: "04:00:00"
+account: lab42
+resource_spec: select=1:ncpus=8:ngpus=1
+job_name: nepa3d-bench
+job_extra_directives: ["-j oe", "-V"]
+job_script_prologue: ["export OMP_NUM_THREADS=8"]
+"""
+
+
+def test_pbs_job_script_has_the_hand_written_pbs_lines(tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    from benchmark.executors import job_script
+
+    script = job_script(load_cluster_config("pbs", _write(tmp_path / "pbs.yaml", LAB_PBS_YAML)))
+    lines = [line for line in script.splitlines() if line.strip()]
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert [line for line in lines if line.startswith("#PBS")] == [
+        "#PBS -N nepa3d-bench",
+        "#PBS -q gpu",
+        "#PBS -A lab42",
+        "#PBS -l select=1:ncpus=8:ngpus=1",  # resource_spec replaces the select line built from cores/memory
+        "#PBS -l walltime=04:00:00",
+        "#PBS -j oe",
+        "#PBS -V",
+    ]
+    body = [line for line in lines[1:] if not line.startswith("#")]
+    assert body[0] == "export OMP_NUM_THREADS=8"  # the prologue: the commands inherit the worker's env
+    assert len(body) == 2
+    worker = body[1].split()
+    assert worker[:3] == [sys.executable, "-m", "distributed.cli.dask_worker"]  # this venv's interpreter
+    assert worker[3].startswith("tcp://")  # the scheduler in the runner process
+    opts = dict(zip(worker[4::2], worker[5::2]))
+    # one thread: one command at a time; 32GB = 32e9 bytes = 29.80 GiB for the worker's own limit
+    assert opts["--nthreads"] == "1" and opts["--memory-limit"] == "29.80GiB"
+    assert "--nworkers" not in opts  # processes: 1
+
+
+def test_pbs_defaults_split_cores_into_worker_processes(tmp_path):
+    """Without `processes`, dask-jobqueue splits `cores` into worker processes and threads: 8
+    cores -> 4 processes x 2 threads = 8 commands at once in one batch job (the README warns)."""
+    pytest.importorskip("dask_jobqueue")
+    from benchmark.executors import job_script
+
+    script = job_script(load_cluster_config("pbs", _write(tmp_path / "pbs.yaml", PBS_YAML)))
+    assert "#PBS -l select=1:ncpus=8:ngpus=1" in script.splitlines()
+    worker = next(line for line in script.splitlines() if "dask_worker" in line).split()
+    opts = dict(zip(worker[4::2], worker[5::2]))
+    assert (opts["--nworkers"], opts["--nthreads"]) == ("4", "2")
+
+
+def test_importing_dask_jobqueue_keeps_the_sigint_handler():
+    """dask-jobqueue 0.9 installs SIGINT -> sys.exit() on import (a Ctrl-C'd run exited 0);
+    the executors' import puts Python's KeyboardInterrupt handler back."""
+    pytest.importorskip("dask_jobqueue")
+    import subprocess
+
+    code = ("import signal\nfrom benchmark.executors.cluster import _import_jobqueue\n_import_jobqueue('slurm')\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
