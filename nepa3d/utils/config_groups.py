@@ -1,0 +1,190 @@
+"""Flag groups shared by several research CLIs, each defined once: a frozen dataclass (the
+fields a CLI configuration inherits) and the one function that adds its flags to a parser.
+
+- :class:`ModelShapeArgs` / :func:`add_model_shape_args`: ``--d_model --layers --heads
+  --mlp_ratio --type_emb_std``; :func:`model_shape_kwargs` is the one place where the flag
+  names ``heads`` / ``layers`` become the model constructor's ``nhead`` / ``num_layers``.
+- :class:`VoxelArgs` / :func:`add_voxel_args`: ``--voxel_grid --voxel_dilate
+  --voxel_max_steps`` (:class:`~nepa3d.backends.VoxelConfig`'s flags).
+- :class:`DeviceArgs` / :func:`add_device_arg` and :class:`PrecisionArgs` /
+  :func:`add_precision_arg`: ``--device`` (resolved by :func:`resolve_device`, the one device
+  resolution) and the evaluators' ``--precision``.
+- :class:`EvalSamplingArgs` / :func:`add_eval_seed_arg`: ``--order_dtype --eval_seed``, the
+  token-sampling flags every evaluator (UCPR, CPAC, classification) has;
+  :class:`UcprSamplingArgs` / :func:`add_ucpr_sampling_args` add the retrieval ones
+  (``--eval_seed_gallery --mc_k --ablate_point_xyz --ablate_point_dist``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nepa3d.backends import VoxelConfig
+from nepa3d.utils.cli_args import (add_order_dtype_arg, nonneg_float, positive_float,
+                                   positive_int)
+from nepa3d.utils.config import CliConfig
+
+# ------------------------------------------------------------------------------------------------
+# model shape
+# ------------------------------------------------------------------------------------------------
+
+#: Flag name -> model constructor keyword, where they differ (the only such mapping).
+MODEL_KWARG_OF_FLAG = {"heads": "nhead", "layers": "num_layers"}
+#: The model-shape flags, in parser order.
+MODEL_SHAPE_FLAGS = ("d_model", "layers", "heads", "mlp_ratio", "type_emb_std")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelShapeArgs(CliConfig):
+    """Transformer shape of a model a CLI builds from scratch."""
+
+    d_model: int
+    layers: int
+    heads: int
+    mlp_ratio: float
+    type_emb_std: float
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The ``ModelConfig`` keywords of these flags (``heads`` -> ``nhead``, ``layers`` ->
+        ``num_layers``)."""
+        return model_shape_kwargs({n: getattr(self, n) for n in MODEL_SHAPE_FLAGS})
+
+
+def model_shape_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Flag-named model-shape values (any subset, e.g. a checkpoint's recorded args) ->
+    ``ModelConfig`` keywords. ``{"heads": 6, "d_model": 384}`` -> ``{"nhead": 6, "d_model": 384}``."""
+    return {MODEL_KWARG_OF_FLAG.get(k, k): v for k, v in values.items() if k in MODEL_SHAPE_FLAGS}
+
+
+def add_model_shape_args(parser) -> None:
+    """``--d_model --layers --heads --mlp_ratio --type_emb_std`` (defaults: the paper's model)."""
+    a = parser.add_argument
+    a("--d_model", type=positive_int, default=384, help="transformer width (embedding size)")
+    a("--layers", type=positive_int, default=8, help="transformer encoder layers")
+    a("--heads", type=positive_int, default=6, help="attention heads (must divide --d_model)")
+    a("--mlp_ratio", type=positive_float, default=4.0,
+      help="feed-forward width as a multiple of --d_model")
+    a("--type_emb_std", type=nonneg_float, default=0.02, help="type embedding init std (1.0 = original)")
+
+
+# ------------------------------------------------------------------------------------------------
+# voxel backend
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class VoxelArgs(CliConfig):
+    """Settings of the voxel backend (:class:`~nepa3d.backends.VoxelConfig`)."""
+
+    voxel_grid: int
+    voxel_dilate: int
+    voxel_max_steps: int
+
+    def voxel_config(self) -> VoxelConfig:
+        """The validated :class:`VoxelConfig` (``ValueError`` naming a bad setting)."""
+        return VoxelConfig.from_args(self)
+
+
+#: ``--voxel_grid --voxel_dilate --voxel_max_steps``: the one definition is VoxelConfig's.
+add_voxel_args = VoxelConfig.add_args
+
+
+# ------------------------------------------------------------------------------------------------
+# device and precision
+# ------------------------------------------------------------------------------------------------
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class DeviceUnavailable(RuntimeError):
+    """``--device cuda`` on a machine without CUDA."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceArgs(CliConfig):
+    device: str
+
+
+def add_device_arg(parser) -> None:
+    """``--device auto|cpu|cuda``."""
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="auto = cuda when available, else cpu")
+
+
+def resolve_device(name: str = "auto"):
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA raises
+    :class:`DeviceUnavailable`. -> ``torch.device``"""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("--device cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrecisionArgs(CliConfig):
+    precision: str
+
+
+#: Forward precisions of the evaluators (resolved by ``nepa3d.analysis.features.resolve_precision``).
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def add_precision_arg(parser) -> None:
+    """``--precision fp32|bf16|auto``."""
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluator sampling
+# ------------------------------------------------------------------------------------------------
+
+EVAL_SEED_HELP = "token sampling seed of every evaluated file"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSamplingArgs(CliConfig):
+    """Token sampling of an evaluator: the order arithmetic and the per-file seed."""
+
+    order_dtype: str
+    eval_seed: int
+
+
+def add_eval_seed_arg(parser, help: str = EVAL_SEED_HELP) -> None:
+    """``--eval_seed`` (default 0); ``help`` says which files it samples."""
+    parser.add_argument("--eval_seed", type=int, default=0, help=help)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UcprSamplingArgs(EvalSamplingArgs):
+    """Retrieval sampling: gallery seed, MC views and the token ablations (both sides)."""
+
+    eval_seed_gallery: int
+    mc_k: int
+    ablate_point_xyz: bool
+    ablate_point_dist: bool
+
+    @property
+    def gallery_seed(self) -> int:
+        """The gallery's sampling seed: ``--eval_seed_gallery``, or ``--eval_seed`` when < 0."""
+        return self.eval_seed if self.eval_seed_gallery < 0 else self.eval_seed_gallery
+
+
+def add_ucpr_sampling_args(parser, *, xyz_tokens: str = "POINT / Q_POINT",
+                           dist_tokens: str = "POINT / A_POINT") -> None:
+    """``--order_dtype --eval_seed --eval_seed_gallery --mc_k --ablate_point_xyz
+    --ablate_point_dist`` (retrieval and its shape-descriptor baseline); ``xyz_tokens`` /
+    ``dist_tokens`` name the token types the ablations touch in the CLI's sequences."""
+    add_order_dtype_arg(parser)
+    add_eval_seed_arg(parser)
+    a = parser.add_argument
+    a("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
+    a("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
+    a("--ablate_point_xyz", action="store_true",
+      help=f"zero xyz of {xyz_tokens} tokens (both sides)")
+    a("--ablate_point_dist", action="store_true",
+      help=f"zero the distance of {dist_tokens} tokens (both sides)")
+
