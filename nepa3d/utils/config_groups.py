@@ -12,7 +12,9 @@ fields a CLI configuration inherits) and the one function that adds its flags to
 - :class:`EvalSamplingArgs` / :func:`add_eval_seed_arg`: ``--order_dtype --eval_seed``, the
   token-sampling flags every evaluator (UCPR, CPAC, classification) has;
   :class:`UcprSamplingArgs` / :func:`add_ucpr_sampling_args` add the retrieval ones
-  (``--eval_seed_gallery --mc_k --ablate_point_xyz --ablate_point_dist``).
+  (``--eval_seed_gallery --mc_k --ablate_point_xyz --ablate_point_dist``),
+  :class:`ClsEvalArgs` / :func:`add_cls_eval_args` the classification ones (split, K-shot,
+  N-way, Monte-Carlo views).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nepa3d.backends import VoxelConfig
-from nepa3d.utils.cli_args import (add_order_dtype_arg, nonneg_float, positive_float,
-                                   positive_int)
+from nepa3d.utils.cli_args import (add_order_dtype_arg, int_at_least, nonneg_float, nonneg_int,
+                                   positive_float, positive_int, positive_or_auto)
 from nepa3d.utils.config import CliConfig
 
 # ------------------------------------------------------------------------------------------------
@@ -188,3 +190,43 @@ def add_ucpr_sampling_args(parser, *, xyz_tokens: str = "POINT / Q_POINT",
     a("--ablate_point_dist", action="store_true",
       help=f"zero the distance of {dist_tokens} tokens (both sides)")
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClsEvalArgs(EvalSamplingArgs):
+    """Classification protocol: the train/val split seed, the K-shot / N-way subset and the
+    Monte-Carlo views of the val/test files (``--val_ratio`` and ``--seed`` stay with each CLI:
+    their meaning differs)."""
+
+    val_seed: int
+    fewshot_k: int
+    fewshot_seed: int
+    fewshot_n_way: int
+    fewshot_way_seed: int
+    mc_eval_k: int
+    mc_eval_k_val: int
+    mc_eval_k_test: int
+
+    def mc_views(self) -> tuple[int, int]:
+        """(val views, test views) per file: ``--mc_eval_k_val`` / ``--mc_eval_k_test``, or
+        ``--mc_eval_k`` where they are -1."""
+        return (self.mc_eval_k if self.mc_eval_k_val < 0 else self.mc_eval_k_val,
+                self.mc_eval_k if self.mc_eval_k_test < 0 else self.mc_eval_k_test)
+
+
+def add_cls_eval_args(parser, *, eval_seed_help: str, mc_help: str) -> None:
+    """``--val_seed --fewshot_k --fewshot_seed --fewshot_n_way --fewshot_way_seed --eval_seed
+    --mc_eval_k --mc_eval_k_val --mc_eval_k_test`` (fine-tuning and its descriptor baseline);
+    ``eval_seed_help`` / ``mc_help`` say which files are sampled and what is averaged."""
+    a = parser.add_argument
+    a("--val_seed", type=int, default=0, help="seed of the train/val split")
+    a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
+    a("--fewshot_seed", type=int_at_least(-1), default=0,
+      help="seed of the K-shot subset; -1 = same as --seed (the M1 protocol for K > 0; docs/protocols.md#m1_fewshot)")
+    a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
+    a("--fewshot_way_seed", type=int_at_least(-1), default=-1,
+      help="seed of the N-way class subset; -1 = same as --seed")
+    add_eval_seed_arg(parser, help=eval_seed_help)
+    a("--mc_eval_k", type=positive_int, default=1, help=mc_help)
+    a("--mc_eval_k_val", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
+    a("--mc_eval_k_test", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
