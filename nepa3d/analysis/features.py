@@ -1,6 +1,7 @@
 """Frozen-model feature extraction shared by the evaluators.
 
-- :func:`resolve_device`: ``auto | cpu | cuda``.
+- :func:`resolve_device`: ``auto | cpu | cuda`` (the one resolution,
+  :func:`nepa3d.utils.config_groups.resolve_device`, re-exported).
 - :func:`load_eval_model`: checkpoint -> eval-mode model whose positional embedding covers
   the evaluator's sequence length (resized by linear interpolation when it is too short and
   no explicit ``--max_len`` was given).
@@ -23,6 +24,7 @@ import torch
 
 from nepa3d.token import types as tt
 from nepa3d.utils.ckpt import CkptSettings, LoadedBackbone, load_backbone
+from nepa3d.utils.config_groups import PRECISIONS, resolve_device  # noqa: F401 (re-exported)
 
 POOLINGS = ("eos", "mean_a", "mean_zhat")
 LEGACY_NON_ANSWER = (tt.BOS, tt.EOS, tt.MISSING_RAY)
@@ -32,12 +34,6 @@ class EvalError(RuntimeError):
     """An evaluator input that cannot be used (no cache files, no CUDA ...): one clear line."""
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalError("--device cuda requested but CUDA is not available")
-    return torch.device(name)
 
 
 def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, device: torch.device,
@@ -55,9 +51,6 @@ def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, de
     for p in lb.model.parameters():
         p.requires_grad_(False)
     return lb
-
-
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
