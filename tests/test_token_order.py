@@ -179,7 +179,7 @@ def test_flag_is_not_neutral_and_old_runs_count_as_float64():
 def test_cpac_context_and_queries_sorted_in_the_chosen_arithmetic(order_dtype, tmp_path):
     write_planted(tmp_path, "eval", 1, seed=4)
     path = sorted(str(p) for p in tmp_path.rglob("*.npz"))[0]
-    args = completion_cpac_udf.build_parser().parse_args(
+    args = completion_cpac_udf.CompletionCpacConfig.parse(
         ["--cache_root", str(tmp_path), "--ckpt", "x", "--n_context", "200", "--n_query", "200",
          "--query_source", "hybrid", "--order_dtype", order_dtype])
     cfg = completion_cpac_udf.sample_config(args, "mesh", "normal")

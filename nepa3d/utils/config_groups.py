@@ -9,7 +9,7 @@ fields a CLI configuration inherits) and the one function that adds its flags to
 - :class:`DeviceArgs` / :func:`add_device_arg` and :class:`PrecisionArgs` /
   :func:`add_precision_arg`: ``--device`` (resolved by :func:`resolve_device`, the one device
   resolution) and the evaluators' ``--precision``.
-- :class:`EvalSamplingArgs` / :func:`add_eval_seed_arg`: ``--order_dtype --eval_seed``, the
+- :class:`EvalSamplingArgs` / :func:`add_eval_sampling_args`: ``--order_dtype --eval_seed``, the
   token-sampling flags every evaluator (UCPR, CPAC, classification) has;
   :class:`UcprSamplingArgs` / :func:`add_ucpr_sampling_args` add the retrieval ones
   (``--eval_seed_gallery --mc_k --ablate_point_xyz --ablate_point_dist``),
@@ -175,13 +175,18 @@ class UcprSamplingArgs(EvalSamplingArgs):
         return self.eval_seed if self.eval_seed_gallery < 0 else self.eval_seed_gallery
 
 
+def add_eval_sampling_args(parser) -> None:
+    """``--order_dtype --eval_seed`` (:class:`EvalSamplingArgs`)."""
+    add_order_dtype_arg(parser)
+    add_eval_seed_arg(parser)
+
+
 def add_ucpr_sampling_args(parser, *, xyz_tokens: str = "POINT / Q_POINT",
                            dist_tokens: str = "POINT / A_POINT") -> None:
     """``--order_dtype --eval_seed --eval_seed_gallery --mc_k --ablate_point_xyz
     --ablate_point_dist`` (retrieval and its shape-descriptor baseline); ``xyz_tokens`` /
     ``dist_tokens`` name the token types the ablations touch in the CLI's sequences."""
-    add_order_dtype_arg(parser)
-    add_eval_seed_arg(parser)
+    add_eval_sampling_args(parser)
     a = parser.add_argument
     a("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
     a("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
