@@ -37,10 +37,10 @@ from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.utils.cli_args import (make_parser, fail, int_at_least, nonneg_float, nonneg_int,
                                    positive_int)
+from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.config import CliConfig
 from nepa3d.utils.config_groups import (UcprSamplingArgs, VoxelArgs, add_ucpr_sampling_args,
                                         add_voxel_args)
-from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
 
 PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run

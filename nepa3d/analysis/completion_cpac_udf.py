@@ -45,12 +45,12 @@ from nepa3d.utils.ckpt import CheckpointError
 from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, fail, int_at_least,
                                    nonneg_float, nonneg_int, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error)
+from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.config import CliConfig
 from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
                                         PrecisionArgs, VoxelArgs, add_device_arg,
                                         add_eval_sampling_args, add_precision_arg,
                                         add_voxel_args, resolve_device)
-from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 

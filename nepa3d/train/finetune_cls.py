@@ -40,11 +40,11 @@ from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, add_order_dty
                                    float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
                                    unit_float, with_order_dtype)
+from nepa3d.utils.cli_edge import emit_or_fail, out_dir_problem, out_file_problem
 from nepa3d.utils.config import CliConfig
 from nepa3d.utils.config_groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable, VoxelArgs,
                                         add_cls_eval_args, add_device_arg, add_voxel_args,
                                         resolve_device)
-from nepa3d.utils.cli_edge import emit_or_fail, out_dir_problem, out_file_problem
 from nepa3d.utils.curves import plot_curves
 from nepa3d.utils.results import ResultTimer, build_result, sha256_file
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg, tree_listing_sha256
