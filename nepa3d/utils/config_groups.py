@@ -59,12 +59,13 @@ def model_shape_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     return {MODEL_KWARG_OF_FLAG.get(k, k): v for k, v in values.items() if k in MODEL_SHAPE_FLAGS}
 
 
-def add_model_shape_args(parser) -> None:
-    """``--d_model --layers --heads --mlp_ratio --type_emb_std`` (defaults: the paper's model)."""
+def add_model_shape_args(parser, *, heads_help: str = "attention heads (must divide --d_model)") -> None:
+    """``--d_model --layers --heads --mlp_ratio --type_emb_std`` (defaults: the paper's model);
+    ``heads_help``: the CLI's wording of the --heads constraint."""
     a = parser.add_argument
     a("--d_model", type=positive_int, default=384, help="transformer width (embedding size)")
     a("--layers", type=positive_int, default=8, help="transformer encoder layers")
-    a("--heads", type=positive_int, default=6, help="attention heads (must divide --d_model)")
+    a("--heads", type=positive_int, default=6, help=heads_help)
     a("--mlp_ratio", type=positive_float, default=4.0,
       help="feed-forward width as a multiple of --d_model")
     a("--type_emb_std", type=nonneg_float, default=0.02, help="type embedding init std (1.0 = original)")
