@@ -1,7 +1,5 @@
 """Frozen-model feature extraction shared by the evaluators.
 
-- :func:`resolve_device`: ``auto | cpu | cuda`` (the one resolution,
-  :func:`nepa3d.utils.config_groups.resolve_device`, re-exported).
 - :func:`load_eval_model`: checkpoint -> eval-mode model whose positional embedding covers
   the evaluator's sequence length (resized by linear interpolation when it is too short and
   no explicit ``--max_len`` was given).
@@ -24,7 +22,6 @@ import torch
 
 from nepa3d.token import types as tt
 from nepa3d.utils.ckpt import CkptSettings, LoadedBackbone, load_backbone
-from nepa3d.utils.config_groups import PRECISIONS, resolve_device  # noqa: F401 (re-exported)
 
 POOLINGS = ("eos", "mean_a", "mean_zhat")
 LEGACY_NON_ANSWER = (tt.BOS, tt.EOS, tt.MISSING_RAY)
@@ -54,7 +51,8 @@ def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, de
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """fp32 | bf16 (autocast) | auto (bf16 on CUDA, fp32 on CPU).
+    """fp32 | bf16 (autocast) | auto (bf16 on CUDA, fp32 on CPU): ``--precision``
+    (:data:`nepa3d.utils.config_groups.PRECISIONS`).
 
     fp32 is the evaluators' default on every device: the backbone has no final norm, the
     residual stream carries a large component shared by all tokens, and bf16 branch outputs
