@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -62,7 +63,9 @@ def parser_layout(cls: type) -> tuple[tuple[str, bool], ...]:
         if isinstance(action, argparse._HelpAction) or action.dest in seen:
             continue
         seen.add(action.dest)
-        out.append((action.dest, _is_switch_action(action)))
+        # interned like the attribute names of vars(namespace): a pickled record (checkpoint
+        # args) shares its key strings with other dicts the same way, byte for byte
+        out.append((sys.intern(action.dest), _is_switch_action(action)))
     return tuple(out)
 
 
