@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import importlib
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,8 @@ def test_switch_fields_are_bool_and_recorded_as_the_parser_wrote_them():
     assert (rec["qa_tokens"], rec["add_eos"], rec["save_last"]) == (1, 0, 1)
     assert all(type(rec[k]) is int for k in ("qa_tokens", "add_eos", "save_last"))
     assert rec["force_missing_ray"] is True  # a store_true switch stays a bool
+    # keys interned like vars(namespace)'s: pickled checkpoint args stay byte-identical
+    assert all(k is sys.intern(k) for k in rec)
 
 
 @pytest.mark.parametrize("value, want", [
