@@ -8,6 +8,8 @@ keys as ours), aux heads in a ModuleDict after the model in the optimizer.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -97,9 +99,8 @@ def ours_with_optimizer():
 
 def resume_here(ck_path: Path, tmp_path: Path):
     """try_resume of an explicit --resume into a fresh model + optimizer (as pretrain.train)."""
-    args = pretrain.build_parser().parse_args(["--resume", str(ck_path), *SMALL,
-                                               "--save_dir", str(tmp_path / "resume")])
-    args.max_len = MAX_LEN
+    args = dataclasses.replace(pretrain.PretrainConfig.parse(
+        ["--resume", str(ck_path), *SMALL, "--save_dir", str(tmp_path / "resume")]), max_len=MAX_LEN)
     model, heads, opt, named = ours_with_optimizer()
     start, step = pretrain.try_resume(args, model, opt, tmp_path, heads)
     return model, heads, opt, named, start, step

@@ -356,7 +356,7 @@ def test_baseline_ucpr_same_view_saturates(sphere_root):
 
 def test_baseline_ucpr_descriptor_of_retrieval_tokens(sphere_root):
     """Query row i = mean descriptor of the points drawn by path_rng(path, eval_seed, k)."""
-    args = baseline_ucpr.build_parser().parse_args(
+    args = baseline_ucpr.BaselineUcprConfig.parse(
         ["--cache_root", str(sphere_root), "--query_backend", "mesh", "--gallery_backend",
          "pointcloud_noray", "--n_point", "40", "--mc_k", "2", "--eval_seed", "3"])
     paths = sorted(str(p) for p in (sphere_root / "eval").glob("*/*.npz"))[:2]

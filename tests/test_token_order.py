@@ -8,6 +8,7 @@ float64 brute force that sorts by (key, input index).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -167,10 +168,10 @@ def test_every_tokenising_cli_has_the_flag(name):
 def test_flag_is_not_neutral_and_old_runs_count_as_float64():
     assert "order_dtype" not in pretrain.RESUME_NEUTRAL_ARGS
     assert "order_dtype" not in finetune_cls.RESULT_NEUTRAL_ARGS
-    args = pretrain.build_parser().parse_args([])
-    saved = {k: v for k, v in vars(args).items() if k != "order_dtype"}  # before the flag
+    args = pretrain.PretrainConfig.parse([])
+    saved = {k: v for k, v in args.record().items() if k != "order_dtype"}  # before the flag
     assert pretrain.auto_resume_refusal(saved, args) is None
-    args.order_dtype = "float32"
+    args = dataclasses.replace(args, order_dtype="float32")
     assert "--order_dtype float64 (now float32)" in pretrain.auto_resume_refusal(saved, args)
 
 
@@ -178,7 +179,7 @@ def test_flag_is_not_neutral_and_old_runs_count_as_float64():
 def test_cpac_context_and_queries_sorted_in_the_chosen_arithmetic(order_dtype, tmp_path):
     write_planted(tmp_path, "eval", 1, seed=4)
     path = sorted(str(p) for p in tmp_path.rglob("*.npz"))[0]
-    args = completion_cpac_udf.build_parser().parse_args(
+    args = completion_cpac_udf.CompletionCpacConfig.parse(
         ["--cache_root", str(tmp_path), "--ckpt", "x", "--n_context", "200", "--n_query", "200",
          "--query_source", "hybrid", "--order_dtype", order_dtype])
     cfg = completion_cpac_udf.sample_config(args, "mesh", "normal")

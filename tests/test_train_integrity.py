@@ -193,8 +193,8 @@ def test_auto_resume_with_a_changed_lr_starts_fresh(data, tmp_path, capsys):
 
 
 def test_auto_resume_args_comparison_ignores_only_the_neutral_args():
-    args = pretrain.build_parser().parse_args(["--lr", "0.001"])
-    saved = dict(vars(args))
+    args = pretrain.PretrainConfig.parse(["--lr", "0.001"])
+    saved = args.record()
     changed = dict(saved, save_every=0, num_workers=7, max_steps=5, device="cpu",
                    out_json="x.json", resume="y.pt")
     assert pretrain.auto_resume_refusal(changed, args) is None

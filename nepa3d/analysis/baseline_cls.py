@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,8 +42,10 @@ from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.train.finetune_cls import VAL_RATIO, fewshot_seed, majority_rate, select_files
 from nepa3d.utils.cli_args import (make_parser, add_order_dtype_arg, fail, int_at_least,
-                                   nonneg_int, positive_int, positive_or_auto)
+                                   positive_or_auto)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import ClsEvalArgs, VoxelArgs, add_cls_eval_args, add_voxel_args
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 
@@ -75,35 +78,44 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0, help="only used through the K-shot subset / N-way classes")
     a("--val_ratio", type=VAL_RATIO, default=0.1,
       help="fraction of each class of the training split held out for choosing C, in [0, 1)")
-    a("--val_seed", type=int, default=0, help="seed of the train/val split")
-    a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
-    a("--fewshot_seed", type=int_at_least(-1), default=0,
-      help="seed of the K-shot subset; -1 = same as --seed (the M1 protocol for K > 0; docs/protocols.md#m1_fewshot)")
-    a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
-    a("--fewshot_way_seed", type=int_at_least(-1), default=-1,
-      help="seed of the N-way class subset; -1 = same as --seed")
-    a("--eval_seed", type=int, default=0, help="token sampling seed of every file")
-    a("--mc_eval_k", type=positive_int, default=1,
-      help="views per file whose descriptors are averaged")
-    a("--mc_eval_k_val", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
-    a("--mc_eval_k_test", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
+    add_cls_eval_args(p, eval_seed_help="token sampling seed of every file",
+                      mc_help="views per file whose descriptors are averaged")
     a("--train_views", type=positive_or_auto, default=-1,
       help="views per training file; -1 = test views")
-    VoxelConfig.add_args(p)
+    add_voxel_args(p)
     a("--out_json", default="",
       help="also write the result envelope (metrics, settings, timings) to this file; empty = no")
     return p
 
 
-def view_counts(args) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class BaselineClsConfig(ClsEvalArgs, VoxelArgs, CliConfig):
+    """Flags of ``python -m nepa3d.analysis.baseline_cls`` (one field per flag)."""
+
+    cache_root: str
+    backend: str
+    train_backend: str | None
+    eval_backend: str | None
+    n_point: int
+    n_ray: int | None
+    seed: int
+    val_ratio: float
+    train_views: int
+    out_json: str
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
+def view_counts(args: BaselineClsConfig) -> dict:
     """{train, val, test}: views per file (resolved -1 defaults)."""
-    k_val = args.mc_eval_k if args.mc_eval_k_val < 0 else args.mc_eval_k_val
-    k_test = args.mc_eval_k if args.mc_eval_k_test < 0 else args.mc_eval_k_test
+    k_val, k_test = args.mc_views()
     k_train = k_test if args.train_views < 0 else args.train_views
     return {"train": int(k_train), "val": int(k_val), "test": int(k_test)}
 
 
-def check_args(args) -> None:
+def check_args(args: BaselineClsConfig) -> None:
     """What the parser's types leave: --n_ray must be 0 or omitted."""
     if args.n_ray not in (None, 0):
         raise BaselineError(f"--n_ray {args.n_ray}: the descriptor baseline uses no rays "
@@ -159,14 +171,14 @@ def choose_C(Xtr, ytr, Xval, yval, grid=C_GRID) -> tuple[float, float, dict]:
     return C, best, accs
 
 
-def run(args) -> tuple[dict, list[str], dict]:
+def run(args: BaselineClsConfig) -> tuple[dict, list[str], dict]:
     """-> (metrics, flags, extra)"""
     check_args(args)
     train, val, test, label_map = select_files(args)
     if len(label_map) < 2 or len({class_of(p) for p in train}) < 2:
         raise BaselineError(f"{args.cache_root}: the training subset needs at least 2 classes")
     views = view_counts(args)
-    voxel = VoxelConfig.from_args(args)
+    voxel = args.voxel_config()
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
     lab = lambda ps: np.array([label_map[class_of(p)] for p in ps], dtype=np.int64)  # noqa: E731
     feats = lambda ps, b, k: file_descriptors(  # noqa: E731
@@ -201,7 +213,7 @@ def run(args) -> tuple[dict, list[str], dict]:
 def main(argv=None) -> int:
     """0; a flag or input file that cannot be used: 2 and one line naming it (nothing written);
     a refused write of --out_json exits 1."""
-    args = build_parser().parse_args(argv)
+    args = BaselineClsConfig.parse(argv)
     check_voxel(args)
     blocked = out_file_problem("--out_json", args.out_json)
     if blocked:
@@ -211,7 +223,7 @@ def main(argv=None) -> int:
         metrics, flags, extra = run(args)
     except (CacheError, BaselineError) as e:
         return fail(PROG, e)
-    resolved = {**vars(args), "n_ray": 0, "train_views": extra["views"]["train"]}
+    resolved = {**args.record(), "n_ray": 0, "train_views": extra["views"]["train"]}
     result = build_result("cls", resolved, metrics,
                           timer.provenance(seed=args.seed, ckpt=None, cache_root=args.cache_root,
                                            device="cpu"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,9 +35,12 @@ from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
 from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
-from nepa3d.utils.cli_args import (make_parser, add_order_dtype_arg, fail, int_at_least,
-                                   nonneg_float, nonneg_int, positive_int)
+from nepa3d.utils.cli_args import (make_parser, fail, int_at_least, nonneg_float, nonneg_int,
+                                   positive_int)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import (UcprSamplingArgs, VoxelArgs, add_ucpr_sampling_args,
+                                        add_voxel_args)
 from nepa3d.utils.results import ResultTimer, build_result
 
 PROTOCOL_VERSION = 1  # bump when this module's numbers change: its jobs get new ids and re-run
@@ -60,18 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="backend of the gallery view of each shape (the match is the same shape)")
     ap.add_argument("--n_point", type=int_at_least(2), default=64, help="POINT tokens per view")
     ap.add_argument("--n_ray", type=int, default=0, help="rays are not used: must be 0")
-    add_order_dtype_arg(ap)
-    ap.add_argument("--eval_seed", type=int, default=0,
-                    help="token sampling seed of every evaluated file")
-    ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
-    ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
-    ap.add_argument("--ablate_point_xyz", action="store_true",
-                    help="zero xyz of POINT tokens (both sides)")
-    ap.add_argument("--ablate_point_dist", action="store_true",
-                    help="zero the distance of POINT tokens (both sides)")
+    add_ucpr_sampling_args(ap, xyz_tokens="POINT", dist_tokens="POINT")
     ap.add_argument("--max_files", type=nonneg_int, default=0, help="0: all files of the split")
     ap.add_argument("--chunk", type=positive_int, default=256, help="query rows per scoring chunk")
-    VoxelConfig.add_args(ap)
+    add_voxel_args(ap)
     ap.add_argument("--tie_break_eps", type=nonneg_float, default=1e-6,
                     help="scale of the tie-breaking noise; 0: ties fall back to gallery order")
     ap.add_argument("--out_json", default="",
@@ -80,13 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def check_args(args) -> None:
+@dataclass(frozen=True, kw_only=True)
+class BaselineUcprConfig(UcprSamplingArgs, VoxelArgs, CliConfig):
+    """Flags of ``python -m nepa3d.analysis.baseline_ucpr`` (one field per flag)."""
+
+    cache_root: str
+    split: str
+    query_backend: str
+    gallery_backend: str
+    n_point: int
+    n_ray: int
+    max_files: int
+    chunk: int
+    tie_break_eps: float
+    out_json: str
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
+def check_args(args: BaselineUcprConfig) -> None:
     """What the parser's types leave: --n_ray must be 0."""
     if args.n_ray != 0:
         raise BaselineError(f"--n_ray {args.n_ray}: the descriptor baseline uses no rays (pass 0)")
 
 
-def descriptors(paths: list[str], args, cfg: TokenizerConfig,
+def descriptors(paths: list[str], args: BaselineUcprConfig, cfg: TokenizerConfig,
                 gallery_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """-> query (N, D), gallery (N, D) float64 raw descriptors (mean over the MC views)."""
     acc = np.zeros((2, len(paths), DESCRIPTOR_DIM), dtype=np.float64)
@@ -107,7 +123,7 @@ def embed(Dq: np.ndarray, Dg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return z(Dq), z(Dg)
 
 
-def run(args) -> dict:
+def run(args: BaselineUcprConfig) -> dict:
     timer = ResultTimer()
     check_args(args)
     paths = cache_files(args.cache_root, args.split)
@@ -116,7 +132,7 @@ def run(args) -> dict:
     if not paths:
         raise BaselineError("no cache files under "
                             f"{os.path.join(args.cache_root, args.split, '*', '*.npz')}")
-    gallery_seed = args.eval_seed if args.eval_seed_gallery < 0 else args.eval_seed_gallery
+    gallery_seed = args.gallery_seed
     cfg = TokenizerConfig(n_point=args.n_point, n_ray=0, qa_tokens=False, add_eos=True,
                           drop_ray_prob=0.0, order_dtype=args.order_dtype)
     Q, G = embed(*descriptors(paths, args, cfg, gallery_seed))
@@ -133,7 +149,7 @@ def run(args) -> dict:
              "ablate_point_dist": bool(args.ablate_point_dist),
              "tie_break_eps": float(args.tie_break_eps), "order_dtype": args.order_dtype}
     flags = [EASY_PAIR_FLAG] if easy_pair_saturated(metrics["r@1"]) else []
-    resolved = {**vars(args), "n_ray": 0, "eval_seed_gallery": int(gallery_seed)}
+    resolved = {**args.record(), "n_ray": 0, "eval_seed_gallery": int(gallery_seed)}
     prov = timer.provenance(seed=args.eval_seed, ckpt=None, cache_root=args.cache_root,
                             device="cpu")
     return build_result("ucpr", resolved, metrics, prov, flags=flags, extra=extra)
@@ -142,7 +158,7 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     """The result dict; a flag or input file that cannot be used exits 2 with one line naming
     it (nothing written), a refused write of --out_json exits 1."""
-    args = build_parser().parse_args(argv)
+    args = BaselineUcprConfig.parse(argv)
     check_voxel(args)
     blocked = out_file_problem("--out_json", args.out_json)
     if blocked:

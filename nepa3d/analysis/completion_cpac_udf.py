@@ -25,15 +25,15 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm import tqdm
 
 from nepa3d.analysis import metrics as M
-from nepa3d.analysis.features import (PRECISIONS, EvalError, default_workers, forward_batched,
+from nepa3d.analysis.features import (EvalError, default_workers, forward_batched,
                                       gather_positions, load_eval_model, prefetch_map,
-                                      resolve_device, resolve_precision)
+                                      resolve_precision)
 from nepa3d.analysis.grid_sampling import GRID_MODES, sample_grid_queries
 from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
@@ -42,10 +42,15 @@ from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE, morton_order
 from nepa3d.token.tokenizer import point_only_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg, fail,
-                                   int_at_least, nonneg_float, nonneg_int, positive_float,
-                                   positive_int, positive_or_auto, unit_float, usage_error)
+from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, fail, int_at_least,
+                                   nonneg_float, nonneg_int, positive_float, positive_int,
+                                   positive_or_auto, unit_float, usage_error)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
+                                        PrecisionArgs, VoxelArgs, add_device_arg,
+                                        add_eval_sampling_args, add_precision_arg,
+                                        add_voxel_args, resolve_device)
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 
@@ -108,15 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="-1: infer from the checkpoint")
     g.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
                    help="-1: infer from the checkpoint")
-    add_order_dtype_arg(g)
-    g.add_argument("--eval_seed", type=int, default=0,
-                   help="token sampling seed of every evaluated file")
+    add_eval_sampling_args(g)
     g.add_argument("--seed", type=int, default=None, help="alias that overrides --eval_seed")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto = cuda when available, else cpu")
+    add_device_arg(g)
     g.add_argument("--batch", type=positive_int, default=16, help="sequences per forward")
-    g.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")
+    add_precision_arg(g)
     g.add_argument("--workers", type=nonneg_int, default=0,
                    help="threads loading and sampling cache files; 0: none on CPU, "
                         "min(4, cpus) beside a GPU (results do not depend on it)")
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tau", type=positive_float, default=0.03,
                    help="UDF threshold (world units) of the near-surface set in iou@tau")
     e.add_argument("--max_shapes", type=nonneg_int, default=0, help="0: all evaluation shapes")
-    VoxelConfig.add_args(e)
+    add_voxel_args(e)
     e.add_argument("--disjoint_context_query", type=int, choices=SWITCH, default=1,
                    help="1: pool queries and context points are drawn without overlap")
     e.add_argument("--context_mode_train", default="normal", choices=CONTEXT_MODES,
@@ -204,7 +205,64 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def check_args(args) -> None:
+@dataclass(frozen=True, kw_only=True)
+class CompletionCpacConfig(EvalSamplingArgs, VoxelArgs, DeviceArgs, PrecisionArgs, CliConfig):
+    """Flags of ``python -m nepa3d.analysis.completion_cpac_udf`` (one field per flag)."""
+
+    cache_root: str
+    split: str
+    ckpt: str
+    max_len: int
+    context_backend: str
+    n_context: int
+    n_query: int
+    add_eos: int
+    qa_tokens: int
+    seed: int | None
+    batch: int
+    workers: int
+    head_train_ratio: float
+    head_train_n: int
+    head_train_split: str
+    head_train_backend: str
+    head_train_max_shapes: int
+    ridge_lambda: float
+    ridge_lipschitz_lambda: float
+    ridge_lipschitz_pairs: int
+    ridge_lipschitz_steps: int
+    ridge_lipschitz_lr: float
+    ridge_lipschitz_batch: int
+    ridge_lipschitz_max_points: int
+    ridge_lipschitz_seed: int
+    tau: float
+    max_shapes: int
+    disjoint_context_query: bool
+    context_mode_train: str
+    context_mode_test: str
+    mismatch_shift: int
+    rep_source: str
+    query_source: str
+    query_pool_frac: float
+    grid_sample_mode: str
+    grid_near_tau: float
+    grid_near_frac: float
+    grid_res_schedule: str  # comma-separated stage resolutions
+    grid_c2f_expand: int
+    grid_c2f_stage_weights: str  # comma-separated weights or empty
+    target_transform: str
+    target_trunc_max: float
+    target_log_scale: float
+    report_near_tau: float
+    baseline: str
+    baseline_only: bool
+    out_json: str
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
+def check_args(args: CompletionCpacConfig) -> None:
     """Checks across flags (usage error, exit 2): stage weights need one weight per stage,
     --baseline_only needs the baseline."""
     weights = [w for w in args.grid_c2f_stage_weights.split(",") if w.strip()]
@@ -388,12 +446,12 @@ def iter_features(lb, samples, *, rep_source: str, batch: int, device, precision
 # Head fitting and evaluation
 # --------------------------------------------------------------------------------------------
 
-def _transform(args, y):
+def _transform(args: CompletionCpacConfig, y):
     return M.transform_target(y, args.target_transform, args.target_trunc_max,
                               args.target_log_scale)
 
 
-def fit_head(lb, tr_paths, cfg: SampleConfig, args, device, load) -> tuple[np.ndarray, dict, int]:
+def fit_head(lb, tr_paths, cfg: SampleConfig, args: CompletionCpacConfig, device, load) -> tuple[np.ndarray, dict, int]:
     """Fit the ridge head on the head-train shapes. -> w (d+1, 1) float64, lipschitz info,
     number of training rows. Rows are streamed into the normal equations unless they are
     needed in memory (row cap, Lipschitz refinement)."""
@@ -437,7 +495,7 @@ def fit_head(lb, tr_paths, cfg: SampleConfig, args, device, load) -> tuple[np.nd
     return M.ridge_fit(X, y_t, args.ridge_lambda), {"enabled": False}, len(X)
 
 
-def evaluate(lb, te_paths, cfg: SampleConfig, args, device, load, w, *, with_probe: bool,
+def evaluate(lb, te_paths, cfg: SampleConfig, args: CompletionCpacConfig, device, load, w, *, with_probe: bool,
              with_nn_copy: bool) -> dict:
     """Test pass: probe predictions (transformed and original space) and/or nn_copy.
     -> {"y": (n,), "yhat_t": (n,), "yhat": (n,), "nn": (n,)} float arrays (absent when off)."""
@@ -468,7 +526,7 @@ def evaluate(lb, te_paths, cfg: SampleConfig, args, device, load, w, *, with_pro
     return out
 
 
-def split_protocol(args, eval_paths: list[str]) -> tuple[list[str], list[str], str, bool, str]:
+def split_protocol(args: CompletionCpacConfig, eval_paths: list[str]) -> tuple[list[str], list[str], str, bool, str]:
     """-> head-train paths, test paths, head backend, legacy_transductive, and the
     head_train_split label."""
     head_split = (args.head_train_split or "").strip()
@@ -493,26 +551,30 @@ def split_protocol(args, eval_paths: list[str]) -> tuple[list[str], list[str], s
             args.context_backend, True, "legacy_transductive")
 
 
-def sample_config(args, backend: str, context_mode: str) -> SampleConfig:
+def sample_config(args: CompletionCpacConfig, backend: str, context_mode: str) -> SampleConfig:
     return SampleConfig(backend=backend, context_mode=context_mode, n_context=args.n_context,
-                        n_query=args.n_query, disjoint=bool(args.disjoint_context_query),
+                        n_query=args.n_query, disjoint=args.disjoint_context_query,
                         query_source=args.query_source, query_pool_frac=args.query_pool_frac,
                         grid_mode=args.grid_sample_mode, grid_near_tau=args.grid_near_tau,
                         grid_near_frac=args.grid_near_frac,
                         grid_res_schedule=args.grid_res_schedule,
                         grid_c2f_expand=args.grid_c2f_expand,
                         grid_c2f_stage_weights=args.grid_c2f_stage_weights,
-                        voxel=VoxelConfig.from_args(args), order_dtype=args.order_dtype)
+                        voxel=args.voxel_config(), order_dtype=args.order_dtype)
 
 
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
 
-def run(args) -> dict:
+def with_seed_alias(args: CompletionCpacConfig) -> CompletionCpacConfig:
+    """``--seed`` given: a copy whose ``eval_seed`` is it (the alias overrides --eval_seed)."""
+    return args if args.seed is None else replace(args, eval_seed=int(args.seed))
+
+
+def run(args: CompletionCpacConfig) -> dict:
     timer = ResultTimer()
-    if args.seed is not None:
-        args.eval_seed = int(args.seed)
+    args = with_seed_alias(args)
     device = resolve_device(args.device)
     eval_paths = cache_files(args.cache_root, args.split)
     if args.max_shapes > 0:
@@ -595,7 +657,7 @@ def run(args) -> dict:
         flags.append(f"target_transform:{args.target_transform}")
     if args.baseline_only:
         flags.append("baseline_only")
-    resolved = {**vars(args), "ckpt": ckpt_abs, "add_eos": int(lb.add_eos),
+    resolved = {**args.record(), "ckpt": ckpt_abs, "add_eos": int(lb.add_eos),
                 "qa_tokens": int(lb.qa_tokens)}
     prov = timer.provenance(seed=args.eval_seed, ckpt=args.ckpt, cache_root=args.cache_root,
                             device=device)
@@ -606,7 +668,7 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     """The result dict; a flag or input file that cannot be used exits 2 with one line naming
     it (nothing written), a refused write of --out_json exits 1."""
-    args = build_parser().parse_args(argv)
+    args = CompletionCpacConfig.parse(argv)
     check_voxel(args)
     check_args(args)
     blocked = out_file_problem("--out_json", args.out_json)
@@ -614,7 +676,7 @@ def main(argv=None) -> dict:
         sys.exit(fail(PROG, blocked))
     try:
         result = run(args)
-    except (CheckpointError, CacheError, EvalError) as e:
+    except (CheckpointError, CacheError, EvalError, DeviceUnavailable) as e:
         sys.exit(fail(PROG, e))
     emit_or_fail(PROG, result, args.out_json)
     return result

@@ -1,6 +1,5 @@
 """Frozen-model feature extraction shared by the evaluators.
 
-- :func:`resolve_device`: ``auto | cpu | cuda``.
 - :func:`load_eval_model`: checkpoint -> eval-mode model whose positional embedding covers
   the evaluator's sequence length (resized by linear interpolation when it is too short and
   no explicit ``--max_len`` was given).
@@ -32,12 +31,6 @@ class EvalError(RuntimeError):
     """An evaluator input that cannot be used (no cache files, no CUDA ...): one clear line."""
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalError("--device cuda requested but CUDA is not available")
-    return torch.device(name)
 
 
 def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, device: torch.device,
@@ -57,11 +50,9 @@ def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, de
     return lb
 
 
-PRECISIONS = ("fp32", "bf16", "auto")
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
-    """fp32 | bf16 (autocast) | auto (bf16 on CUDA, fp32 on CPU).
+    """fp32 | bf16 (autocast) | auto (bf16 on CUDA, fp32 on CPU): ``--precision``
+    (:data:`nepa3d.utils.config_groups.PRECISIONS`).
 
     fp32 is the evaluators' default on every device: the backbone has no final norm, the
     residual stream carries a large component shared by all tokens, and bf16 branch outputs

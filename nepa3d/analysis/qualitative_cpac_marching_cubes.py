@@ -29,15 +29,16 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from nepa3d.analysis import completion_cpac_udf as cpac
 from nepa3d.analysis import metrics as M
-from nepa3d.analysis.features import EvalError, load_eval_model, resolve_device
+from nepa3d.analysis.features import EvalError, load_eval_model
 from nepa3d.analysis.grid_sampling import ijk_to_xyz, lin_to_ijk
-from nepa3d.backends import BACKENDS, VoxelConfig
+from nepa3d.backends import BACKENDS
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
 from nepa3d.geometry.udf import trilinear_sample, voxel_size
@@ -47,6 +48,10 @@ from nepa3d.utils.cli_args import (make_parser, SWITCH, add_order_dtype_arg, fai
                                    int_at_least, nonneg_float, nonneg_int, positive_float,
                                    positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import RUN_FAILURE, check_voxel, out_dir_problem, write_failure
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
+                                        VoxelArgs, add_device_arg, add_eval_seed_arg,
+                                        add_voxel_args, resolve_device)
 from nepa3d.utils.results import write_json_atomic
 
 PROG = "qualitative_cpac_marching_cubes"
@@ -90,13 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rep_source", default="h", choices=("h", "zhat"),
                     help="features read at the query tokens: h = backbone hidden state, zhat = "
                          "predicted embedding")
-    ap.add_argument("--eval_seed", type=int, default=0,
-                    help="token sampling seed of every evaluated file")
+    add_eval_seed_arg(ap)
     add_order_dtype_arg(ap)
     ap.add_argument("--max_shapes", type=nonneg_int, default=8, help="0: all evaluation shapes")
     ap.add_argument("--shape_offset", type=nonneg_int, default=0,
                     help="skip this many shapes of the sorted split before rendering")
-    VoxelConfig.add_args(ap)
+    add_voxel_args(ap)
     ap.add_argument("--save_volumes", type=int, choices=SWITCH, default=1,
                     help="1: also save the predicted and true UDF volumes (.npz)")
     ap.add_argument("--save_png", type=int, choices=SWITCH, default=1,
@@ -105,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="resolution of the PNG figures (dots per inch)")
     ap.add_argument("--out_dir", default="results/qual_mc",
                     help="folder for meshes, volumes, figures and summary.json")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                    help="auto = cuda when available, else cpu")
+    add_device_arg(ap)
     ap.add_argument("--batch", type=positive_int, default=8, help="sequences (chunks) per forward")
     return ap
 
@@ -258,24 +261,57 @@ def save_preview(path: Path, ctx_xyz, pred, gt, meshes: dict, level: float, titl
 # Probe
 # --------------------------------------------------------------------------------------------
 
-def probe_args(args) -> argparse.Namespace:
-    """The CPAC evaluator's settings for this run (its defaults, overridden where this tool
-    fixes them), so that :func:`completion_cpac_udf.fit_head` / ``split_protocol`` apply."""
-    ns = cpac.build_parser().parse_args(["--cache_root", args.cache_root, "--ckpt", args.ckpt])
-    ns.split, ns.max_len, ns.context_backend = args.split, args.max_len, args.context_backend
-    ns.head_train_split, ns.head_train_backend = args.head_train_split, args.head_train_backend
-    ns.head_train_max_shapes = args.head_train_max_shapes
-    ns.n_context, ns.n_query = args.n_context, args.n_query_probe
-    ns.ridge_lambda, ns.rep_source, ns.eval_seed = args.ridge_lambda, args.rep_source, args.eval_seed
-    ns.query_source, ns.grid_sample_mode = "grid", "uniform"
-    ns.voxel_grid, ns.voxel_dilate = args.voxel_grid, args.voxel_dilate
-    ns.voxel_max_steps = args.voxel_max_steps
-    ns.order_dtype = args.order_dtype
-    ns.context_mode_train = ns.context_mode_test = "normal"
-    ns.disjoint_context_query = 1
-    ns.batch, ns.precision, ns.workers = args.batch, "fp32", 0
-    ns.device = args.device
-    return ns
+@dataclass(frozen=True, kw_only=True)
+class QualitativeMcConfig(EvalSamplingArgs, VoxelArgs, DeviceArgs, CliConfig):
+    """Flags of ``python -m nepa3d.analysis.qualitative_cpac_marching_cubes`` (one field per flag)."""
+
+    cache_root: str
+    split: str
+    ckpt: str
+    max_len: int
+    context_backend: str
+    head_train_split: str
+    head_train_backend: str
+    head_train_max_shapes: int
+    n_context: int
+    n_query_probe: int
+    queries_per_pass: int
+    grid_res: int
+    mc_level: float
+    ridge_lambda: float
+    rep_source: str
+    max_shapes: int
+    shape_offset: int
+    save_volumes: bool
+    save_png: bool
+    png_dpi: int
+    out_dir: str
+    batch: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
+#: Flags this tool shares with the CPAC evaluator, same name and meaning: passed on as given.
+PROBE_SHARED = ("split", "max_len", "context_backend", "head_train_split", "head_train_backend",
+                "head_train_max_shapes", "n_context", "ridge_lambda", "rep_source", "eval_seed",
+                "order_dtype", "voxel_grid", "voxel_dilate", "voxel_max_steps", "batch", "device")
+#: CPAC settings this tool fixes: grid queries drawn uniformly, normal contexts drawn apart
+#: from the queries, an fp32 forward in the main thread.
+PROBE_FIXED = {"query_source": "grid", "grid_sample_mode": "uniform",
+               "context_mode_train": "normal", "context_mode_test": "normal",
+               "disjoint_context_query": True, "precision": "fp32", "workers": 0}
+
+
+def probe_config(args: QualitativeMcConfig) -> cpac.CompletionCpacConfig:
+    """The CPAC evaluator's configuration for this run: its defaults, with this tool's shared
+    flags (:data:`PROBE_SHARED`), ``n_query`` = ``--n_query_probe`` and :data:`PROBE_FIXED`;
+    derived with ``dataclasses.replace``, so that :func:`completion_cpac_udf.fit_head` /
+    ``split_protocol`` / ``sample_config`` apply."""
+    base = cpac.CompletionCpacConfig.parse(["--cache_root", args.cache_root, "--ckpt", args.ckpt])
+    return replace(base, **{k: getattr(args, k) for k in PROBE_SHARED},
+                   n_query=args.n_query_probe, **PROBE_FIXED)
 
 
 def predict_lattice(lb, s: cpac.ShapeSample, xyz: np.ndarray, max_q: int, w, *, rep_source: str,
@@ -294,8 +330,8 @@ def predict_lattice(lb, s: cpac.ShapeSample, xyz: np.ndarray, max_q: int, w, *, 
     return out
 
 
-def run(args) -> dict:
-    ns = probe_args(args)
+def run(args: QualitativeMcConfig) -> dict:
+    ns = probe_config(args)
     head = (args.head_train_split or "").strip()
     if head == "" or head.lower() == "none":
         raise EvalError("this tool needs a head-train split (--head_train_split), "
@@ -342,7 +378,7 @@ def run(args) -> dict:
                                 grid_near_tau=0.05, grid_near_frac=0.7,
                                 grid_res_schedule="16,32,64", grid_c2f_expand=1,
                                 grid_c2f_stage_weights="",
-                                voxel=VoxelConfig.from_args(args),
+                                voxel=args.voxel_config(),
                                 order_dtype=args.order_dtype)
     per_shape, skipped = [], []
     for si in sel:
@@ -416,14 +452,14 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     """The summary; a flag or input file that cannot be used exits 2 with one line naming it
     (nothing written), a refused write exits 1 with one line naming the file."""
-    args = build_parser().parse_args(argv)
+    args = QualitativeMcConfig.parse(argv)
     check_voxel(args)
     blocked = out_dir_problem("--out_dir", args.out_dir)
     if blocked:
         sys.exit(fail(PROG, blocked))
     try:
         summary = run(args)
-    except (CheckpointError, CacheError, EvalError) as e:
+    except (CheckpointError, CacheError, EvalError, DeviceUnavailable) as e:
         sys.exit(fail(PROG, e))
     except OSError as e:
         sys.exit(fail(PROG, write_failure(e.filename or args.out_dir, e), code=RUN_FAILURE))

@@ -15,12 +15,14 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
 from nepa3d.utils.cli_args import make_parser, fail
 from nepa3d.utils.cli_edge import RUN_FAILURE, out_file_problem, write_failure
+from nepa3d.utils.config import CliConfig
 
 PROG = "qualitative_report"
 PROTOCOL_KEYS = ("ckpt", "cache_root", "split", "context_backend", "n_context", "head_train_split",
@@ -134,10 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@dataclass(frozen=True, kw_only=True)
+class QualitativeReportConfig(CliConfig):
+    """Flags of ``python -m nepa3d.analysis.qualitative_report`` (one field per flag)."""
+
+    run_dir: Path
+    out: Path
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv=None) -> int:
     """0; an unreadable --run_dir summary or a blocked --out: 2 and one line (nothing written);
     a refused write: 1 and one line naming the file."""
-    args = build_parser().parse_args(argv)
+    args = QualitativeReportConfig.parse(argv)
     blocked = output_problem(args.out)
     if blocked:
         return fail(PROG, blocked)

@@ -20,26 +20,31 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
-from nepa3d.analysis.features import (POOLINGS, PRECISIONS, EvalError, ablate_tokens,
-                                      default_workers, forward_batched, load_eval_model,
-                                      pool_embeddings, prefetch_map, resolve_device,
-                                      resolve_precision)
+from nepa3d.analysis.features import (POOLINGS, EvalError, ablate_tokens, default_workers,
+                                      forward_batched, load_eval_model, pool_embeddings,
+                                      prefetch_map, resolve_precision)
 from nepa3d.analysis.metrics import (l2_normalize, mean_pairwise_cosine, retrieval_metrics,
                                      tie_aware_ranks, tie_noise_seed)
-from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
+from nepa3d.backends import BACKENDS, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
 from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (make_parser, TRI_STATE, add_order_dtype_arg, fail,
-                                   nonneg_float, nonneg_int, positive_int, positive_or_auto)
+from nepa3d.utils.cli_args import (make_parser, TRI_STATE, fail, nonneg_float, nonneg_int,
+                                   positive_int, positive_or_auto)
 from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, PrecisionArgs,
+                                        UcprSamplingArgs, VoxelArgs, add_device_arg,
+                                        add_precision_arg, add_ucpr_sampling_args,
+                                        add_voxel_args, resolve_device)
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 
@@ -68,22 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="-1: infer from the checkpoint")
     ap.add_argument("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
                     help="-1: infer from the checkpoint")
-    add_order_dtype_arg(ap)
-    ap.add_argument("--eval_seed", type=int, default=0,
-                    help="token sampling seed of every evaluated file")
-    ap.add_argument("--eval_seed_gallery", type=int, default=-1, help="< 0: eval_seed")
-    ap.add_argument("--mc_k", type=positive_int, default=1, help="MC views averaged per embedding")
-    ap.add_argument("--ablate_point_xyz", action="store_true",
-                    help="zero xyz of POINT / Q_POINT tokens (both sides)")
-    ap.add_argument("--ablate_point_dist", action="store_true",
-                    help="zero the distance of POINT / A_POINT tokens (both sides)")
+    add_ucpr_sampling_args(ap)
     ap.add_argument("--pooling", default="eos", choices=POOLINGS,
                     help="shape embedding: eos = hidden state of the last token; mean_a = mean "
                          "hidden state over answer tokens; mean_zhat = mean prediction before "
                          "answer tokens")
     ap.add_argument("--max_files", type=nonneg_int, default=0, help="0: all files of the split")
     ap.add_argument("--chunk", type=positive_int, default=256, help="query rows per scoring chunk")
-    VoxelConfig.add_args(ap)
+    add_voxel_args(ap)
     ap.add_argument("--tie_break_eps", type=nonneg_float, default=1e-6,
                     help="scale of the tie-breaking noise; 0: ties fall back to gallery order")
     ap.add_argument("--sanity_constant_embed", action="store_true",
@@ -91,25 +88,53 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out_json", default="",
                     help="also write the result envelope (metrics, settings, timings) to this "
                          "file; empty = no")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                    help="auto = cuda when available, else cpu")
+    add_device_arg(ap)
     ap.add_argument("--batch", type=positive_int, default=16, help="sequences per forward")
-    ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                    help="forward precision (bf16: autocast; auto: bf16 on CUDA only)")
+    add_precision_arg(ap)
     ap.add_argument("--workers", type=nonneg_int, default=0,
                     help="threads loading and tokenising cache files; 0: none on CPU, "
                          "min(4, cpus) beside a GPU (results do not depend on it)")
     return ap
 
 
-def shape_sequences(path: str, i: int, args, cfg: TokenizerConfig, gallery_seed: int) -> list:
+@dataclass(frozen=True, kw_only=True)
+class RetrievalUcprConfig(UcprSamplingArgs, VoxelArgs, DeviceArgs, PrecisionArgs, CliConfig):
+    """Flags of ``python -m nepa3d.analysis.retrieval_ucpr`` (one field per flag)."""
+
+    cache_root: str
+    split: str
+    ckpt: str
+    max_len: int
+    query_backend: str
+    gallery_backend: str
+    n_point: int | None
+    n_ray: int | None
+    add_eos: int
+    qa_tokens: int
+    pooling: str
+    max_files: int
+    chunk: int
+    tie_break_eps: float
+    sanity_constant_embed: bool
+    out_json: str
+    batch: int
+    workers: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
+def shape_sequences(path: str, i: int, args: UcprSamplingArgs, cfg: TokenizerConfig,
+                    gallery_seed: int) -> list:
     """[(feat (T, 15), type_id (T,), (side, i))] for both sides (0 query, 1 gallery) and
-    every MC view of one shape."""
+    every MC view of one shape. ``args``: a UCPR configuration (sampling flags, the
+    ``query_backend`` / ``gallery_backend`` and the voxel settings)."""
     arrays = load_cache(path)
     out = []
     for side, backend, seed in ((0, args.query_backend, args.eval_seed),
                                 (1, args.gallery_backend, gallery_seed)):
-        pools = get_pools(backend, path, arrays, VoxelConfig.from_args(args))
+        pools = get_pools(backend, path, arrays, args.voxel_config())
         for k in range(max(1, args.mc_k)):
             feat, types = build_sequence(pools, cfg, path_rng(path, seed, k))
             feat = ablate_tokens(feat, types, point_xyz=args.ablate_point_xyz,
@@ -118,14 +143,14 @@ def shape_sequences(path: str, i: int, args, cfg: TokenizerConfig, gallery_seed:
     return out
 
 
-def _sequences(paths, args, cfg: TokenizerConfig, gallery_seed: int, workers: int):
+def _sequences(paths, args: UcprSamplingArgs, cfg: TokenizerConfig, gallery_seed: int, workers: int):
     fn = lambda i: shape_sequences(paths[i], i, args, cfg, gallery_seed)  # noqa: E731
     for seqs in tqdm(prefetch_map(fn, range(len(paths)), workers=workers), total=len(paths),
                      desc="ucpr embed", file=sys.stderr):
         yield from seqs
 
 
-def embed_all(lb, paths, args, cfg: TokenizerConfig, gallery_seed: int,
+def embed_all(lb, paths, args: RetrievalUcprConfig, cfg: TokenizerConfig, gallery_seed: int,
               device) -> tuple[np.ndarray, np.ndarray]:
     """-> query (N, C), gallery (N, C) float32 embeddings (view mean, L2-normalised)."""
     n, d = len(paths), lb.model.cfg.d_model
@@ -150,7 +175,7 @@ def spread_metrics(Q: np.ndarray, G: np.ndarray) -> dict:
             "embed_spread_gallery": 1.0 - mean_pairwise_cosine(G)}
 
 
-def run(args) -> dict:
+def run(args: RetrievalUcprConfig) -> dict:
     timer = ResultTimer()
     device = resolve_device(args.device)
     paths = cache_files(args.cache_root, args.split)
@@ -169,7 +194,7 @@ def run(args) -> dict:
                          add_eos=args.add_eos, device=device,
                          seq_len=lambda lb: required_len(*sizes(lb), lb.qa_tokens, lb.add_eos))
     n_point, n_ray = sizes(lb)
-    gallery_seed = args.eval_seed if args.eval_seed_gallery < 0 else args.eval_seed_gallery
+    gallery_seed = args.gallery_seed
     cfg = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=lb.qa_tokens,
                           add_eos=lb.add_eos, drop_ray_prob=0.0, order_dtype=args.order_dtype)
     Q, G = embed_all(lb, paths, args, cfg, gallery_seed, device)
@@ -196,7 +221,7 @@ def run(args) -> dict:
         flags.append(EASY_PAIR_FLAG)
     if args.sanity_constant_embed:
         flags.append("sanity_constant_embed")
-    resolved = {**vars(args), "ckpt": ckpt_abs, "n_point": n_point, "n_ray": n_ray,
+    resolved = {**args.record(), "ckpt": ckpt_abs, "n_point": n_point, "n_ray": n_ray,
                 "add_eos": int(lb.add_eos), "qa_tokens": int(lb.qa_tokens),
                 "eval_seed_gallery": int(gallery_seed)}
     prov = timer.provenance(seed=args.eval_seed, ckpt=args.ckpt, cache_root=args.cache_root,
@@ -207,14 +232,14 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     """The result dict; a flag or input file that cannot be used exits 2 with one line naming
     it (nothing written), a refused write of --out_json exits 1."""
-    args = build_parser().parse_args(argv)
+    args = RetrievalUcprConfig.parse(argv)
     check_voxel(args)
     blocked = out_file_problem("--out_json", args.out_json)
     if blocked:
         sys.exit(fail(PROG, blocked))
     try:
         result = run(args)
-    except (CheckpointError, CacheError, EvalError) as e:
+    except (CheckpointError, CacheError, EvalError, DeviceUnavailable) as e:
         sys.exit(fail(PROG, e))
     emit_or_fail(PROG, result, args.out_json)
     return result

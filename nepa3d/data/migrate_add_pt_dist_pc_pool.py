@@ -32,10 +32,12 @@ import os
 import sys
 
 import numpy as np
+from dataclasses import dataclass
 
 from nepa3d.data.cache import load_cache, save_cache
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
 from nepa3d.utils.cli_args import make_parser
+from nepa3d.utils.config import CliConfig
 
 PROG = "migrate_add_pt_dist_pc_pool"
 
@@ -95,8 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@dataclass(frozen=True, kw_only=True)
+class MigratePtDistPcPoolConfig(CliConfig):
+    """Flags of ``python -m nepa3d.data.migrate_add_pt_dist_pc_pool`` (one field per flag)."""
+
+    cache_root: str
+    splits: str
+    workers: int
+    chunk: int
+    overwrite: bool
+    limit: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = MigratePtDistPcPoolConfig.parse(argv)
 
     files = list_files(args.cache_root, args.splits, args.limit)
     real, seen = [], set()

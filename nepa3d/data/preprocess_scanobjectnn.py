@@ -93,6 +93,7 @@ from nepa3d.data.corpus_meta import (
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_centroid_unit_sphere
 from nepa3d.geometry.pools import point_query_pool
+from nepa3d.utils.config import CliConfig
 
 PROG = "preprocess_scanobjectnn"
 TEST_SEED_OFFSET = 12345
@@ -267,7 +268,7 @@ def split_stream(split: str, sources: list[H5Source],
     return out
 
 
-def profile_settings(args: argparse.Namespace) -> dict:
+def profile_settings(args: PreprocessScanObjectNNConfig) -> dict:
     """Every setting that determines a file's content (seeds are recorded per file)."""
     return {"kind": "scan", "pt_pool": args.pt_pool, "ray_pool": args.ray_pool,
             "pt_surface_ratio": args.pt_surface_ratio,
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def write_provenance(args: argparse.Namespace, split: str, files: list[str], profile: str) -> str:
+def write_provenance(args: PreprocessScanObjectNNConfig, split: str, files: list[str], profile: str) -> str:
     path = os.path.join(args.out_root, "_meta", f"scanobjectnn_{split}_source.txt")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lines = [f"scan_root={os.path.abspath(args.scan_root)}", f"split={split}",
@@ -332,7 +333,7 @@ def _load_data(path: str) -> np.ndarray:
         return np.asarray(f["data"][:])
 
 
-def process_split(args: argparse.Namespace, split: str,
+def process_split(args: PreprocessScanObjectNNConfig, split: str,
                   stream: list[tuple[H5Source, int, str, str]], keep: set[str], profile: str
                   ) -> tuple[dict[str, int], list[FileRecord], list[tuple[str, str]]]:
     """Compute every sample of ``stream`` whose file is not in ``keep``.
@@ -380,8 +381,30 @@ def _blocked_output(out_root: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True, kw_only=True)
+class PreprocessScanObjectNNConfig(CliConfig):
+    """Flags of ``python -m nepa3d.data.preprocess_scanobjectnn`` (one field per flag)."""
+
+    scan_root: str
+    out_root: str
+    split: str
+    pt_pool: int
+    ray_pool: int
+    pt_surface_ratio: float
+    pt_surface_sigma: float
+    seed: int
+    variant: str
+    allow_duplicate_stems: bool
+    overwrite: bool
+    max_failures: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = PreprocessScanObjectNNConfig.parse(argv)
     blocked = _blocked_output(args.out_root)
     if blocked:
         return fail(PROG, blocked)

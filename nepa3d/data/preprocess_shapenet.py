@@ -53,6 +53,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from dataclasses import dataclass
 from collections import defaultdict
 
 from nepa3d.utils.cli_args import (make_parser,
@@ -90,6 +91,7 @@ from nepa3d.data.mesh_pipeline import (
     preprocess_mesh,
     require_embree,
 )
+from nepa3d.utils.config import CliConfig
 from nepa3d.utils.results import write_json_atomic
 
 PROG = "preprocess_shapenet"
@@ -309,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def config_from_args(args: argparse.Namespace) -> MeshCacheConfig:
+def config_from_args(args: PreprocessShapenetConfig) -> MeshCacheConfig:
     return MeshCacheConfig(
         pc_points=args.pc_points, pt_pool=args.pt_pool, ray_pool=args.ray_pool,
         n_views=args.n_views, rays_per_view=args.rays_per_view, pc_grid=args.pc_grid,
@@ -331,7 +333,7 @@ def _blocked_output(out_root: str) -> str | None:
     return None
 
 
-def _run_tasks(tasks: list[tuple], args: argparse.Namespace, on_result) -> None:
+def _run_tasks(tasks: list[tuple], args: PreprocessShapenetConfig, on_result) -> None:
     """Run ``tasks`` (in a pool for ``--workers > 1``); ``on_result(mesh, status, reason)``."""
     from tqdm import tqdm
 
@@ -359,8 +361,49 @@ def _run_tasks(tasks: list[tuple], args: argparse.Namespace, on_result) -> None:
             pool.terminate()
 
 
+@dataclass(frozen=True, kw_only=True)
+class PreprocessShapenetConfig(CliConfig):
+    """Flags of ``python -m nepa3d.data.preprocess_shapenet`` (one field per flag)."""
+
+    shapenet_root: str
+    out_root: str
+    split: str
+    mesh_glob: str
+    test_ratio: float
+    split_seed: int
+    pc_points: int
+    pt_pool: int
+    ray_pool: int
+    n_views: int
+    rays_per_view: int
+    pc_grid: int
+    pc_dilate: int
+    pc_max_steps: int
+    no_pc_rays: bool
+    df_grid: int
+    df_dilate: int
+    no_udf: bool
+    pt_surface_ratio: float
+    pt_surface_sigma: float
+    pt_query_chunk: int
+    ray_query_chunk: int
+    pt_dist_mode: str
+    dist_ref_points: int
+    mesh_cleanup: str
+    seed: int
+    overwrite: bool
+    max_failures: int
+    workers: int
+    chunk_size: int
+    max_tasks_per_child: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = PreprocessShapenetConfig.parse(argv)
     try:
         cfg = config_from_args(args)
     except ValueError as e:
@@ -413,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         print(f"[{PROG}] removed {stale} stale temp file(s) of an interrupted run", flush=True)
     meta_dir = os.path.join(args.out_root, "_meta")
-    write_json_atomic({"argv": list(sys.argv[1:] if argv is None else argv), "args": vars(args),
+    write_json_atomic({"argv": list(sys.argv[1:] if argv is None else argv), "args": args.record(),
                        "config": cfg.as_dict(), "profile": profile,
                        "profile_settings": profile_settings(cfg)},
                       os.path.join(meta_dir, "preprocess_shapenet_args.json"))

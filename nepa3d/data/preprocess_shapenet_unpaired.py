@@ -34,11 +34,13 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from nepa3d.utils.cli_args import make_parser, fail, nonneg_int
 from nepa3d.data.cache import file_in_the_way, list_cache_files, remove_cache_files
 from nepa3d.data.corpus_meta import run_verdict
+from nepa3d.utils.config import CliConfig
 
 PROG = "materialize"
 LINK_MODES = ("symlink", "hardlink", "copy")
@@ -151,8 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@dataclass(frozen=True, kw_only=True)
+class PreprocessShapenetUnpairedConfig(CliConfig):
+    """Flags of ``python -m nepa3d.data.preprocess_shapenet_unpaired`` (one field per flag)."""
+
+    src_cache_root: str
+    split_json: str
+    out_root: str
+    splits: list[str]
+    link_mode: str
+    overwrite: bool
+    max_failures: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = PreprocessShapenetUnpairedConfig.parse(argv)
     blocker = file_in_the_way(args.out_root)
     if blocker is not None:
         return fail(PROG, f"--out_root {args.out_root}: {blocker} is a file, not a folder")

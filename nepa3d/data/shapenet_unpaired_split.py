@@ -31,9 +31,11 @@ import sys
 from collections import defaultdict
 
 import numpy as np
+from dataclasses import dataclass
 
 from nepa3d.utils.cli_args import make_parser, fail, unit_float
 from nepa3d.data.cache import CacheError, file_in_the_way, split_files
+from nepa3d.utils.config import CliConfig
 
 PROG = "shapenet_unpaired_split"
 TRAIN_BUCKETS = ("train_mesh", "train_pc", "train_udf")
@@ -172,8 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShapenetUnpairedSplitConfig(CliConfig):
+    """Flags of ``python -m nepa3d.data.shapenet_unpaired_split`` (one field per flag)."""
+
+    cache_root: str
+    train_split: str
+    eval_split: str
+    out_json: str
+    ratios: list[float]
+    seed: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = ShapenetUnpairedSplitConfig.parse(argv)
     bad = check_ratios(args.ratios)
     if bad:
         return fail(PROG, bad)

@@ -63,6 +63,7 @@ from trimesh.transformations import rotation_matrix
 
 from nepa3d.data.synthetic_shapes import BUILDERS, build_mesh
 from nepa3d.utils.cli_args import make_parser
+from nepa3d.utils.config import CliConfig
 
 # (name, ShapeNetCore.v2 synset id), sorted by name: the ScanObjectNN-style label of a
 # class is its index in this list.
@@ -748,10 +749,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True, kw_only=True)
+class SyntheticConfig(CliConfig):
+    """Flags of ``python -m nepa3d.data.synthetic`` (one field per flag). The option values are
+    as parsed (text from the command line, the :data:`RULES` defaults otherwise);
+    :func:`validate_args` checks and converts them."""
+
+    out_root: str
+    seed: int | str
+    n_per_class: int | str
+    scan_train_per_class: int | str
+    scan_test_per_class: int | str
+    scan_points: int | str
+    scan_bg_frac: list[float | str]
+    scan_heading_deg: float | str
+    scan_variants: list[str]
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """CLI. Bad options: one line ``error: synthetic.<name> (--<name>): <cause>`` on stderr,
     ``SystemExit(2)``, nothing written."""
-    a = build_parser().parse_args(argv)
+    a = SyntheticConfig.parse(argv)
     options = {name: getattr(a, name) for name in RULES}
     try:
         validate_args(**options)

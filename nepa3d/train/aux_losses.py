@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.token import types as tt
 from nepa3d.train.losses import _isin, answer_mask, cosine_distance, masked_mean
+from nepa3d.utils.config_groups import model_shape_kwargs
 
 RAY_HEADS = ("ray_hit", "ray_t")
 POINT_HEAD = "point_dist"
@@ -222,11 +223,11 @@ def load_teacher(path, *, max_len: int, n_types: int, d_model: int, heads: int, 
     if t_d != d_model:
         raise CheckpointError(path, f"teacher d_model {t_d} != student d_model {d_model}")
     mc = ck.get("model_config") or {}
-    args = ck.get("args") or {}
+    recorded = model_shape_kwargs(ck.get("args") or {})  # the flags as ModelConfig keywords
     cfg = ModelConfig(d_model=int(t_d), n_types=int(t_types),
-                      nhead=int(mc.get("nhead", args.get("heads", heads))),
-                      num_layers=int(mc.get("num_layers", args.get("layers", layers))),
-                      mlp_ratio=float(mc.get("mlp_ratio", args.get("mlp_ratio", 4.0))),
+                      nhead=int(mc.get("nhead", recorded.get("nhead", heads))),
+                      num_layers=int(mc.get("num_layers", recorded.get("num_layers", layers))),
+                      mlp_ratio=float(mc.get("mlp_ratio", recorded.get("mlp_ratio", 4.0))),
                       max_len=int(max_len))
     sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], int(max_len))
     with torch.random.fork_rng(devices=[]):  # building the teacher must not shift the global RNG

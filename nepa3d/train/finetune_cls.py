@@ -20,6 +20,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from nepa3d.backends import BACKENDS, VoxelConfig
+from nepa3d.backends import BACKENDS
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import Item, TokenDataset, cache_files, class_of, collate
 from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
@@ -36,10 +37,14 @@ from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
 from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
 from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg,
-                                   float_in, int_at_least, nonneg_float, nonneg_int,
+                                   float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
                                    unit_float, with_order_dtype)
 from nepa3d.utils.cli_edge import emit_or_fail, out_dir_problem, out_file_problem
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable, VoxelArgs,
+                                        add_cls_eval_args, add_device_arg, add_voxel_args,
+                                        resolve_device)
 from nepa3d.utils.curves import plot_curves
 from nepa3d.utils.results import ResultTimer, build_result, sha256_file
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg, tree_listing_sha256
@@ -83,23 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
       help="random seed of the classifier head, sampling and shuffling")
     a("--val_ratio", type=VAL_RATIO, default=0.1,
       help="fraction of each class of the training split held out for model selection, in [0, 1)")
-    a("--val_seed", type=int, default=0, help="seed of the train/val split")
-    a("--fewshot_k", type=nonneg_int, default=0, help="training shapes per class (0 = all)")
-    a("--fewshot_seed", type=int_at_least(-1), default=0,
-      help="seed of the K-shot subset; -1 = same as --seed (the M1 protocol for K > 0; docs/protocols.md#m1_fewshot)")
-    a("--fewshot_n_way", type=nonneg_int, default=0, help="classes kept (0 = all)")
-    a("--fewshot_way_seed", type=int_at_least(-1), default=-1,
-      help="seed of the N-way class subset; -1 = same as --seed")
-    a("--eval_seed", type=int, default=0, help="token sampling seed of every val/test file")
-    a("--mc_eval_k", type=positive_int, default=1,
-      help="views per val/test file whose logits are averaged (Monte-Carlo evaluation)")
-    a("--mc_eval_k_val", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
-    a("--mc_eval_k_test", type=positive_or_auto, default=-1, help="-1 = --mc_eval_k")
+    add_cls_eval_args(p, eval_seed_help="token sampling seed of every val/test file",
+                      mc_help="views per val/test file whose logits are averaged (Monte-Carlo "
+                              "evaluation)")
     a("--drop_ray_prob_train", type=unit_float, default=0.0,
       help="training only: probability of turning a sample's rays into MISSING_RAY tokens")
     a("--force_missing_ray", action="store_true",
       help="make every ray token MISSING_RAY (train and eval)")
-    VoxelConfig.add_args(p)
+    add_voxel_args(p)
     a("--add_eos", type=int, choices=TRI_STATE, default=-1,
       help="1/0: end each sequence with EOS or not; -1 = as the checkpoint was pretrained")
     a("--qa_tokens", type=int, choices=TRI_STATE, default=-1,
@@ -109,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--shuffle_train_labels", type=int, default=0, choices=SWITCH,
       help="canary only: train on a fixed random permutation of the training labels (a planted "
            "defect: the result is flagged planted_defect:shuffled_labels and never a real number)")
-    a("--device", default="auto", choices=("auto", "cpu", "cuda"),
-      help="auto = cuda when available, else cpu")
+    add_device_arg(p)
     a("--out_json", default="",
       help="also write the result envelope (test accuracy, args, timings) to this file; empty = "
            "no")
@@ -173,7 +168,7 @@ def shuffled_labels(labels: list[int], seed: int) -> list[int]:
     return [labels[i] for i in order]
 
 
-def token_sizes(args, pre_args: dict) -> tuple[int, int]:
+def token_sizes(args: FinetuneClsConfig, pre_args: dict) -> tuple[int, int]:
     """(n_point, n_ray): the CLI values, else the pretraining ones; capped at the pretraining
     sizes unless --allow_scale_up."""
     n_point = args.n_point if args.n_point is not None else int(pre_args.get("n_point", 256))
@@ -184,12 +179,12 @@ def token_sizes(args, pre_args: dict) -> tuple[int, int]:
     return n_point, n_ray
 
 
-def fewshot_seed(args) -> int:
+def fewshot_seed(args: ClsEvalArgs) -> int:
     """The K-shot subset seed: --fewshot_seed, or --seed when it is -1."""
     return args.seed if args.fewshot_seed < 0 else args.fewshot_seed
 
 
-def select_files(args):
+def select_files(args: ClsEvalArgs):
     train_all = cache_files(args.cache_root, "train")
     test_all = cache_files(args.cache_root, "test")
     if not train_all or not test_all:
@@ -215,7 +210,7 @@ RESULT_NEUTRAL_ARGS = ("num_workers", "out_json", "device", "save_dir", "ckpt")
 STATE_FILES = ("last.pt", "train_log.json", "curves.png")
 
 
-def input_fingerprints(args) -> dict:
+def input_fingerprints(args: FinetuneClsConfig) -> dict:
     """What the result is computed from besides the arguments: the sha256 of the --ckpt file and
     the listing fingerprint of --cache_root (None for a missing file / folder)."""
     return {"ckpt_sha256": sha256_file(args.ckpt),
@@ -244,17 +239,16 @@ def clear_state(save_dir: Path) -> None:
         (save_dir / name).unlink(missing_ok=True)
 
 
-def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
+def run(args: FinetuneClsConfig) -> tuple[dict, list[str], torch.device, list[dict]]:
     """Train (or reuse a finished ``save_dir``); return (metrics, flags, device, history),
     ``history`` being one record per epoch (train_loss, train_acc, val_acc, seconds)."""
     set_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     save_dir = Path(args.save_dir) if args.save_dir else None
     inputs = input_fingerprints(args) if save_dir else {}
     if save_dir and (save_dir / "last.pt").exists():
         done = load_checkpoint(save_dir / "last.pt")
-        refusal = reuse_refusal(done, dict(vars(args)), inputs)
+        refusal = reuse_refusal(done, args.record(), inputs)
         if refusal is None:
             print(f"[finetune] {save_dir}/last.pt is this run's: not training again")
             return (done["result_metrics"], done.get("result_flags", []), device,
@@ -272,7 +266,7 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
     tok = TokenizerConfig(n_point=n_point, n_ray=n_ray, qa_tokens=qa, add_eos=eos,
                           drop_ray_prob=args.drop_ray_prob_train, order_dtype=args.order_dtype)
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
-    voxel = VoxelConfig.from_args(args)
+    voxel = args.voxel_config()
 
     def items(paths, backend, labels=None):
         labels = labels if labels is not None else [label_map[class_of(p)] for p in paths]
@@ -282,8 +276,7 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
     if args.shuffle_train_labels:
         train_labels = shuffled_labels(train_labels, args.seed)
 
-    k_val = args.mc_eval_k if args.mc_eval_k_val < 0 else args.mc_eval_k_val
-    k_test = args.mc_eval_k if args.mc_eval_k_test < 0 else args.mc_eval_k_test
+    k_val, k_test = args.mc_views()
     ds_train = TokenDataset(items(train, tb, train_labels), tok, mode="train", seed=args.seed)
     dl_kw = dict(batch_size=args.batch, num_workers=args.num_workers, collate_fn=collate)
     dl_val = (DataLoader(TokenDataset(items(val, eb), tok, mode="eval", eval_seed=args.eval_seed,
@@ -347,7 +340,7 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
         plot_curves(history, save_dir / "curves.png",
                     title=f"finetune K={args.fewshot_k} seed={args.seed} ({save_dir})")
         save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
-                         "test_acc": test_acc, "args": dict(vars(args)),
+                         "test_acc": test_acc, "args": args.record(),
                          "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
                          "result_flags": flags, "history": history, "inputs": inputs},
                         save_dir / "last.pt")
@@ -357,10 +350,44 @@ def run(args) -> tuple[dict, list[str], torch.device, list[dict]]:
 PROG = "finetune_cls"
 
 
+@dataclass(frozen=True, kw_only=True)
+class FinetuneClsConfig(ClsEvalArgs, VoxelArgs, DeviceArgs, CliConfig):
+    """Flags of ``python -m nepa3d.train.finetune_cls`` (one field per flag)."""
+
+    cache_root: str
+    backend: str
+    train_backend: str | None
+    eval_backend: str | None
+    ckpt: str
+    save_dir: str
+    batch: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    n_point: int | None
+    n_ray: int | None
+    allow_scale_up: bool
+    max_len: int
+    num_workers: int
+    seed: int
+    val_ratio: float
+    drop_ray_prob_train: float
+    force_missing_ray: bool
+    add_eos: int
+    qa_tokens: int
+    freeze_backbone: bool
+    shuffle_train_labels: bool
+    out_json: str
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv=None) -> int:
     """0 on success; a flag or input file that cannot be used exits 2 with one line naming it
     (checked before training: an output path blocked by a file included), a refused write 1."""
-    args = build_parser().parse_args(argv)
+    args = FinetuneClsConfig.parse(argv)
     blocked = (out_file_problem("--out_json", args.out_json) if args.out_json else None) or (
         out_dir_problem("--save_dir", args.save_dir) if args.save_dir else None)
     if blocked:
@@ -368,10 +395,10 @@ def main(argv=None) -> int:
     timer = ResultTimer()
     try:
         metrics, flags, device, history = run(args)
-    except (CheckpointError, CacheError) as e:
+    except (CheckpointError, CacheError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = build_result("cls", vars(args), metrics,
+    result = build_result("cls", args.record(), metrics,
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
                                            device=device), flags=flags,
                           extra={"fewshot_seed_used": fewshot_seed(args)}, history=history)

@@ -22,14 +22,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nepa3d.backends import BACKENDS, VoxelConfig
+from nepa3d.backends import BACKENDS
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import MEMORY_CACHE_FILES, Item, TokenDataset, cache_files, collate
 from nepa3d.data.loader_store import STORE_CHOICES_HELP, resolve_store
@@ -45,6 +45,10 @@ from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits, load_
 from nepa3d.utils.cli_args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_float,
                                    nonneg_int, one_line, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error, with_order_dtype)
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, VoxelArgs,
+                                        add_device_arg, add_model_shape_args, add_voxel_args,
+                                        resolve_device)
 from nepa3d.utils.curves import plot_curves, read_jsonl
 from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic, write_text_atomic
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg
@@ -87,12 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume_optimizer", type=int, choices=SWITCH, default=1,
       help="1: restore the AdamW state with the weights when resuming (if it still fits); 0: "
            "fresh optimizer")
-    a("--d_model", type=positive_int, default=384, help="transformer width (embedding size)")
-    a("--layers", type=positive_int, default=8, help="transformer encoder layers")
-    a("--heads", type=positive_int, default=6, help="attention heads (must divide --d_model)")
-    a("--mlp_ratio", type=positive_float, default=4.0,
-      help="feed-forward width as a multiple of --d_model")
-    a("--type_emb_std", type=nonneg_float, default=0.02, help="type embedding init std (1.0 = original)")
+    add_model_shape_args(p)
     a("--save_dir", default="runs/querynepa3d_pretrain",
       help="folder for checkpoints, last.pt, the metrics log and pretrain_summary.json")
     a("--save_every", type=nonneg_int, default=1, help="keep ckpt_epNNN.pt every N epochs (0 = off)")
@@ -168,10 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
            "losses)")
     a("--mask_ratio", type=unit_float, default=0.4,
       help="mae: fraction of each sample's tokens masked")
-    VoxelConfig.add_args(p)
+    add_voxel_args(p)
     a("--seed", type=int, default=0, help="global random seed (weights, sampling, masks)")
-    a("--device", default="auto", choices=("auto", "cpu", "cuda"),
-      help="auto = cuda when available, else cpu")
+    add_device_arg(p)
     a("--max_steps", type=nonneg_int, default=0, help="stop after this many optimizer steps (0 = no cap)")
     a("--out_json", default="", help="also write the result envelope (pretrain_summary.json) here")
     return p
@@ -194,16 +192,10 @@ def run_eta(epoch_seconds: list[float], epochs_left: int) -> str:
     return eta_text(sum(epoch_seconds) / len(epoch_seconds) * epochs_left)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def make_dataset(args, tok: TokenizerConfig) -> TokenDataset:
+def make_dataset(args: PretrainConfig, tok: TokenizerConfig) -> TokenDataset:
     if args.mix_config:
         corpus = build_corpus(load_mix_config(args.mix_config), num_samples=args.mix_num_samples,
-                              seed=args.mix_seed, voxel=VoxelConfig.from_args(args))
+                              seed=args.mix_seed, voxel=args.voxel_config())
         items = corpus.items
         if args.force_missing_ray:
             items = [replace(i, force_missing_ray=True) for i in items]
@@ -214,14 +206,14 @@ def make_dataset(args, tok: TokenizerConfig) -> TokenDataset:
     files = cache_files(args.cache_root, args.split)
     if not files:
         raise CacheError(os.path.join(args.cache_root, args.split), "no cache files (*/*.npz)")
-    items = [Item(f, args.backend, -1, None, args.force_missing_ray, VoxelConfig.from_args(args))
+    items = [Item(f, args.backend, -1, None, args.force_missing_ray, args.voxel_config())
              for f in files]
     print(f"[data] {args.cache_root}/{args.split}: {len(items)} files, backend={args.backend}")
     return TokenDataset(items, tok, mode="train", seed=args.seed,
                         loader_store=_loader_store(args, items))
 
 
-def _loader_store(args, items: list[Item]) -> str | None:
+def _loader_store(args: PretrainConfig, items: list[Item]) -> str | None:
     """The decompress-once store of this run (``--loader_store``), said in one line."""
     store, why = resolve_store(args.loader_store, [i.path for i in items], MEMORY_CACHE_FILES)
     print(f"[data] loader store: {why}")
@@ -238,7 +230,7 @@ AUX_WEIGHTS = ("aux_b2_weight", "aux_b3_weight", "aux_e_weight", "teacher_distil
 _SALT_RANK, _SALT_TEACHER_DROP, _SALT_CYCLE_DROP = 1, 2, 3
 
 
-def check_aux_args(args) -> None:
+def check_aux_args(args: PretrainConfig) -> None:
     on = [n for n in AUX_WEIGHTS if getattr(args, n) > 0]
     if args.objective != "nepa" and on:
         raise AuxConfigError(f"auxiliary losses apply to --objective nepa only; got --objective "
@@ -249,16 +241,16 @@ def check_aux_args(args) -> None:
         print("[aux] --teacher_ckpt given but --teacher_distill_weight is 0: distillation is off")
 
 
-def _dual_mask_for(args, types, seed: int, dm_scale: float, device):
+def _dual_mask_for(args: PretrainConfig, types, seed: int, dm_scale: float, device):
     if not (args.dual_mask_near > 0 or args.dual_mask_far > 0):
         return None
     gen = torch.Generator(device=device).manual_seed(seed & 0xFFFFFFFF)
     return dual_mask(types.shape[1], args.dual_mask_near * dm_scale, args.dual_mask_far * dm_scale,
                      args.dual_mask_window, generator=gen, device=device, type_id=types,
-                     type_aware=bool(args.dual_mask_type_aware))
+                     type_aware=args.dual_mask_type_aware)
 
 
-def nepa_terms(model, feat, types, args, step: int, dm_scale: float, device,
+def nepa_terms(model, feat, types, args: PretrainConfig, step: int, dm_scale: float, device,
                heads: aux.AuxHeads | None = None, teacher=None) -> tuple[torch.Tensor, dict]:
     """NEPA loss plus the enabled auxiliary terms. Returns (total, {name: detached term}).
 
@@ -311,7 +303,7 @@ def nepa_terms(model, feat, types, args, step: int, dm_scale: float, device,
     return total, terms
 
 
-def compute_loss(model, feat, types, args, step: int, dm_scale: float, device,
+def compute_loss(model, feat, types, args: PretrainConfig, step: int, dm_scale: float, device,
                  heads: aux.AuxHeads | None = None, teacher=None) -> torch.Tensor:
     if args.objective == "nepa":
         return nepa_terms(model, feat, types, args, step, dm_scale, device, heads, teacher)[0]
@@ -333,16 +325,17 @@ RESUME_NEUTRAL_ARGS = ("resume", "auto_resume", "save_every", "save_last", "save
                        "num_workers", "device", "epochs_after_resume", "max_steps", "loader_store")
 
 
-def auto_resume_refusal(saved_args: dict, args) -> str | None:
+def auto_resume_refusal(saved_args: dict, args: PretrainConfig) -> str | None:
     """Why ``<save_dir>/last.pt`` (trained with ``saved_args``) is not this run's to resume: the
-    first argument outside RESUME_NEUTRAL_ARGS that differs; None when it is."""
-    current = dict(vars(args))
+    first argument outside RESUME_NEUTRAL_ARGS that differs from ``args.record()`` (the resolved
+    run's); None when it is."""
+    current = args.record()
     saved_args = with_order_dtype(saved_args)
     name = first_differing_arg(saved_args, current, RESUME_NEUTRAL_ARGS)
     return None if name is None else f"it was trained with {describe_difference(saved_args, current, name)}"
 
 
-def try_resume(args, model, opt, save_dir: Path, heads: aux.AuxHeads | None = None):
+def try_resume(args: PretrainConfig, model, opt, save_dir: Path, heads: aux.AuxHeads | None = None):
     """Returns (start_epoch, step). Loads model, aux heads and (when compatible) the optimizer.
 
     ``--auto_resume`` takes ``<save_dir>/last.pt`` only when its recorded args match this run's
@@ -418,7 +411,7 @@ def restore_optimizer(opt, names: list[str], ck: dict) -> bool:
     return True
 
 
-def continues_own_run(args, save_dir: Path, start_epoch: int) -> bool:
+def continues_own_run(args: PretrainConfig, save_dir: Path, start_epoch: int) -> bool:
     """True when this run carries on the history already in ``save_dir`` (it resumed
     ``save_dir/last.pt``); False for a fresh run or a resume from another checkpoint."""
     if start_epoch == 0:
@@ -470,40 +463,51 @@ def resumed_epochs(path: str) -> int:
     return int(load_checkpoint(path).get("epoch", -1)) + 1
 
 
-def resolve_epochs(args) -> None:
-    """``--epochs_after_resume N``: ``args.epochs`` = the --resume checkpoint's epochs + N, so a
-    continuation's length does not depend on how long its base was trained."""
+def resolve_epochs(args: PretrainConfig) -> int:
+    """The run's epoch count: ``--epochs``, or with ``--epochs_after_resume N`` the --resume
+    checkpoint's epochs + N, so a continuation's length does not depend on how long its base was
+    trained."""
     if args.epochs_after_resume < 0:
         usage_error(f"--epochs_after_resume {args.epochs_after_resume} is negative")
     if args.epochs_after_resume == 0:
-        return
+        return args.epochs
     if not args.resume:
         usage_error("--epochs_after_resume needs --resume (the checkpoint it counts from)")
-    args.epochs = resumed_epochs(args.resume) + args.epochs_after_resume
+    return resumed_epochs(args.resume) + args.epochs_after_resume
 
 
-def train(args) -> dict:
+def resolve_run(args: PretrainConfig) -> PretrainConfig:
+    """The configuration this run trains and records: ``epochs`` resolved
+    (:func:`resolve_epochs`), ``max_len`` = the longest sequence the sizes and schedules need
+    when -1 (a usage error when an explicit one is shorter), ``n_point`` / ``n_ray`` = the
+    schedules' epoch-0 values. A new object; ``args`` is unchanged."""
+    epochs = resolve_epochs(args)
+    qa, eos = args.qa_tokens, args.add_eos
+    p_sched, r_sched = parse_schedule(args.n_point_schedule), parse_schedule(args.n_ray_schedule)
+    need = max(tt.required_len(value_at(p_sched, e, args.n_point), value_at(r_sched, e, args.n_ray), qa, eos)
+               for e in range(max(epochs, 1)))
+    max_len = args.max_len
+    if max_len < 0:
+        max_len = need
+    elif max_len < need:
+        usage_error(f"--max_len {args.max_len} < required sequence length {need}")
+    return replace(args, epochs=epochs, max_len=max_len, n_point=value_at(p_sched, 0, args.n_point),
+                   n_ray=value_at(r_sched, 0, args.n_ray))
+
+
+def train(args: PretrainConfig) -> dict:
     timer = ResultTimer()
     check_aux_args(args)
-    resolve_epochs(args)
+    args = resolve_run(args)
     set_seed(args.seed)
     device = resolve_device(args.device)
-    qa, eos = bool(args.qa_tokens), bool(args.add_eos)
+    qa, eos = args.qa_tokens, args.add_eos
     p_sched, r_sched = parse_schedule(args.n_point_schedule), parse_schedule(args.n_ray_schedule)
-    n_point0, n_ray0 = value_at(p_sched, 0, args.n_point), value_at(r_sched, 0, args.n_ray)
-    need = max(tt.required_len(value_at(p_sched, e, args.n_point), value_at(r_sched, e, args.n_ray), qa, eos)
-               for e in range(max(args.epochs, 1)))
-    if args.max_len < 0:
-        args.max_len = need
-    elif args.max_len < need:
-        usage_error(f"--max_len {args.max_len} < required sequence length {need}")
-    args.n_point, args.n_ray = n_point0, n_ray0
+    n_point0, n_ray0 = args.n_point, args.n_ray
     tok = TokenizerConfig(n_point=n_point0, n_ray=n_ray0, qa_tokens=qa, add_eos=eos,
                           drop_ray_prob=args.drop_ray_prob, order_dtype=args.order_dtype)
     ds = make_dataset(args, tok)
-    cfg = ModelConfig(d_model=args.d_model, n_types=tt.n_types(qa), nhead=args.heads,
-                      num_layers=args.layers, mlp_ratio=args.mlp_ratio, max_len=args.max_len,
-                      type_emb_std=args.type_emb_std)
+    cfg = ModelConfig(**args.model_kwargs(), n_types=tt.n_types(qa), max_len=args.max_len)
     model = QueryNepa(cfg).to(device)
     heads = aux.AuxHeads(args.d_model, args.aux_b2_weight, args.aux_b3_weight, args.aux_e_weight).to(device)
     teacher = None
@@ -580,7 +584,7 @@ def train(args) -> dict:
         state = {"model": model.state_dict(),
                  "aux_heads": heads.state_dict() if heads.enabled else None, "opt": opt.state_dict(),
                  OPT_NAMES_KEY: opt_names,
-                 "scaler": None, "args": dict(vars(args)), "model_config": cfg.to_dict(),
+                 "scaler": None, "args": args.record(), "model_config": cfg.to_dict(),
                  "epoch": epoch, "step": step}
         is_last = epoch == args.epochs - 1
         if (args.save_every > 0 and epoch % args.save_every == 0) or is_last:
@@ -590,7 +594,7 @@ def train(args) -> dict:
         append_log(log_path, rec)  # after the checkpoints: no record of an epoch that was not saved
     metrics = {"final_loss": last_loss, "steps": step, "epochs": args.epochs,
                "n_params": sum(p.numel() for p in model.parameters())}
-    result = build_result("pretrain", vars(args), metrics,
+    result = build_result("pretrain", args.record(), metrics,
                           timer.provenance(seed=args.seed, cache_root=args.cache_root if not args.mix_config else None,
                                            device=device))
     write_json_atomic(result, save_dir / "pretrain_summary.json")
@@ -601,11 +605,78 @@ def train(args) -> dict:
     return result
 
 
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig(ModelShapeArgs, VoxelArgs, DeviceArgs, CliConfig):
+    """Flags of ``python -m nepa3d.train.pretrain`` (one field per flag)."""
+
+    cache_root: str
+    split: str
+    mix_config: str
+    mix_num_samples: int
+    mix_seed: int
+    backend: str
+    batch: int
+    epochs: int
+    epochs_after_resume: int
+    lr: float
+    weight_decay: float
+    n_point: int
+    n_ray: int
+    max_len: int
+    n_point_schedule: str
+    n_ray_schedule: str
+    resume_optimizer: bool
+    save_dir: str
+    save_every: int
+    save_last: bool
+    resume: str
+    auto_resume: bool
+    num_workers: int
+    loader_store: str
+    drop_ray_prob: float
+    force_missing_ray: bool
+    add_eos: bool
+    qa_tokens: bool
+    order_dtype: str
+    dual_mask_near: float
+    dual_mask_far: float
+    dual_mask_window: int
+    dual_mask_warmup_frac: float
+    dual_mask_type_aware: bool
+    aux_b2_weight: float
+    aux_b2_hit_weight: float
+    aux_b2_t_weight: float
+    aux_b2_rank_weight: float
+    aux_b2_rank_pairs: int
+    aux_b2_rank_margin: float
+    aux_b3_weight: float
+    aux_b3_near_tau: float
+    teacher_ckpt: str
+    teacher_distill_weight: float
+    teacher_answer_drop_prob: float
+    cycle_weight: float
+    cycle_answer_drop_prob: float
+    d_hard_weight: float
+    d_hard_top_frac: float
+    d_hard_min_tokens: int
+    aux_e_weight: float
+    objective: str
+    mask_ratio: float
+    seed: int
+    max_steps: int
+    out_json: str
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = PretrainConfig.parse(argv)
     try:
         train(args)
-    except (CheckpointError, CacheError, MixConfigError, ScheduleError, AuxConfigError) as e:
+    except (CheckpointError, CacheError, MixConfigError, ScheduleError, AuxConfigError,
+            DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

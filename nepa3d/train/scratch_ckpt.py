@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.token import types as tt
 from nepa3d.utils.ckpt import save_checkpoint
-from nepa3d.utils.cli_args import (make_parser, SWITCH, fail, nonneg_float, nonneg_int,
-                                   positive_float, positive_int, positive_or_auto, usage_error)
+from nepa3d.utils.cli_args import (make_parser, SWITCH, fail, nonneg_int, positive_int,
+                                   positive_or_auto, usage_error)
 from nepa3d.utils.cli_edge import RUN_FAILURE, out_file_problem, write_failure
+from nepa3d.utils.config import CliConfig
+from nepa3d.utils.config_groups import ModelShapeArgs, add_model_shape_args
 from nepa3d.utils.seeding import set_seed
 
 PROG = "scratch_ckpt"
@@ -24,14 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = make_parser("nepa3d.train.scratch_ckpt", __doc__.split("\n")[0])
     p.add_argument("--out", required=True,
                    help="checkpoint file to write: a randomly initialised model at epoch 0")
-    p.add_argument("--d_model", type=positive_int, default=384,
-                   help="transformer width (embedding size)")
-    p.add_argument("--layers", type=positive_int, default=8, help="transformer encoder layers")
-    p.add_argument("--heads", type=positive_int, default=6, help="must divide --d_model")
-    p.add_argument("--mlp_ratio", type=positive_float, default=4.0,
-                   help="feed-forward width as a multiple of --d_model")
-    p.add_argument("--type_emb_std", type=nonneg_float, default=0.02,
-                   help="type embedding init std (1.0 = original)")
+    add_model_shape_args(p, heads_help="must divide --d_model")
     p.add_argument("--n_point", type=positive_int, default=256,
                    help="POINT tokens recorded as the pretraining size (fine-tuning caps to it)")
     p.add_argument("--n_ray", type=nonneg_int, default=256,
@@ -46,20 +42,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True, kw_only=True)
+class ScratchCkptConfig(ModelShapeArgs, CliConfig):
+    """Flags of ``python -m nepa3d.train.scratch_ckpt`` (one field per flag)."""
+
+    out: str
+    n_point: int
+    n_ray: int
+    qa_tokens: bool
+    add_eos: bool
+    max_len: int
+    seed: int
+
+    @classmethod
+    def build_parser(cls) -> argparse.ArgumentParser:
+        return build_parser()
+
+
 def main(argv=None) -> int:
     """0; a bad flag or a blocked --out: 2 and one line (nothing written); a refused write: 1."""
-    a = build_parser().parse_args(argv)
+    a = ScratchCkptConfig.parse(argv)
     if a.d_model % a.heads:
         usage_error(f"--d_model {a.d_model} is not a multiple of --heads {a.heads}")
     blocked = out_file_problem("--out", a.out)
     if blocked:
         return fail(PROG, blocked)
     set_seed(a.seed)
-    need = tt.required_len(a.n_point, a.n_ray, bool(a.qa_tokens), bool(a.add_eos))
-    cfg = ModelConfig(d_model=a.d_model, n_types=tt.n_types(bool(a.qa_tokens)), nhead=a.heads,
-                      num_layers=a.layers, mlp_ratio=a.mlp_ratio, max_len=max(a.max_len, need),
-                      type_emb_std=a.type_emb_std)
-    args = dict(vars(a), backend="scratch", max_len=cfg.max_len)
+    need = tt.required_len(a.n_point, a.n_ray, a.qa_tokens, a.add_eos)
+    cfg = ModelConfig(**a.model_kwargs(), n_types=tt.n_types(a.qa_tokens),
+                      max_len=max(a.max_len, need))
+    args = dict(a.record(), backend="scratch", max_len=cfg.max_len)
     try:
         save_checkpoint({"model": QueryNepa(cfg).state_dict(), "aux_heads": None, "args": args,
                          "model_config": cfg.to_dict(), "epoch": 0, "step": 0}, a.out)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import sys
 
-from nepa3d.backends import VoxelConfig
 from nepa3d.data.cache import file_in_the_way
 from nepa3d.utils.cli_args import fail, one_line, usage_error
+from nepa3d.utils.config_groups import VoxelArgs
 from nepa3d.utils.results import emit_result
 
 #: Exit status of a command whose arguments were fine but whose run failed (e.g. disk full).
@@ -70,10 +70,11 @@ def emit_or_fail(prog: str, result: dict, out_json: str | os.PathLike | None) ->
         sys.exit(fail(prog, write_failure(out_json, e), code=RUN_FAILURE))
 
 
-def check_voxel(args) -> None:
-    """``--voxel_grid / --voxel_dilate / --voxel_max_steps`` as :class:`VoxelConfig` accepts
-    them, else a usage error (one line naming the setting, exit 2)."""
+def check_voxel(args: VoxelArgs) -> None:
+    """``--voxel_grid / --voxel_dilate / --voxel_max_steps`` of a CLI configuration as
+    :class:`~nepa3d.backends.VoxelConfig` accepts them, else a usage error (one line naming the
+    setting, exit 2)."""
     try:
-        VoxelConfig.from_args(args)
+        args.voxel_config()
     except ValueError as e:
         usage_error(str(e))

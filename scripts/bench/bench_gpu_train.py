@@ -63,7 +63,7 @@ from nepa3d.models.query_nepa import ModelConfig, QueryNepa  # noqa: E402
 from nepa3d.token import types as tt  # noqa: E402
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence  # noqa: E402
 from nepa3d.train import losses  # noqa: E402
-from nepa3d.train.pretrain import build_parser as pretrain_parser, nepa_terms  # noqa: E402
+from nepa3d.train.pretrain import PretrainConfig, nepa_terms  # noqa: E402
 
 TARGET_MFU = 0.40
 TARGET_SPEEDUP = 3.0
@@ -195,13 +195,13 @@ def matmul_peak(device: torch.device, n: int, iters: int = 20, warmup: int = 3) 
             "seconds_median": t, "tflops": 2.0 * n ** 3 / t / 1e12}
 
 
-def pretrain_args(dual_mask: bool) -> argparse.Namespace:
+def pretrain_args(dual_mask: bool) -> PretrainConfig:
     """pretrain.py's own argument defaults (every auxiliary weight 0), optionally with the
     paper recipe's dual mask."""
     argv = ["--objective", "nepa", "--qa_tokens", "1"]
     if dual_mask:
         argv += ["--dual_mask_near", "0.4", "--dual_mask_far", "0.1", "--dual_mask_window", "32"]
-    return pretrain_parser().parse_args(argv)
+    return PretrainConfig.parse(argv)
 
 
 def run_variant(name: str, cfg: ModelConfig, feat_cpu, types_cpu, device: torch.device,
