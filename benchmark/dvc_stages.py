@@ -32,7 +32,6 @@ The engine knows nothing of the lab's protocol here: names and paths come from t
 """
 from __future__ import annotations
 
-import os
 import posixpath
 import textwrap
 from dataclasses import dataclass, field
@@ -243,31 +242,29 @@ def report_stage(spec: Spec, stage: StageSpec, suites: list[Suite]) -> dict:
 
 
 def derive(spec: Spec, root: Path | str = ".") -> dict[str, dict]:
-    """``{stage name: DVC stage definition}`` for every stage of the spec, in spec order; paths
-    are relative to ``root`` (the folder of dvc.yaml), where the suites are loaded from."""
+    """``{stage name: DVC stage definition}`` for every stage of the spec, in spec order; the
+    suites and params are read under ``root`` (the folder of dvc.yaml), paths stay relative."""
     root = Path(root)
     params_path = root / spec.params
     params_tree = load_yaml(params_path, what="params file") if params_path.exists() else {}
-    cwd = Path.cwd()
-    try:  # suites name relative paths (checkpoints, configs): resolve them from the project root
-        os.chdir(root)
-        loaded: dict[str, Suite] = {}
+    loaded: dict[str, Suite] = {}
 
-        def suite(name: str) -> Suite:
-            if name not in loaded:
-                loaded[name] = load_suite(spec.suite_file(name), spec.params)
-            return loaded[name]
+    def suite(name: str) -> Suite:
+        if name not in loaded:
+            loaded[name] = load_suite(root / spec.suite_file(name), params_path)
+            if loaded[name].name != name:
+                raise SuiteError(f"{spec.suite_file(name)}: name: {loaded[name].name!r}; {spec.path} names "
+                                 f"suites by file, so the name must be the file's ({name!r})")
+        return loaded[name]
 
-        out: dict[str, dict] = {}
-        run_suites = {s.name: [suite(n) for n in s.run] for s in spec.stages if s.run}
-        for st in spec.stages:
-            if st.run:
-                out[st.name] = run_stage(spec, st, run_suites[st.name], params_tree)
-            else:
-                out[st.name] = report_stage(spec, st, [x for r in st.report for x in run_suites[r]])
-        return out
-    finally:
-        os.chdir(cwd)
+    out: dict[str, dict] = {}
+    run_suites = {s.name: [suite(n) for n in s.run] for s in spec.stages if s.run}
+    for st in spec.stages:
+        if st.run:
+            out[st.name] = run_stage(spec, st, run_suites[st.name], params_tree)
+        else:
+            out[st.name] = report_stage(spec, st, [x for r in st.report for x in run_suites[r]])
+    return out
 
 
 # --- dvc.yaml's generated section -------------------------------------------------------------
