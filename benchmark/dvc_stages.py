@@ -15,8 +15,10 @@ lines (the rest of dvc.yaml is hand-written and left as it is):
              named whole when the suites read all of it (see :func:`covering_params`), plus the
              spec's ``params``
     outs:    the declared outputs of the jobs (``outputs:``; their common folder when they share
-             one), persisted; ``<results_dir>/<suite>`` persisted; ``<metrics>/<suite>.seeds.json``
-    metrics: ``<metrics>/<suite>.json``
+             one), persisted; ``<results_dir>/<suite>`` persisted
+    metrics: ``<metrics>/<suite>.json``; the runner's ``<metrics>/<suite>.seeds.json`` beside it
+             is not declared (git holds it; nothing downstream reads it through DVC, and each
+             declared file costs every no-op ``dvc repro`` a status check)
 
 * a **report stage** (``report: [stage, ...]``: the suites of those run stages, in order)::
 
@@ -211,8 +213,7 @@ def run_stage(spec: Spec, stage: StageSpec, suites: list[Suite], params_tree: An
             if not any(k.startswith(extra + ".") for extra in stage.params)]  # covered by a wider one
     seeds = [metrics_paths(s.name, spec.metrics) for s in suites]
     outs = ([{p: dict(_PERSIST)} for p in _output_outs(outputs)]
-            + [{f"{spec.results_dir}/{s.name}": dict(_PERSIST)} for s in suites]
-            + [{m[1].as_posix(): dict(_NOCACHE)} for m in seeds])
+            + [{f"{spec.results_dir}/{s.name}": dict(_PERSIST)} for s in suites])
     cmd = " ".join(["python -m benchmark run", *files, spec.run_args, "--metrics", spec.metrics]).replace("  ", " ")
     body: dict[str, Any] = {"cmd": cmd, "deps": deps}
     if keys:

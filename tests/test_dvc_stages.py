@@ -163,15 +163,14 @@ EXPECTED = {
         # init runs/train/a/last.pt is under row a's save_dir: ordered by the runner, not a dep
         "deps": ["suites/train.yaml", "conf/base.yaml", "runs/other/last.pt", "fp/train_code.txt"],
         "params": ["train"],
-        "outs": [{"runs/train": PER}, {"results/train": PER}, {"metrics/train.seeds.json": NC}],
+        "outs": [{"runs/train": PER}, {"results/train": PER}],
         "metrics": [{"metrics/train.json": NC}]},
     "evals": {
         "cmd": "python -m benchmark run suites/eval_a.yaml suites/eval_b.yaml --jobs ${bench.jobs} --metrics metrics",
         "deps": ["suites/eval_a.yaml", "suites/eval_b.yaml", "runs/train/a/last.pt", "runs/train/b/last.pt",
                  "runs/train/c/last.pt", "fp/cache.txt", "fp/code.txt"],
         "params": ["extra", "probe"],  # data.cache: its fingerprint instead
-        "outs": [{"results/eval_a": PER}, {"results/eval_b": PER},
-                 {"metrics/eval_a.seeds.json": NC}, {"metrics/eval_b.seeds.json": NC}],
+        "outs": [{"results/eval_a": PER}, {"results/eval_b": PER}],
         "metrics": [{"metrics/eval_a.json": NC}, {"metrics/eval_b.json": NC}]},
     "rep": {
         "cmd": "python -m benchmark report suites/train.yaml suites/eval_a.yaml suites/eval_b.yaml "
