@@ -35,7 +35,6 @@ The engine knows nothing of the lab's protocol here: names and paths come from t
 from __future__ import annotations
 
 import posixpath
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -284,6 +283,25 @@ def _entry(item: Any) -> str:
     return _scalar(item)
 
 
+def _fold(cmd: str, indent: str) -> list[str]:
+    """``cmd`` as lines of a folded scalar (joined back by single spaces), at most :data:`WIDTH`
+    wide where words allow, a ``--flag`` kept on one line with its value."""
+    words = cmd.split(" ")
+    units: list[str] = []
+    for word in words:
+        if units and units[-1].startswith("--") and " " not in units[-1] and not word.startswith("--"):
+            units[-1] += " " + word
+        else:
+            units.append(word)
+    lines = [indent + units[0]]
+    for unit in units[1:]:
+        if len(lines[-1]) + 1 + len(unit) <= WIDTH:
+            lines[-1] += " " + unit
+        else:
+            lines.append(indent + unit)
+    return lines
+
+
 def render_stages(stages: dict[str, dict]) -> str:
     """The stages as YAML lines indented under ``stages:`` (lists one item a line, out flags
     inline, a long command folded; ``yaml.safe_load`` gives back ``stages``)."""
@@ -297,9 +315,7 @@ def render_stages(stages: dict[str, dict]) -> str:
                     lines.append(one)
                 else:
                     lines.append(f"{INDENT}cmd: >-")
-                    lines += textwrap.wrap(value, WIDTH, initial_indent=INDENT + "  ",
-                                           subsequent_indent=INDENT + "  ", break_long_words=False,
-                                           break_on_hyphens=False)
+                    lines += _fold(value, INDENT + "  ")
                 continue
             lines.append(f"{INDENT}{key}:")
             lines += [f"{INDENT}  - {_entry(item)}" for item in value]
