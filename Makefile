@@ -27,6 +27,7 @@ define dvc_prelude
 	@git rev-parse --git-dir >/dev/null 2>&1 || { git init -q && git add -A && \
 	  git -c user.name=nepa3d-bench -c user.email=bench@localhost commit -qm "initial snapshot"; }
 	@[ -f .dvc/config ] || { $(BIN)/dvc init -q && $(BIN)/dvc config core.analytics false; }
+	@$(BIN)/python -m benchmark dvc-stages --check   # dvc.yaml's suite stages match the suites
 endef
 
 repro: install

@@ -384,6 +384,12 @@ def cmd_fingerprint(args) -> int:
     return EXIT_OK
 
 
+def cmd_dvc_stages(args) -> int:
+    from .dvc_stages import main, spec_default
+
+    return main(args.spec or spec_default(args.dvc_yaml), args.dvc_yaml, args.check)
+
+
 #: The console script of ``[project.scripts]`` (``nepa3d-bench run ...`` = ``python -m benchmark run ...``).
 SCRIPT_NAME = "nepa3d-bench"
 
@@ -518,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
     p.add_argument("--out", required=True, help="file to write (sha256 <hex> and the paths)")
     p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("dvc-stages", help="write dvc.yaml's suite and report stages from dvc.suites.yaml "
+                                         "and the suites (--check: exit 1 if they are not current)")
+    p.add_argument("--dvc-yaml", default="dvc.yaml", help="the dvc.yaml to update (default: dvc.yaml)")
+    p.add_argument("--spec", default=None, help="stage spec (default: dvc.suites.yaml beside --dvc-yaml)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if dvc.yaml is not current")
+    p.set_defaults(func=cmd_dvc_stages)
     return parser
 
 

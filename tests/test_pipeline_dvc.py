@@ -198,11 +198,12 @@ def _stages() -> dict:
 
 
 def test_every_suite_stage_declares_its_suites_metrics():
-    """Each stage that runs suites (`python -m benchmark run ... --metrics metrics`) writes and
-    declares, per suite it runs, metrics/<suite>.json (its dvc metrics: an experiment shows the
-    numbers of the stages it re-ran) and metrics/<suite>.seeds.json (a plain output); no other
-    stage or top-level entry declares metrics (summary.json's table means would only move with the
-    report stage and drown the per-suite files)."""
+    """Each stage that runs suites (`python -m benchmark run ... --metrics metrics`) writes, per
+    suite it runs, metrics/<suite>.json (declared: its dvc metrics, so an experiment shows the
+    numbers of the stages it re-ran) and metrics/<suite>.seeds.json (git-tracked, not declared: a
+    declared file costs every no-op `dvc repro` a status check and nothing reads it through DVC);
+    no other stage or top-level entry declares metrics (summary.json's table means would only
+    move with the report stage and drown the per-suite files)."""
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert "metrics" not in doc
     runners = {name: st for name, st in doc["stages"].items()
@@ -216,8 +217,7 @@ def test_every_suite_stage_declares_its_suites_metrics():
         assert stage["cmd"].split()[-2:] == ["--metrics", "metrics"], name
         suites = re.findall(r"suites/(\w+)\.yaml", stage["cmd"])
         assert stage["metrics"] == [{f"metrics/{s}.json": {"cache": False}} for s in suites], name
-        outs = [o for o in stage["outs"] if next(iter(o)).startswith("metrics/")]
-        assert outs == [{f"metrics/{s}.seeds.json": {"cache": False}} for s in suites], name
+        assert not [o for o in stage["outs"] if next(iter(o)).startswith("metrics/")], name
 
 
 def test_report_outputs_persist():
