@@ -110,7 +110,7 @@ def cmd_run(args) -> int:
     suites = load_suites(args.suites, args.params)
     plans = [(s, _jobs(s, args)) for s in suites]
     if args.dry_run:
-        from .report import _portable_argv
+        from .report_format import _portable_argv
         from .results import is_valid_result
 
         for suite, jobs in plans:
@@ -257,10 +257,11 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """Render every suite first; write (all files at once, :func:`benchmark.report.write_reports`)
+    """Render every suite first; write (all files at once, :func:`benchmark.report_write.write_reports`)
     only if every suite rendered: a missing results folder or invalid results leave every
     existing report file as it was."""
-    from .report import build_report, write_reports
+    from .report import build_report
+    from .report_write import write_reports
 
     reps, failed = [], False
     for suite in load_suites(args.suites, args.params):

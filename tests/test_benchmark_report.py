@@ -138,7 +138,7 @@ def test_vs_baseline_counts_lower_is_better(tmp_path):
     from types import SimpleNamespace
 
     from benchmark.aggregate import baseline_columns, build_table
-    from benchmark.report import _render_vs_baseline
+    from benchmark.report_tables import _render_vs_baseline
 
     path = write_suite(tmp_path, args={}, matrix={"ckpt": {"a": {}}}, seeds={"seed": [1, 2, 3, 4]},
                        tables=[{"rows": ["ckpt"], "cols": [], "metrics": ["mae"]}])

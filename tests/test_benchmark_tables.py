@@ -12,7 +12,8 @@ from benchutil import write_suite  # noqa: E402
 from benchmark.errors import SuiteError  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
 from benchmark.render_latex import escape  # noqa: E402
-from benchmark.report import _protocol_link, build_report, write_report  # noqa: E402
+from benchmark.report import _protocol_link, build_report  # noqa: E402
+from benchmark.report_write import write_report  # noqa: E402
 from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
 
