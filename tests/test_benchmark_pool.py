@@ -22,7 +22,8 @@ from benchutil import write_suite  # noqa: E402
 from benchmark.cli import main  # noqa: E402
 from benchmark.executors import CommandSpec, LocalExecutor, thread_share_env  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
-from benchmark.pool import PoolExecutor, exit_code, is_python, python_call  # noqa: E402
+from benchmark.pool import PoolExecutor  # noqa: E402
+from benchmark.pool_worker import exit_code, is_python, python_call  # noqa: E402
 from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
 
@@ -158,7 +159,7 @@ def test_exit_codes_and_output_match_a_subprocess(tmp_path):
                 assert "bad input\n" in text
             if k == "raise":
                 assert "Traceback (most recent call last):" in text and "ValueError: boom from job" in text
-                assert "benchmark/pool.py" not in text  # the job's frames, not the worker's
+                assert "benchmark/pool" not in text  # the job's frames, not the worker's (pool.py, pool_worker.py)
         assert {pool.job_pids[f"pool-{k}"] for k in EXITS} == set(pool.worker_pids())  # one worker for all
     finally:
         local.close()
