@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 from test_benchmark_guards import flags_by_row, plant  # noqa: E402
 

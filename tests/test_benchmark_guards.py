@@ -3,10 +3,8 @@ result: the flag fires with the expected reason, a control case stays clean, and
 the flag without dropping the row."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import envelope, write_json, write_suite  # noqa: E402
 
 from benchmark import guards  # noqa: E402

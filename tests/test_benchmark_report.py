@@ -3,10 +3,7 @@ protocol block (commands, DVC stage, result files), status, summary.json for ``d
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402

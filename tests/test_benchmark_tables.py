@@ -1,12 +1,9 @@
 """Paper-ready tables: the pivot schema, the wide form, the LaTeX (booktabs) rendering, citations."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark.errors import SuiteError  # noqa: E402

@@ -13,13 +13,11 @@ import functools
 import importlib
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from test_benchmark_guards import flags_by_row, plant  # noqa: E402
 
 from benchmark import guards  # noqa: E402
