@@ -5,6 +5,8 @@
 - the engine's modules (``benchmark``) import each other without a circle (a DFS over every import,
   lazy and ``TYPE_CHECKING`` ones included: a circle there is a circle in the design);
 - the engine never imports ``nepa3d`` at module level (the research code is a plugin, loaded lazily).
+- engine modules stay small (:data:`MAX_LINES`) unless their docstring says why they are one piece;
+- report rendering reads no DVC file and runs no git: those lookups are :mod:`benchmark.dvc_lookup`'s.
 
 Known exceptions are listed with their reason and must still exist (a stale entry fails too, so the
 list shrinks as the code is fixed).
@@ -73,6 +75,14 @@ KNOWN_UPWARD = {
 KNOWN_ENGINE_TO_NEPA = {
     "benchmark.tasks": "NEPA task kinds; move into the nepa3d plugin (issue 16 item 1)",
 }
+
+
+#: Lines an engine module may have; a longer one says why in its docstring (:data:`ONE_PIECE`).
+MAX_LINES = 420
+ONE_PIECE = "One module on purpose"
+#: The report's rendering modules, and what they must not import (lookups outside the results).
+RENDERING = ("benchmark.report", "benchmark.report_format", "benchmark.report_tables", "benchmark.report_sections")
+LOOKUPS = ("yaml", "subprocess", "git", "dvc")
 
 
 # --- reading imports ------------------------------------------------------------------------------
@@ -237,3 +247,24 @@ def test_engine_never_imports_nepa3d_at_module_level():
     assert not new, f"benchmark modules importing nepa3d at module level: {sorted(new)}"
     stale = sorted(set(KNOWN_ENGINE_TO_NEPA) - found)
     assert not stale, f"fixed, remove from KNOWN_ENGINE_TO_NEPA: {stale}"
+
+
+def test_engine_modules_are_small_or_say_why():
+    big = []
+    for m, f in modules("benchmark").items():
+        n = len(f.read_text(encoding="utf-8").splitlines())
+        if n > MAX_LINES and ONE_PIECE not in (ast.get_docstring(ast.parse(f.read_text(encoding="utf-8"))) or ""):
+            big.append(f"{m} ({n} lines)")
+    assert not big, f"split these, or say in the docstring why each is one piece ({ONE_PIECE!r}): {big}"
+
+
+def test_report_rendering_reads_no_dvc_and_runs_no_git():
+    mods = modules("benchmark")
+    for m in RENDERING:
+        deps = imports(m, mods[m])
+        bad = sorted(d for d in deps if d.split(".")[0] in LOOKUPS)
+        assert not bad, f"{m} imports {bad}: put the lookup in benchmark/dvc_lookup.py and pass its answer in"
+        assert "dvc.yaml" not in mods[m].read_text(encoding="utf-8"), \
+            f"{m} names dvc.yaml: a lookup belongs in dvc_lookup"
+    lookups = {d for d in imports("benchmark.report_sections", mods["benchmark.report_sections"])}
+    assert "benchmark.dvc_lookup" not in lookups  # the protocol section gets the stages as data
