@@ -7,7 +7,7 @@ import math
 from fractions import Fraction
 from pathlib import Path
 
-from test_benchmark_guards import cells, flags_by_row, plant  # noqa: E402
+from planted_results import cells, flags_by_row, plant  # noqa: E402
 
 from benchmark import guards  # noqa: E402
 from benchmark.report import build_report  # noqa: E402

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from test_benchmark_guards import cells, plant  # noqa: E402
+from planted_results import cells, plant  # noqa: E402
 
 from benchmark.errors import SuiteError  # noqa: E402
 from benchmark.report import build_report  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_benchmark_guards import flags_by_row, plant  # noqa: E402
+from planted_results import flags_by_row, plant  # noqa: E402
 
 from benchmark import guards  # noqa: E402
 from benchmark import tasks  # noqa: E402
