@@ -32,15 +32,12 @@ import sys
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Protocol, Sequence
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .ingest_read import FORMATS, IngestError, Source, metric_values, read_source
 from .tasks import MetricRule, TaskKind
-
-if TYPE_CHECKING:
-    from .suite import Suite
 
 PROTOCOL_VERSION = 1
 #: The module every ingest job runs (``python -m benchmark.ingest``).
@@ -114,7 +111,15 @@ def render(template: str, args: Mapping[str, Any]) -> str:
     return template.format_map(dict(args))
 
 
-def ingest_args(suite: Suite, args: Mapping[str, Any], sources: dict[str, Source]) -> dict[str, Any]:
+class IngestSuite(Protocol):
+    """What :func:`ingest_args` reads of a suite (:class:`benchmark.suite.Suite` has it; the suite
+    imports this module, so this one names no suite type: no import circle)."""
+
+    task: str
+    ingest: Optional[IngestSpec]
+
+
+def ingest_args(suite: IngestSuite, args: Mapping[str, Any], sources: dict[str, Source]) -> dict[str, Any]:
     """The args of the ingest job at a matrix point with ``args``: the rendered source path and
     ``select``, the metrics, the row's sha256 and the suite's task (together: the job id).
     ``sources`` caches parsed files across one expansion. Raises IngestError."""

@@ -33,7 +33,8 @@ noise far below it cannot fill the axis. The rule and the value are stated in th
 Outputs per plot (``<stem>`` = ``<suite>_<y>_vs_<x>``): ``<out>/<stem>.png`` (matplotlib, Agg)
 and ``<out>/plots/<stem>.csv`` for ``dvc plots`` (long: one line per point, see
 :data:`CSV_FIELDS`; drawn with error bars by the templates in ``.dvc/plots/``). Aggregation is
-pure; file IO is in :func:`write_plots`.
+pure; file IO is in :func:`write_plots`. The spec, the x-axis placement and the checks run when a
+suite loads are in :mod:`benchmark.plot_spec`.
 """
 from __future__ import annotations
 
@@ -41,15 +42,17 @@ import csv
 import io
 import itertools
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
+
+from .plot_spec import PlotSpec, XAxis, _fmt, _text, plot_stem, x_axis
+from .plot_spec import plot_problems  # noqa: F401  (public path kept: benchmark.plots.plot_problems)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .collect import ResultRow
-    from .suite import PlotSpec, Suite
+    from .suite import Suite
 
 #: An axis whose positive values span at least this ratio is drawn with a log x axis (auto mode).
 LOGX_RATIO = 10.0
@@ -63,7 +66,6 @@ DEFAULT_RESOLUTION = 1e-3
 #: (mean ∓ std; empty for one seed).
 CSV_FIELDS = ("series", "row", "pos", "{x}", "{y}", "std", "n", "lo", "hi")
 
-_MISSING = object()
 
 
 @dataclass
@@ -97,28 +99,11 @@ class Series:
 
 
 @dataclass
-class XAxis:
-    """How a plot's x axis places its rows."""
-
-    categorical: bool
-    rows: list[str]  # matrix order
-    pos: dict[str, float]  # row -> position
-    label: dict[str, str]  # row -> x value as text (tick label)
-    split: dict[str, tuple]  # row -> ((arg, value), ...): the args that split lines
-    split_args: list[str] = field(default_factory=list)
-
-    @property
-    def categories(self) -> list[tuple[float, str]]:
-        """``[(position, tick label)]`` of a categorical axis (every x row, matrix order)."""
-        return [(self.pos[r], self.label[r]) for r in self.rows]
-
-
-@dataclass
 class PlotData:
     """Everything one plot shows (pure data)."""
 
     suite: str
-    spec: "PlotSpec"
+    spec: PlotSpec
     series: list[Series]
     logx: bool
     seed_arg: Optional[str] = None
@@ -189,165 +174,6 @@ def y_limits(data: PlotData) -> Optional[tuple[float, float]]:
     return lo, hi
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9@.+-]+", "_", str(text)).strip("_") or "x"
-
-
-def plot_stem(suite_name: str, spec: "PlotSpec") -> str:
-    """``<suite>_<y>_vs_<x>`` (plus the ``where`` rows), safe as a file name."""
-    stem = f"{suite_name}_{_slug(spec.y)}_vs_{_slug(spec.x)}"
-    if spec.where:
-        stem += "_" + "_".join(_slug(v) for v in spec.where.values())
-    return stem
-
-
-def _number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            x = float(value)
-        except ValueError:
-            return None
-        return x if math.isfinite(x) else None
-    return None
-
-
-def _raw(suite: "Suite", spec: "PlotSpec", row: str) -> Any:
-    """A row's x value: the scalar row, or its arg ``x_arg`` (default: the axis name); _MISSING."""
-    value = suite.matrix[spec.x][row]
-    if isinstance(value, dict):
-        return value.get(spec.x_arg or spec.x, _MISSING)
-    return value if spec.x_arg is None else _MISSING
-
-
-def axis_value(suite: "Suite", spec: "PlotSpec", row: str) -> Optional[float]:
-    """The number a row of ``spec.x`` stands for (None when it is not a number)."""
-    value = _raw(suite, spec, row)
-    return None if value is _MISSING else _number(value)
-
-
-def _text(value: Any) -> str:
-    x = _number(value)
-    return _fmt(x) if x is not None and not isinstance(value, str) else str(value)
-
-
-def _arg(suite: "Suite", spec: "PlotSpec", row: str, arg: str) -> Any:
-    value = suite.matrix[spec.x][row]
-    if isinstance(value, dict) and arg in value:
-        return value[arg]
-    return suite.args.get(arg, _MISSING)
-
-
-def x_axis(suite: "Suite", spec: "PlotSpec") -> tuple[XAxis, list[tuple[str, str]]]:
-    """How ``spec.x`` places its rows, and ``[(key, problem)]`` (checked when the suite loads)."""
-    problems: list[tuple[str, str]] = []
-    rows = [str(r) for r in suite.matrix[spec.x]]
-    raw = {r: _raw(suite, spec, r) for r in rows}
-    if spec.x_arg is not None:
-        for r in rows:
-            if raw[r] is _MISSING:
-                problems.append(("x_arg", f"axis {spec.x!r} row {r!r} has no {spec.x_arg!r}: give every row "
-                                          f"a value under {spec.x_arg!r} (or drop x_arg: row names as categories)"))
-                break
-    numeric = {r: (None if raw[r] is _MISSING else _number(raw[r])) for r in rows}
-    all_numeric = all(v is not None for v in numeric.values())
-    categorical = (not all_numeric) if spec.categorical is None else bool(spec.categorical)
-    if spec.categorical is False and not all_numeric:
-        bad = next(r for r in rows if numeric[r] is None)
-        arg = spec.x_arg or spec.x
-        problems.append(("categorical", f"axis {spec.x!r} row {bad!r} has no numeric value: give the axis numeric "
-                                        f"rows ({bad}: 5) or mappings with a number under {arg!r} (or set x_arg), "
-                                        "or drop `categorical: false`"))
-    label = {r: (r if raw[r] is _MISSING or isinstance(raw[r], (dict, list)) else _text(raw[r])) for r in rows}
-    if spec.labels:
-        if not categorical:
-            problems.append(("labels", "tick labels need a categorical axis: add `categorical: true`"))
-        for r, text in spec.labels.items():
-            if r not in rows:
-                problems.append((f"labels.{r}", f"unknown row {r!r}; expected one of: {', '.join(rows)}"))
-            else:
-                label[r] = str(text)
-    if categorical and spec.logx:
-        problems.append(("logx", "a categorical axis has no log scale"))
-    pos = ({r: float(i) for i, r in enumerate(rows)} if categorical
-           else {r: numeric[r] if numeric[r] is not None else float(i) for i, r in enumerate(rows)})
-
-    def keys(args: list[str]) -> dict[str, tuple]:
-        return {r: tuple((a, _arg(suite, spec, r, a)) for a in args) for r in rows}
-
-    def collisions(split: dict[str, tuple]) -> list[list[str]]:
-        if categorical:
-            return []
-        groups: dict[tuple, list[str]] = {}
-        for r in rows:
-            groups.setdefault((split[r], pos[r]), []).append(r)
-        return [g for g in groups.values() if len(g) > 1]
-
-    if spec.split_by is not None:
-        args = list(spec.split_by)
-        for a in args:
-            if all(_arg(suite, spec, r, a) is _MISSING for r in rows):
-                problems.append(("split_by", f"arg {a!r} is in no row of axis {spec.x!r} nor in the suite's args"))
-        split = keys(args)
-        for group in collisions(split):
-            problems.append(("split_by", f"axis {spec.x!r} rows {', '.join(map(repr, group))} share x={_fmt(pos[group[0]])} "
-                                         f"and the split_by values; add an arg that tells them apart"))
-            break
-    else:  # auto: the first args that tell rows sharing an x apart (the row name as a last resort)
-        args = []
-        split = keys(args)
-        groups = collisions(split)
-        if groups:
-            candidates: list[str] = []
-            for g in groups:
-                for r in g:
-                    value = suite.matrix[spec.x][r]
-                    for a in (value if isinstance(value, dict) else {}):
-                        if a not in candidates and a != (spec.x_arg or spec.x) \
-                                and len({repr(_arg(suite, spec, r2, a)) for r2 in g}) > 1:
-                            candidates.append(a)
-            for k in range(1, len(candidates) + 1):
-                if not collisions(keys(candidates[:k])):
-                    args = candidates[:k]
-                    break
-            else:
-                args = [spec.x]
-            split = keys(args) if args != [spec.x] else {r: ((spec.x, r),) for r in rows}
-    split = {r: tuple((a, v) for a, v in s if v is not _MISSING) for r, s in split.items()}
-    return XAxis(categorical, rows, pos, label, split, args), problems
-
-
-def plot_problems(suite: "Suite") -> list[tuple[str, str]]:
-    """``[(key, what is wrong)]`` for the suite's ``plots`` (checked when the suite loads)."""
-    out: list[tuple[str, str]] = []
-    axes = suite.axes
-    stems: dict[str, int] = {}
-    for i, spec in enumerate(suite.plots):
-        key = f"plots[{i}]"
-        if spec.x not in axes:
-            hint = " (the seed axis is averaged over, it cannot be plotted)" if spec.x == suite.seed_arg else ""
-            out.append((f"{key}.x", f"unknown axis {spec.x!r}{hint}; expected one of: {', '.join(axes) or '(no matrix)'}"))
-            continue
-        if spec.series is not None and (spec.series not in axes or spec.series == spec.x):
-            out.append((f"{key}.series", f"expected a matrix axis other than x ({', '.join(a for a in axes if a != spec.x)}); "
-                                         f"got {spec.series!r}"))
-        for axis, row in spec.where.items():
-            if axis not in axes or axis in (spec.x, spec.series):
-                out.append((f"{key}.where.{axis}", "expected a matrix axis other than x and series"))
-            elif row not in suite.matrix[axis]:
-                out.append((f"{key}.where.{axis}", f"unknown row {row!r}; expected one of: {', '.join(suite.matrix[axis])}"))
-        if spec.resolution is not None and not (spec.resolution > 0 and math.isfinite(spec.resolution)):
-            out.append((f"{key}.resolution", f"expected a number > 0; got {spec.resolution}"))
-        out += [(f"{key}.{k}", text) for k, text in x_axis(suite, spec)[1]]
-        stem = plot_stem(suite.name, spec)
-        if stem in stems:
-            out.append((key, f"writes the same file as plots[{stems[stem]}] ({stem}.png); give it another y, x or where"))
-        stems.setdefault(stem, i)
-    return out
-
 
 def auto_logx(xs: Iterable[float]) -> bool:
     """Log x when every x is positive and they span at least :data:`LOGX_RATIO`."""
@@ -355,7 +181,7 @@ def auto_logx(xs: Iterable[float]) -> bool:
     return bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= LOGX_RATIO
 
 
-def _series_axes(suite: "Suite", spec: "PlotSpec") -> list[str]:
+def _series_axes(suite: "Suite", spec: PlotSpec) -> list[str]:
     extra = [a for a in suite.axes if a not in (spec.x, spec.series) and a not in spec.where
              and len(suite.matrix[a]) > 1]
     return ([spec.series] if spec.series else []) + extra
@@ -369,7 +195,7 @@ def _split_label(split: tuple) -> str:
     return ",".join(f"{a}={_text(v)}" for a, v in split)
 
 
-def plot_data(suite: "Suite", spec: "PlotSpec", rows: list["ResultRow"]) -> PlotData:
+def plot_data(suite: "Suite", spec: PlotSpec, rows: list["ResultRow"]) -> PlotData:
     """Aggregate complete results into one plot's series (suite order; points sorted by x).
     A point is keyed by (series axes, split args, segregation class, x row)."""
     series_axes = _series_axes(suite, spec)
@@ -409,7 +235,7 @@ def _series_order(suite: "Suite", axes: list[str]) -> list[tuple]:
     return [tuple(k) for k in itertools.product(*(list(suite.matrix[a]) for a in axes))]
 
 
-def csv_fields(spec: "PlotSpec") -> list[str]:
+def csv_fields(spec: PlotSpec) -> list[str]:
     """The dvc CSV's header for ``spec`` (see :data:`CSV_FIELDS`)."""
     return [f.format(x=spec.x, y=spec.y) for f in CSV_FIELDS]
 
@@ -429,9 +255,6 @@ def plot_csv(data: PlotData) -> str:
                              "" if std is None else repr(p.mean - std), "" if std is None else repr(p.mean + std)])
     return buf.getvalue()
 
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
 def figure(data: PlotData):

@@ -4,7 +4,8 @@ Everything but running the command happens here, in the client process: the skip
 per-job lock, moving invalid or stale results aside, validating fresh results, ``<id>.job.json``
 and MLflow logging (one writer). An executor (:mod:`benchmark.executors`: local slots, or a dask
 cluster) only runs the argv and reports exit code and timing. ``run_jobs`` is the loop;
-``claim_job`` / ``command_spec`` / ``finish_job`` are its steps, ``run_job`` runs one job here.
+``claim_job`` / ``command_spec`` / ``finish_job`` are its steps and ``run_job`` runs one job here
+(:mod:`benchmark.job_steps`).
 
 A job is its id (module + args), not its suite: before running a job, the runner looks for a
 finished, valid, up-to-date result of the same id in the other suites' folders of the same results
@@ -13,7 +14,7 @@ two suites share runs once.
 
 Jobs of one run may depend on each other: job B needs job A when a path B passes in one of its
 declared ``inputs`` equals or lies under a path A passes in one of its declared ``outputs`` (e.g.
-B resumes from ``<A's save_dir>/last.pt``; :func:`dependency_links`). A cycle is a SuiteError before
+B resumes from ``<A's save_dir>/last.pt``; :func:`benchmark.job_deps.dependency_links`). A cycle is a SuiteError before
 anything runs. B is judged (skip, or claim and run) only once every producer has an outcome in this
 run, so a producer that re-ran makes B stale through its input fingerprint; B starts as soon as its
 producers are done. A failed producer fails B without running it (its old result stays as it is);
@@ -27,60 +28,31 @@ killed outright leaves behind).
 from __future__ import annotations
 
 import heapq
-import os
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
-from .atomic import atomic_write_bytes
 from .collect import invalid_results
-from .errors import ResultError, SuiteError
-from .executors import (TERM_GRACE_S, THREAD_VARS, CommandSpec, ExecResult, Executor,  # noqa: F401
-                        LocalExecutor, execute_command, thread_share_env)
+from .executors import TERM_GRACE_S, ExecResult, Executor, LocalExecutor
+from .executors import THREAD_VARS, thread_share_env  # noqa: F401  (public path kept)
 from .expand import Job, expand, select
-from .inputs import fingerprints, missing_outputs, out_of_date, out_of_date_text, recorded_fingerprints
-from .locks import JobLock, inspect_lock
+from .inputs import out_of_date
+from .job_deps import Link, _blocked, check_dependencies
+from .job_deps import find_cycle, job_dependencies  # noqa: F401  (public path kept)
+from .job_steps import (FINISHED, UNFINISHED, Claim, JobOutcome, adopt_twin, check_existing, claim_job,
+                        command_spec, find_twin, finish_job, mark_started)
+from .job_steps import _judge, run_job  # noqa: F401  (public path kept)
+from .locks import inspect_lock
 from .reconcile import INTERRUPTED, mlflow_record, reconcile
-from .records import file_sha256, now_iso, read_record, update_record, write_record
-from .results import Envelope, load_result, move_aside
+from .records import file_sha256, read_record, update_record
 from .suite import Suite
 from .tasks import TaskKind, get_task
 
-LOG_TAIL_LINES = 20
-#: Outcomes after which the job has a valid, up-to-date result.
-FINISHED = ("done", "skipped", "reused")
-#: Outcomes that leave a job without a result through no fault of its own: a failure (exit
-#: != 0, invalid result) or an interrupt (SIGTERM/SIGINT). Either makes ``run`` exit non-zero.
-UNFINISHED = ("failed", INTERRUPTED)
-#: Exit statuses of a command stopped by SIGTERM or SIGINT: -N from a signal, 128+N from a
-#: shell or a Python that handled it.
-_SIGNALS = {2: "SIGINT", 15: "SIGTERM"}
-INTERRUPT_EXITS = {**{-n: name for n, name in _SIGNALS.items()},
-                   **{128 + n: name for n, name in _SIGNALS.items()}}
 #: The run loop wakes at least this often (an executor's capacity may grow: clusters scale).
 WAIT_POLL_S = 2.0
-
-
-@dataclass
-class JobOutcome:
-    """What happened to one job in one ``run``."""
-
-    job: Job
-    status: str  # "done" | "skipped" | "reused" | "locked" | "failed" | "interrupted"
-    detail: str = ""
-    returncode: Optional[int] = None
-    wall_s: float = 0.0
-    start: Optional[float] = None
-    end: Optional[float] = None
-    log_tail: list[str] = field(default_factory=list)
-    envelope: Optional[Envelope] = None
-    moved_aside: Optional[Path] = None
-    moved_why: str = ""
-    gpu: Optional[str] = None
-    host: Optional[str] = None  # where the command ran
 
 
 @dataclass
@@ -109,351 +81,6 @@ class RunSummary:
         if self.count("locked"):
             text += f"; {self.count('locked')} running elsewhere"
         return text
-
-
-def _tail(path: Path, offset: int, n: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError:
-        return []
-    return data.decode("utf-8", errors="replace").splitlines()[-n:]
-
-
-def job_env_vars(job: Job) -> dict[str, str]:
-    """Variables every job gets on top of its executor's environment: BENCHMARK_* ids."""
-    return {"BENCHMARK_SUITE": job.suite, "BENCHMARK_JOB_ID": job.job_id, "PYTHONUNBUFFERED": "1"}
-
-
-def job_env(job: Job, gpu: Optional[str] = None, base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """Environment of a job: the runner's own, plus BENCHMARK_* ids and CUDA_VISIBLE_DEVICES."""
-    env = dict(os.environ if base is None else base)
-    env.update(job_env_vars(job))
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    return env
-
-
-def _row_problems(job: Job, env: Envelope, kind: TaskKind) -> list[str]:
-    import pandas as pd
-
-    from .schemas import schema_failures
-
-    return schema_failures(pd.DataFrame([env.flat()], index=[str(job.out_json)]), kind).get(str(job.out_json), [])
-
-
-def check_existing(job: Job, kind: TaskKind) -> Optional[str]:
-    """None if ``job`` has a valid result (envelope + its task's schema), else the reason."""
-    try:
-        env = load_result(job.out_json, job.task)
-    except ResultError as exc:
-        return str(exc)
-    problems = _row_problems(job, env, kind)
-    return f"{job.out_json}: " + "; ".join(problems) if problems else None
-
-
-def _judge(job: Job, rc: int, kind: TaskKind) -> tuple[str, str, Optional[Envelope]]:
-    """(status, detail, envelope) of a finished process: done only with exit 0 and a valid result;
-    interrupted when SIGTERM/SIGINT stopped it."""
-    if rc in INTERRUPT_EXITS:
-        return INTERRUPTED, f"{INTERRUPT_EXITS[rc]} (exit {rc})", None
-    if rc != 0:
-        return "failed", f"exit {rc}", None
-    if not job.out_json.exists():
-        return "failed", f"exit 0 but no result JSON at {job.out_json}", None
-    try:
-        env = load_result(job.out_json, job.task)
-    except ResultError as exc:
-        return "failed", str(exc), None
-    problems = _row_problems(job, env, kind)
-    if problems:
-        return "failed", "result fails its schema: " + "; ".join(problems), env
-    return "done", "", env
-
-
-@dataclass
-class Claim:
-    """A job this runner has locked to run; :func:`finish_job` records it and releases the lock."""
-
-    job: Job
-    lock: JobLock
-    started_iso: str
-    inputs: dict
-    moved: Optional[Path] = None
-    moved_why: str = ""
-    where: Optional[str] = None
-
-
-def claim_job(job: Job, kind: TaskKind, *,
-              prechecked: bool = False) -> tuple[Optional[JobOutcome], Optional[Claim]]:
-    """Decide whether ``job`` runs: ``(outcome, None)`` if it needs no run (finished: skipped;
-    locked by a live process: locked), else ``(None, claim)`` with the lock held.
-
-    An existing result is re-checked under the lock (another runner may have just finished it);
-    an invalid or stale one is moved aside (never deleted). ``prechecked``: the caller already
-    knows the result is absent, invalid or stale (skips the lock-free fast path).
-    """
-    if (not prechecked and job.out_json.exists() and check_existing(job, kind) is None
-            and not out_of_date(job)):
-        return JobOutcome(job, "skipped", "done"), None
-    lock = JobLock(job.lock)
-    holder = lock.acquire()
-    if holder is not None:
-        return JobOutcome(job, "locked", f"running elsewhere ({holder.describe()})"), None
-    try:
-        moved: Optional[Path] = None
-        moved_why = ""
-        if job.out_json.exists():
-            moved_why = check_existing(job, kind) or ""
-            stale = [] if moved_why else out_of_date(job)
-            if not moved_why and not stale:
-                lock.release()
-                return JobOutcome(job, "skipped", "done"), None
-            if stale:
-                moved_why = out_of_date_text(stale)
-                if any(not r.startswith("output:") for r in stale):  # its inputs changed:
-                    for path in move_outputs_aside(job):               # start from clean outputs
-                        moved_why += f"; moved its output aside to {path}"
-            moved = move_aside(job.out_json, "stale" if stale else "invalid")
-        job.out_json.parent.mkdir(parents=True, exist_ok=True)
-        return None, Claim(job, lock, now_iso(), fingerprints(job), moved, moved_why)
-    except BaseException:
-        lock.release()
-        raise
-
-
-def move_outputs_aside(job: Job) -> list[Path]:
-    """Rename the job's existing declared outputs (``outputs: [save_dir]``) to
-    ``<name>.stale-<stamp>`` (never deleted); the new paths. A job re-run because its inputs
-    changed must not resume or reuse what the earlier run left there; a job that merely never
-    finished keeps its outputs (a program with resume support carries on from them)."""
-    gone = set(missing_outputs(job))
-    moved = []
-    for name in job.outputs:
-        value = job.args.get(name)
-        if name in gone or value is None or isinstance(value, (list, bool)):
-            continue
-        moved.append(move_aside(Path(str(value)), "stale"))
-    return moved
-
-
-def find_twin(job: Job, kind: TaskKind) -> Optional[Job]:
-    """A finished result of the same job id in another suite's folder of this results directory
-    that is valid (envelope + schema), up to date (inputs unchanged, outputs present) and of the
-    same task; None if there is none. The twin is ``job`` pointed at that folder."""
-    here = job.out_json
-    for other in sorted(here.parent.parent.glob(f"*/{job.job_id}.json")):
-        if other.parent == here.parent:
-            continue
-        twin = replace(job, out_json=other, log=other.parent / "logs" / f"{job.job_id}.log")
-        if check_existing(twin, kind) is None and not out_of_date(twin):
-            return twin
-    return None
-
-
-def adopt_twin(claim: Claim, twin: Job) -> JobOutcome:
-    """Copy ``twin``'s result into the claimed job's place (atomically), record ``reused_from``
-    and the twin's input fingerprints in ``<id>.job.json`` (so staleness is judged against the
-    run that computed it), note it in the job's log and release the lock."""
-    job = claim.job
-    try:
-        data = twin.out_json.read_bytes()
-        atomic_write_bytes(job.out_json, data)
-        inputs = recorded_fingerprints(twin) or claim.inputs
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        with job.log.open("a") as fh:
-            fh.write(f"=== {now_iso()} reused the result of {twin.out_json} (same job id)\n")
-        write_record(job, status="done", started=claim.started_iso, finished=now_iso(),
-                     returncode=0, detail=f"reused from {twin.out_json}", reused_from=str(twin.out_json),
-                     inputs=inputs)
-        return JobOutcome(job, "reused", f"from {twin.out_json.parent.name}/", moved_aside=claim.moved,
-                          moved_why=claim.moved_why)
-    finally:
-        claim.lock.release()
-
-
-def command_spec(claim: Claim) -> CommandSpec:
-    """The command of a claimed job, for an executor: argv, log, BENCHMARK_* variables."""
-    job = claim.job
-    header = (f"=== {claim.started_iso} benchmark job {job.job_id} ({job.label})\n"
-              f"=== argv: {job.argv}\n")
-    return CommandSpec(job_id=job.job_id, argv=list(job.argv), log=str(job.log), env=job_env_vars(job),
-                       header=header)
-
-
-def _gpu_of(where: Optional[str]) -> Optional[str]:
-    return where[4:] if where and where.startswith("gpu ") else None
-
-
-def mark_started(claim: Claim, where: Optional[str]) -> None:
-    """Record ``status: running`` in ``<id>.job.json``, with the input fingerprints."""
-    claim.where = where
-    write_record(claim.job, status="running", started=claim.started_iso, where=where,
-                 cuda_visible_devices=_gpu_of(where), inputs=claim.inputs)
-
-
-def finish_job(claim: Claim, result: ExecResult, kind: TaskKind) -> JobOutcome:
-    """Judge a finished command (done only with exit 0 and a valid result), record it in
-    ``<id>.job.json`` and release the lock."""
-    job = claim.job
-    try:
-        if result.returncode is None:
-            why = result.error or "did not run"
-            status, envelope = (INTERRUPTED if why.startswith("interrupted") else "failed"), None
-        else:
-            status, why, envelope = _judge(job, result.returncode, kind)
-        outcome = JobOutcome(job, status, why, returncode=result.returncode, wall_s=result.end - result.start,
-                             start=result.start, end=result.end, envelope=envelope, moved_aside=claim.moved,
-                             moved_why=claim.moved_why, gpu=result.slot, host=result.host or None)
-        if status in UNFINISHED:
-            outcome.log_tail = _tail(job.log, result.log_offset)
-        write_record(job, status=status, started=claim.started_iso, finished=now_iso(),
-                     returncode=result.returncode, wall_s=round(outcome.wall_s, 3), detail=why,
-                     where=claim.where, exec_host=result.host or None, cuda_visible_devices=result.slot,
-                     inputs=claim.inputs)
-        return outcome
-    finally:
-        claim.lock.release()
-
-
-def run_job(job: Job, *, kind: Optional[TaskKind] = None, gpu: Optional[str] = None,
-            env: Optional[Mapping[str, str]] = None,
-            on_start: Optional[Callable[[Job, Optional[str]], None]] = None,
-            prechecked: bool = False) -> JobOutcome:
-    """Run one job in this thread unless it is finished or locked by a live process. Never raises
-    for job errors. ``env``: base environment (default: this process's)."""
-    kind = kind or get_task(job.task)
-    outcome, claim = claim_job(job, kind, prechecked=prechecked)
-    if claim is None:
-        return outcome
-    twin = find_twin(job, kind)
-    if twin is not None:
-        return adopt_twin(claim, twin)
-    try:
-        spec = command_spec(claim)
-        if gpu is not None:
-            spec = replace(spec, env={**spec.env, "CUDA_VISIBLE_DEVICES": gpu})
-        mark_started(claim, f"gpu {gpu}" if gpu is not None else None)
-        if on_start:
-            on_start(job, gpu)
-        result = replace(execute_command(spec, base_env=env), slot=gpu)
-    except BaseException:
-        claim.lock.release()
-        raise
-    return finish_job(claim, result, kind)
-
-
-def norm_path(path: str) -> str:
-    """One spelling per path: absolute (against the cwd) and normalised; symlinks are not followed."""
-    return os.path.abspath(os.path.normpath(path))
-
-
-def _path_args(job: Job, names: tuple[str, ...]) -> list[tuple[str, str]]:
-    """``(arg, path as passed)`` for each of ``names`` that ``job`` passes as one path (not a
-    list, flag or None), in declared order."""
-    out = []
-    for name in names:
-        value = job.args.get(name)
-        if value is not None and not isinstance(value, (list, bool)):
-            out.append((name, str(value)))
-    return out
-
-
-def _self_and_parents(path: str) -> Iterator[str]:
-    """``path`` (normalised, absolute), then each folder above it up to the root."""
-    while True:
-        yield path
-        parent = os.path.dirname(path)
-        if parent == path:
-            return
-        path = parent
-
-
-@dataclass(frozen=True)
-class Link:
-    """Why a job waits for job ``producer`` (an index): its input ``arg`` (``path``, as passed)
-    equals or lies under a path the producer passes in one of its declared outputs."""
-
-    producer: int
-    arg: str
-    path: str
-
-
-def dependency_links(jobs: list[Job]) -> dict[int, list[Link]]:
-    """``{consumer index: [Link, ...]}`` for the jobs that read what another job of ``jobs``
-    writes; jobs without producers are left out. A job never depends on itself. Paths are
-    compared whole, by components (``runs/a`` is not above ``runs/ab/x.pt``)."""
-    writers: dict[str, list[int]] = {}
-    for i, job in enumerate(jobs):
-        for _, path in _path_args(job, job.outputs):
-            here = writers.setdefault(norm_path(path), [])
-            if i not in here:
-                here.append(i)
-    if not writers:
-        return {}
-    links: dict[int, list[Link]] = {}
-    for i, job in enumerate(jobs):
-        for arg, path in _path_args(job, job.inputs):
-            for place in _self_and_parents(norm_path(path)):
-                for p in writers.get(place, ()):
-                    if p != i and all(link.producer != p for link in links.get(i, ())):
-                        links.setdefault(i, []).append(Link(p, arg, path))
-    return links
-
-
-def job_dependencies(jobs: list[Job]) -> dict[int, set[int]]:
-    """``{consumer index: {producer indices}}``: see :func:`dependency_links`."""
-    return {i: {link.producer for link in found} for i, found in dependency_links(jobs).items()}
-
-
-def find_cycle(deps: Mapping[int, set[int]]) -> Optional[list[int]]:
-    """One cycle of the graph ``deps`` (node -> nodes it needs) as ``[a, b, ..., a]`` (each needs
-    the next), or None. Deterministic: nodes and their needs are visited in sorted order."""
-    state: dict[int, int] = {}  # 1: on the current path, 2: explored, no cycle through it
-    for root in sorted(deps):
-        if root in state:
-            continue
-        path, todo = [root], [iter(sorted(deps[root]))]
-        state[root] = 1
-        while path:
-            nxt = next(todo[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                todo.pop()
-            elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            elif nxt not in state:
-                state[nxt] = 1
-                path.append(nxt)
-                todo.append(iter(sorted(deps.get(nxt, ()))))
-    return None
-
-
-def check_dependencies(jobs: list[Job]) -> dict[int, list[Link]]:
-    """:func:`dependency_links` of ``jobs``; SuiteError naming the jobs if they form a cycle."""
-    links = dependency_links(jobs)
-    cycle = find_cycle({i: {link.producer for link in found} for i, found in links.items()})
-    if cycle is not None:
-        chain = " -> ".join(f"{jobs[i].label} ({jobs[i].job_id})" for i in cycle)
-        raise SuiteError(f"{jobs[cycle[0]].suite}: jobs depend on each other in a cycle (each reads a path "
-                         f"the next one writes through its `inputs` / `outputs` args): {chain}")
-    return links
-
-
-def _blocked(job: Job, links: list[Link], jobs: list[Job],
-             results: Mapping[int, JobOutcome]) -> Optional[JobOutcome]:
-    """The outcome of a job whose producers all have one, when it must not run: failed (a
-    producer failed) or locked (a producer runs elsewhere); None when it may be judged as usual."""
-    for status, verb, state in (("failed", "not run", "which failed"),
-                                (INTERRUPTED, "not run", "which was interrupted"),
-                                ("locked", "not judged", "which is running elsewhere")):
-        for link in links:
-            if results[link.producer].status == status:
-                src = jobs[link.producer]
-                return JobOutcome(job, status, f"{verb}: its input {link.arg} ({link.path}) comes from job "
-                                               f"{src.job_id} ({src.label}), {state}")
-    return None
 
 
 def run_jobs(jobs: list[Job], *, suite_name: Optional[str] = None, n_jobs: int = 1,

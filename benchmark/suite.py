@@ -2,6 +2,11 @@
 
 ``load_suite(path)`` returns a validated :class:`Suite` or raises :class:`SuiteError` whose message
 names the file, the key path (``matrix.ckpt.ref``) and what was expected.
+
+One module on purpose (~500 lines): the schema and its checks are one contract, and the checks read
+the models' fields and error locations (:func:`_allowed_keys` maps a location back to its model), so
+splitting them would put one definition in two places. The plot entries' model and checks are
+:mod:`benchmark.plot_spec`.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Pr
 from .errors import SuiteError
 from .ingest import IngestSpec, spec_problems
 from .params import Params, interpolate
+from .plot_spec import PlotSpec, plot_problems
 from .promote import Requirement, parse_requirement
 from .tasks import TaskKind, get_task
 from .yamlio import load_yaml
@@ -142,25 +148,6 @@ class PromoteSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     candidate: dict[str, str]
     require: dict[str, str]
-
-
-class PlotSpec(BaseModel):
-    """A PNG plot: metric ``y`` vs the matrix axis ``x`` (numeric, or categorical: evenly spaced
-    labelled ticks), one line per row of ``series`` (error bars: sample std over seeds). See
-    :mod:`benchmark.plots`."""
-
-    model_config = ConfigDict(extra="forbid")
-    x: str
-    y: str
-    series: Optional[str] = None
-    x_arg: Optional[str] = None  # the arg holding x when the axis rows are mappings
-    where: dict[str, str] = {}
-    logx: Optional[bool] = None  # None: log x when positive values span a decade or more
-    title: Optional[str] = None
-    categorical: Optional[bool] = None  # None: categorical when the x values are not all numbers
-    labels: dict[str, str] = {}  # x row -> tick label on a categorical axis ({"0": full})
-    split_by: Optional[list[str]] = None  # args of the x rows that split lines (x rows sharing an x)
-    resolution: Optional[float] = None  # the y axis spans >= 10 x this (default 1e-3 x max |y|)
 
 
 class SensitivitySpec(BaseModel):
@@ -468,8 +455,6 @@ def _cross_check(suite: Suite, path: Path) -> None:
             fail("sensitivity.min_std", f"expected a number > 0; got {suite.sensitivity.min_std}")
         if len(suite.seed_values) < 2:
             fail("sensitivity", "needs at least two seeds (the noise level the defect must exceed)")
-
-    from .plots import plot_problems
 
     for key, text in plot_problems(suite):
         fail(key, text)

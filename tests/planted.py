@@ -1,7 +1,15 @@
-"""Planted caches for tests: analytic shapes whose distances are known in closed form.
+"""Planted caches for tests, the one module that writes them (every test imports its caches from here):
 
-Class ``sphere``: radius r; class ``box``: half-extent b (cube). Unsigned distances:
-sphere |‖x‖ - r|, cube: distance to the cube's surface. Written through the real schema.
+- :func:`write_planted` / :func:`planted_arrays`: analytic shapes whose distances are known in closed
+  form, written through the real schema. Class ``sphere``: radius r; class ``box``: half-extent b
+  (cube). Unsigned distances: sphere |‖x‖ - r|, cube: distance to the cube's surface.
+- :func:`write_spheres`: spheres of :mod:`nepa3d.data.analytic_sphere` (exact ray answers, the
+  observation-derived distance from the sampled cloud), through the real schema.
+- :func:`write_scan` / :func:`scan_arrays`: scan-kind caches written by hand with
+  ``np.savez_compressed`` (not the project's writers): three classes separable by construction
+  (:data:`SCAN_CLASSES`: a round blob, a flat disc, a tall stick).
+
+Plus :func:`corrupted_copy` (a cache root with one file overwritten) and :func:`tiny_checkpoint`.
 """
 
 from __future__ import annotations
@@ -9,7 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
+from nepa3d.data.analytic_sphere import sphere_cache_arrays
 from nepa3d.data.cache import save_cache
 
 
@@ -70,6 +80,68 @@ def write_planted(root: Path, split: str, per_class: int, seed: int = 0, scan: b
             p = Path(root) / split / cls / f"{kind}_{i:04d}.npz"
             save_cache(p, planted_arrays(kind, size, rng, scan=scan, **sizes))
             paths.append(p)
+    return paths
+
+
+def write_spheres(root: Path, counts: dict[str, int], *, P: int, M: int, G: int, n_pc: int, n_classes: int,
+                  name: str = "cls{c}/s{i}.npz", seed: int = 0) -> list[Path]:
+    """``counts[split]`` analytic spheres (:func:`sphere_cache_arrays` with ``P`` pool points, ``M``
+    rays, a ``G^3`` grid, ``n_pc`` cloud points) per split, at ``root/<split>/<name>`` with
+    ``c = i % n_classes``; one ``RandomState(seed)`` drawn in split order."""
+    rng = np.random.RandomState(seed)
+    paths = []
+    for split, n in counts.items():
+        for i in range(n):
+            p = Path(root) / split / name.format(c=i % n_classes, i=i)
+            save_cache(p, sphere_cache_arrays(rng, P, M, G, n_pc))
+            paths.append(p)
+    return paths
+
+
+#: The scan-kind classes of :func:`write_scan`, separable by construction.
+SCAN_CLASSES = ("blob", "disc", "stick")
+
+
+def _surface(kind: str, rng, n: int) -> np.ndarray:
+    s = rng.uniform(0.85, 1.15)
+    if kind == "blob":
+        v = rng.normal(size=(n, 3))
+        return 0.6 * s * v / np.linalg.norm(v, axis=1, keepdims=True)
+    if kind == "disc":
+        r, t = 0.8 * s * np.sqrt(rng.uniform(size=n)), rng.uniform(0, 2 * np.pi, n)
+        return np.stack([r * np.cos(t), np.zeros(n), r * np.sin(t)], 1)
+    t = rng.uniform(0, 2 * np.pi, n)  # stick: thin vertical cylinder
+    return np.stack([0.08 * np.cos(t), rng.uniform(-0.85, 0.85, n) * s, 0.08 * np.sin(t)], 1)
+
+
+def scan_arrays(kind: str, rng, P: int = 200, n_pc: int = 256, M: int = 8) -> dict:
+    """Scan-kind cache arrays written by hand (keys/dtypes of nepa3d.data.cache)."""
+    pc = _surface(kind, rng, n_pc)
+    pool = np.concatenate([rng.uniform(-1, 1, (P // 2, 3)),
+                           pc[rng.choice(n_pc, P - P // 2)] + rng.normal(0, 0.02, (P - P // 2, 3))])
+    pool = np.clip(pool, -1, 1)
+    dist = cKDTree(pc).query(pool)[0]
+    f = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
+    z3, z1 = np.zeros((M, 3), np.float32), np.zeros(M, np.float32)
+    return {"schema_version": np.array([1], np.int32), "pc_xyz": f(pc), "pc_n": f(0 * pc),
+            "pt_xyz_pool": f(pool), "pt_dist_pool": f(dist), "pt_dist_pc_pool": f(dist),
+            "ray_o_pool": z3, "ray_d_pool": z3, "ray_hit_pool": z1, "ray_t_pool": z1,
+            "ray_n_pool": z3}
+
+
+def write_scan(root: Path, counts: dict[str, int], name: str = "{split}_{c}_{i:02d}.npz",
+               seed: int = 0) -> list[Path]:
+    """``counts[split]`` scan-kind caches per class of :data:`SCAN_CLASSES` per split, at
+    ``root/<split>/<c:03d>_<kind>/<name>``; one ``RandomState(seed)`` drawn in split, class order."""
+    rng = np.random.RandomState(seed)
+    paths = []
+    for split, n in counts.items():
+        for c, kind in enumerate(SCAN_CLASSES):
+            for i in range(n):
+                p = Path(root) / split / f"{c:03d}_{kind}" / name.format(split=split, c=c, i=i)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(p, **scan_arrays(kind, rng))
+                paths.append(p)
     return paths
 
 

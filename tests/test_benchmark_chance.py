@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 from fractions import Fraction
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
-from test_benchmark_guards import cells, flags_by_row, plant  # noqa: E402
+from planted_results import cells, flags_by_row, plant  # noqa: E402
 
 from benchmark import guards  # noqa: E402
 from benchmark.report import build_report  # noqa: E402

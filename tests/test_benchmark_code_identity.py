@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
-from test_benchmark_guards import flags_by_row, plant  # noqa: E402
+from planted_results import flags_by_row, plant  # noqa: E402
 
 from benchmark.code_identity import (accept_code, code_identity, declared_version,  # noqa: E402
                                      file_changes, job_module)

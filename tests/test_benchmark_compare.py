@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import envelope, write_json, write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402

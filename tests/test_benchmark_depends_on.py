@@ -4,10 +4,8 @@ job that never finished keeps its outputs (a resumable program carries on from t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark.expand import expand  # noqa: E402

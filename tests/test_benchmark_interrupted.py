@@ -4,10 +4,8 @@ console script names itself."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import FAKE_JOB, write_suite  # noqa: E402
 
 from benchmark.cli import build_parser, main, prog_name  # noqa: E402

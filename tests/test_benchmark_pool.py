@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402
 from benchmark.executors import CommandSpec, LocalExecutor, thread_share_env  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
-from benchmark.pool import PoolExecutor, exit_code, is_python, python_call  # noqa: E402
+from benchmark.pool import PoolExecutor  # noqa: E402
+from benchmark.pool_worker import exit_code, is_python, python_call  # noqa: E402
 from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
 
@@ -158,7 +158,7 @@ def test_exit_codes_and_output_match_a_subprocess(tmp_path):
                 assert "bad input\n" in text
             if k == "raise":
                 assert "Traceback (most recent call last):" in text and "ValueError: boom from job" in text
-                assert "benchmark/pool.py" not in text  # the job's frames, not the worker's
+                assert "benchmark/pool" not in text  # the job's frames, not the worker's (pool.py, pool_worker.py)
         assert {pool.job_pids[f"pool-{k}"] for k in EXITS} == set(pool.worker_pids())  # one worker for all
     finally:
         local.close()
@@ -361,15 +361,9 @@ def test_real_evaluator_jobs_are_bitwise_identical_to_subprocesses(tmp_path):
     exactly the metrics of one subprocess per job (same thread settings: one thread each)."""
     import numpy as np
 
-    from nepa3d.data.analytic_sphere import sphere_cache_arrays
-    from nepa3d.data.cache import save_cache
-    from planted import tiny_checkpoint
+    from planted import tiny_checkpoint, write_spheres
 
-    rng = np.random.RandomState(0)
-    for split in ("eval", "train_udf"):
-        for i in range(8):
-            save_cache(tmp_path / "cache" / split / f"cls{i % 2}" / f"s{i}.npz",
-                       sphere_cache_arrays(rng, 200, 48, 8, 96))
+    write_spheres(tmp_path / "cache", {"eval": 8, "train_udf": 8}, P=200, M=48, G=8, n_pc=96, n_classes=2)
     ckpt = tiny_checkpoint(tmp_path / "ckpt.pt")
     common = ["--cache_root", tmp_path / "cache", "--ckpt", ckpt, "--device", "cpu", "--batch", "4"]
     cpac = [PY, "-m", "nepa3d.analysis.completion_cpac_udf", *common, "--n_context", "16", "--n_query", "16"]

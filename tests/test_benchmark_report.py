@@ -3,10 +3,7 @@ protocol block (commands, DVC stage, result files), status, summary.json for ``d
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402
@@ -138,7 +135,7 @@ def test_vs_baseline_counts_lower_is_better(tmp_path):
     from types import SimpleNamespace
 
     from benchmark.aggregate import baseline_columns, build_table
-    from benchmark.report import _render_vs_baseline
+    from benchmark.report_tables import _render_vs_baseline
 
     path = write_suite(tmp_path, args={}, matrix={"ckpt": {"a": {}}}, seeds={"seed": [1, 2, 3, 4]},
                        tables=[{"rows": ["ckpt"], "cols": [], "metrics": ["mae"]}])

@@ -2,12 +2,9 @@
 exact, PNGs are written deterministically and linked from the Markdown, bad specs are refused."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402

@@ -6,9 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import envelope, write_json, write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import envelope, write_json, write_suite  # noqa: E402
 
 from benchmark import tasks  # noqa: E402

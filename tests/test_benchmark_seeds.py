@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import FAKE_JOB, write_suite  # noqa: E402
 
 from benchmark.errors import SuiteError  # noqa: E402

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
-from test_benchmark_guards import cells, plant  # noqa: E402
+from planted_results import cells, plant  # noqa: E402
 
 from benchmark.errors import SuiteError  # noqa: E402
 from benchmark.report import build_report  # noqa: E402

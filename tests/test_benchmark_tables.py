@@ -1,18 +1,16 @@
 """Paper-ready tables: the pivot schema, the wide form, the LaTeX (booktabs) rendering, citations."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark.errors import SuiteError  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
 from benchmark.render_latex import escape  # noqa: E402
-from benchmark.report import _protocol_link, build_report, write_report  # noqa: E402
+from benchmark.report import _protocol_link, build_report  # noqa: E402
+from benchmark.report_write import write_report  # noqa: E402
 from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
 

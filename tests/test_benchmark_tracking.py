@@ -1,12 +1,9 @@
 """MLflow logging from the runner process: one run per finished job; failures only warn."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import FAKE_JOB, write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402

@@ -3,13 +3,11 @@ step metrics as its epoch log grows; its checkpoint's sha256, plots, log and res
 from __future__ import annotations
 
 import hashlib
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 import benchmark.tracking as tracking  # noqa: E402

@@ -16,10 +16,8 @@ import torch
 from nepa3d.analysis import completion_cpac_udf as cpac
 from nepa3d.analysis import retrieval_ucpr as ucpr
 from nepa3d.analysis.metrics import udf_metrics
-from nepa3d.data.analytic_sphere import sphere_cache_arrays
-from nepa3d.data.cache import save_cache
 from nepa3d.utils.seeding import path_rng
-from planted import corrupted_copy, tiny_checkpoint
+from planted import corrupted_copy, sphere_cache_arrays, tiny_checkpoint, write_spheres
 
 P, M, G, N_PC = 300, 64, 8, 128
 N_EVAL, N_TRAIN = 12, 12
@@ -33,10 +31,8 @@ def sphere_arrays(rng: np.random.RandomState) -> dict:
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
-    rng = np.random.RandomState(0)
-    for split, n in (("eval", N_EVAL), ("train_udf", N_TRAIN)):
-        for i in range(n):
-            save_cache(root / split / f"cls{i % 3}" / f"shape{i:02d}.npz", sphere_arrays(rng))
+    write_spheres(root, {"eval": N_EVAL, "train_udf": N_TRAIN}, P=P, M=M, G=G, n_pc=N_PC, n_classes=3,
+                  name="cls{c}/shape{i:02d}.npz")
     return root, tiny_checkpoint(root / "ckpt.pt")
 
 

@@ -5,13 +5,11 @@ among the targets and their upstream closure (every stage without targets)."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
 from dvc_render import render  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,12 +5,10 @@ stage's outputs are persisted, so DVC does not remove them first either)."""
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import write_suite  # noqa: E402
 
 from benchmark import plots  # noqa: E402

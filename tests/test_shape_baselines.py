@@ -2,8 +2,8 @@
 regression few-shot classifier (``baseline_cls``) and descriptor retrieval (``baseline_ucpr``),
 plus the embedding-spread metrics of the UCPR results.
 
-The classification cache is written here with ``np.savez_compressed`` (not the project's
-writers): three classes separable by construction (a round blob, a flat disc, a tall stick).
+The classification cache is a planted scan-kind cache (:func:`planted.write_scan`): three classes
+separable by construction (a round blob, a flat disc, a tall stick).
 The retrieval cache holds analytic spheres of different radii and centres.
 """
 
@@ -14,18 +14,16 @@ import math
 
 import numpy as np
 import pytest
-from scipy.spatial import cKDTree
 
 from nepa3d.analysis import baseline_cls, baseline_ucpr
 from nepa3d.analysis import retrieval_ucpr as ucpr
 from nepa3d.analysis import shape_descriptors as sd
 from nepa3d.backends import get_pools
-from nepa3d.data.analytic_sphere import sphere_cache_arrays
 from nepa3d.data.cache import load_cache
 from nepa3d.data.dataset import Item, TokenDataset
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.utils.seeding import path_rng
-from planted import tiny_checkpoint
+from planted import sphere_cache_arrays, tiny_checkpoint, write_scan
 
 UCPR_KEYS = {"r@1", "r@5", "r@10", "mAP", "mean_rank", "median_rank", "expected_random_r@1",
              "embed_spread_query", "embed_spread_gallery"}
@@ -152,47 +150,13 @@ def test_descriptor_invariances_and_rotation_sensitivity():
 # baseline_cls on a planted, separable scan-kind cache
 # --------------------------------------------------------------------------------------------
 
-CLASSES = ("blob", "disc", "stick")
 N_TRAIN_PER, N_TEST_PER = 10, 6
-
-
-def _surface(kind: str, rng, n: int) -> np.ndarray:
-    s = rng.uniform(0.85, 1.15)
-    if kind == "blob":
-        v = rng.normal(size=(n, 3))
-        return 0.6 * s * v / np.linalg.norm(v, axis=1, keepdims=True)
-    if kind == "disc":
-        r, t = 0.8 * s * np.sqrt(rng.uniform(size=n)), rng.uniform(0, 2 * np.pi, n)
-        return np.stack([r * np.cos(t), np.zeros(n), r * np.sin(t)], 1)
-    t = rng.uniform(0, 2 * np.pi, n)  # stick: thin vertical cylinder
-    return np.stack([0.08 * np.cos(t), rng.uniform(-0.85, 0.85, n) * s, 0.08 * np.sin(t)], 1)
-
-
-def scan_arrays(kind: str, rng, P: int = 200, n_pc: int = 256, M: int = 8) -> dict:
-    """Scan-kind cache arrays written by hand (keys/dtypes of nepa3d.data.cache)."""
-    pc = _surface(kind, rng, n_pc)
-    pool = np.concatenate([rng.uniform(-1, 1, (P // 2, 3)),
-                           pc[rng.choice(n_pc, P - P // 2)] + rng.normal(0, 0.02, (P - P // 2, 3))])
-    pool = np.clip(pool, -1, 1)
-    dist = cKDTree(pc).query(pool)[0]
-    f = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
-    z3, z1 = np.zeros((M, 3), np.float32), np.zeros(M, np.float32)
-    return {"schema_version": np.array([1], np.int32), "pc_xyz": f(pc), "pc_n": f(0 * pc),
-            "pt_xyz_pool": f(pool), "pt_dist_pool": f(dist), "pt_dist_pc_pool": f(dist),
-            "ray_o_pool": z3, "ray_d_pool": z3, "ray_hit_pool": z1, "ray_t_pool": z1,
-            "ray_n_pool": z3}
 
 
 @pytest.fixture(scope="module")
 def scan_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("scan")
-    rng = np.random.RandomState(0)
-    for split, n in (("train", N_TRAIN_PER), ("test", N_TEST_PER)):
-        for c, kind in enumerate(CLASSES):
-            for i in range(n):
-                p = root / split / f"{c:03d}_{kind}" / f"{split}_{c}_{i:02d}.npz"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(p, **scan_arrays(kind, rng))
+    write_scan(root, {"train": N_TRAIN_PER, "test": N_TEST_PER})
     return root
 
 

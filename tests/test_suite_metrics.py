@@ -5,10 +5,8 @@ them, checked against hand computations; invalid results are left out as compare
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
 from benchutil import envelope, write_json, write_suite  # noqa: E402
 
 from benchmark.cli import main  # noqa: E402

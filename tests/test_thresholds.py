@@ -13,14 +13,11 @@ import functools
 import importlib
 import json
 import re
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "benchmark"))
-from test_benchmark_guards import flags_by_row, plant  # noqa: E402
+from planted_results import flags_by_row, plant  # noqa: E402
 
 from benchmark import guards  # noqa: E402
 from benchmark import tasks  # noqa: E402
@@ -122,15 +119,10 @@ N_SHAPES = 6
 
 @pytest.fixture(scope="module")
 def spheres(tmp_path_factory):
-    from planted import tiny_checkpoint
-
-    from nepa3d.data.analytic_sphere import sphere_cache_arrays
-    from nepa3d.data.cache import save_cache
+    from planted import tiny_checkpoint, write_spheres
 
     root = tmp_path_factory.mktemp("spheres")
-    rng = np.random.RandomState(0)
-    for i in range(N_SHAPES):
-        save_cache(root / "eval" / f"c{i % 2}" / f"s{i}.npz", sphere_cache_arrays(rng, 300, 16, 8, 128))
+    write_spheres(root, {"eval": N_SHAPES}, P=300, M=16, G=8, n_pc=128, n_classes=2, name="c{c}/s{i}.npz")
     return root, tiny_checkpoint(root / "ckpt.pt")
 
 
@@ -166,18 +158,12 @@ def test_r1_between_the_old_values_is_flagged_by_evaluator_and_report(spheres, t
 def test_accuracy_just_above_the_majority_rate_is_flagged_by_evaluator_and_report(tmp_path, monkeypatch):
     """test_acc = majority + 0.003 (inside 0.005, outside 1e-9, several classes predicted): the
     shape baseline's own flag and the report agree; majority + 0.006 is flagged by neither."""
-    from test_shape_baselines import CLASSES, scan_arrays
+    from planted import write_scan
 
     from nepa3d.analysis import baseline_cls
 
     root = tmp_path / "scan"
-    rng = np.random.RandomState(0)
-    for split, n in (("train", 6), ("test", 4)):
-        for c, kind in enumerate(CLASSES):
-            for i in range(n):
-                p = root / split / f"{c:03d}_{kind}" / f"{split}_{c}_{i}.npz"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(p, **scan_arrays(kind, rng))
+    write_scan(root, {"train": 6, "test": 4}, name="{split}_{c}_{i}.npz")
     results = {}
     for name, above in (("near", 0.003), ("clear", 0.006)):
         monkeypatch.setattr(baseline_cls, "accuracy",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from nepa3d.token import types as tt
-from nepa3d.utils.ckpt import CkptSettings, LoadedBackbone, load_backbone
+from nepa3d.models.checkpoint import CkptSettings, LoadedBackbone, load_backbone
 
 POOLINGS = ("eos", "mean_a", "mean_zhat")
 LEGACY_NON_ANSWER = (tt.BOS, tt.EOS, tt.MISSING_RAY)

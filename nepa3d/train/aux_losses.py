@@ -209,7 +209,7 @@ def load_teacher(path, *, max_len: int, n_types: int, d_model: int, heads: int, 
     d_model / n_types come from ``type_emb``; heads / layers from the checkpoint's
     model_config or args, else the given (student) values. pos_emb is resized to ``max_len``.
     Raises CheckpointError naming the file when n_types differs from the student's, and, as
-    :func:`~nepa3d.utils.ckpt.load_backbone` does, naming the first tensor that does not fit."""
+    :func:`~nepa3d.models.checkpoint.load_backbone` does, naming the first tensor that does not fit."""
     from nepa3d.utils.ckpt import CheckpointError, check_fits, load_checkpoint, resize_pos_emb
 
     ck = load_checkpoint(path)

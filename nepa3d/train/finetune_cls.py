@@ -31,11 +31,12 @@ from torch.utils.data import DataLoader
 from nepa3d.backends import BACKENDS
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import Item, TokenDataset, cache_files, class_of, collate
+from nepa3d.models.checkpoint import load_backbone
 from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
 from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
-from nepa3d.utils.ckpt import CheckpointError, load_backbone, load_checkpoint, save_checkpoint
+from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, save_checkpoint
 from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg,
                                    float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,

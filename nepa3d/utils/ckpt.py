@@ -1,26 +1,23 @@
-"""Checkpoints: atomic save, safe load (``weights_only=True``), pos-emb resize, model rebuild.
+"""Checkpoints: atomic save, safe load (``weights_only=True``), shape checks, pos-emb resize, optimizer
+state across parameter orders. Rebuilding the model of a checkpoint: :mod:`nepa3d.models.checkpoint`
+(utils imports nothing above it).
 
 Checkpoint dict (pretrain): ``model`` (state dict), ``aux_heads`` (state dict or None),
 ``opt``, ``scaler``, ``args`` (dict of CLI args incl. resolved max_len), ``epoch``, ``step``,
-plus ``model_config`` (the :class:`ModelConfig` as a dict) and ``opt_param_names`` (the
-parameter names in the optimizer's order, see :func:`optimizer_state_for`).
+plus ``model_config`` (the :class:`~nepa3d.models.query_nepa.ModelConfig` as a dict) and
+``opt_param_names`` (the parameter names in the optimizer's order, see :func:`optimizer_state_for`).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import sys
 import tempfile
 from typing import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from nepa3d.models.query_nepa import ModelConfig, QueryNepa
-from nepa3d.token import types as tt
 
 
 class CheckpointError(RuntimeError):
@@ -109,90 +106,6 @@ def resize_pos_emb(pos: torch.Tensor, new_len: int) -> torch.Tensor:
     x = pos.permute(0, 2, 1)
     x = F.interpolate(x, size=new_len, mode="linear", align_corners=False)
     return x.permute(0, 2, 1).contiguous()
-
-
-def config_from_checkpoint(ckpt: dict) -> ModelConfig:
-    """Model config from ``model_config`` or, for older checkpoints, from args + tensor shapes."""
-    sd = ckpt["model"]
-    n_types, d_model = sd["type_emb.weight"].shape
-    if "model_config" in ckpt:
-        cfg = ModelConfig(**ckpt["model_config"])
-    else:
-        args = ckpt.get("args", {}) or {}
-        layers = len({k.split(".")[3] for k in sd if k.startswith("backbone.enc.layers.")})
-        cfg = ModelConfig(d_model=d_model, n_types=n_types, nhead=int(args.get("heads", 6)),
-                          num_layers=int(args.get("layers", layers or 8)))
-    cfg.max_len = sd["pos_emb"].shape[1]
-    return cfg
-
-
-@dataclass
-class CkptSettings:
-    """Token settings of a checkpoint, resolved (CLI override, else checkpoint args)."""
-    args: dict
-    qa_tokens: bool
-    add_eos: bool
-    n_point: int
-    n_ray: int
-
-
-@dataclass
-class LoadedBackbone(CkptSettings):
-    model: QueryNepa = None
-    ckpt: dict = None
-
-
-def infer_token_settings(ckpt: dict, qa_tokens: int = -1, add_eos: int = -1) -> tuple[bool, bool]:
-    """-1 means: from the checkpoint args, else from n_types (9 -> QA; >= 5 -> EOS)."""
-    args = ckpt.get("args", {}) or {}
-    n_types = ckpt["model"]["type_emb.weight"].shape[0]
-    if qa_tokens < 0:
-        qa = bool(int(args["qa_tokens"])) if "qa_tokens" in args else n_types >= tt.N_TYPES_QA
-    else:
-        qa = bool(qa_tokens)
-    if add_eos < 0:
-        eos = bool(int(args["add_eos"])) if "add_eos" in args else n_types >= tt.N_TYPES_LEGACY
-    else:
-        eos = bool(add_eos)
-    return qa, eos
-
-
-def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int = -1,
-                  add_eos: int = -1,
-                  required_len: int | Callable[[CkptSettings], int] = 0,
-                  device="cpu") -> LoadedBackbone:
-    """Rebuild the model of a checkpoint (loaded once).
-
-    ``required_len``: the longest sequence the caller will feed, or a function of the resolved
-    :class:`CkptSettings` that computes it. With ``max_len >= 0`` the positional embedding is
-    resized to ``max_len`` (an error if shorter than required); otherwise it grows to the
-    required length when the checkpoint's is shorter.
-    """
-    ckpt = load_checkpoint(path)
-    qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
-    args = ckpt.get("args", {}) or {}
-    settings = CkptSettings(args=args, qa_tokens=qa, add_eos=eos,
-                            n_point=int(args.get("n_point", 256)), n_ray=int(args.get("n_ray", 256)))
-    need = int(required_len(settings)) if callable(required_len) else int(required_len)
-    cfg = config_from_checkpoint(ckpt)
-    sd = dict(ckpt["model"])
-    target = cfg.max_len
-    if max_len >= 0:
-        if need and max_len < need:
-            raise CheckpointError(path, f"--max_len {max_len} < required sequence length {need}")
-        target = max_len
-    elif need > cfg.max_len:
-        print(f"[ckpt] resizing pos_emb: {cfg.max_len} -> {need}", file=sys.stderr)
-        target = need
-    if target != cfg.max_len:
-        sd["pos_emb"] = resize_pos_emb(sd["pos_emb"], target)
-        cfg.max_len = target
-    model = QueryNepa(cfg)
-    check_fits(path, sd, model)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(path, f"state dict mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
-    return LoadedBackbone(**vars(settings), model=model.to(device), ckpt=ckpt)
 
 
 # --------------------------------------------------------------------------------------------

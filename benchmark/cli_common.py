@@ -1,0 +1,106 @@
+"""What every ``python -m benchmark`` command shares: the exit codes, loading the suites named on the
+command line (files or folders of them), their jobs narrowed by ``--only``, the lock settings check,
+the per-suite metrics files and the program's name as messages print it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import SuiteError
+from .expand import Job, expand, select
+from .suite import Suite, load_suite
+
+#: Set to 1, turns MLflow logging off like ``run --no-mlflow`` (for runs that dvc stages start).
+NO_MLFLOW_ENV = "BENCH_NO_MLFLOW"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_RUNNING_ELSEWHERE = 3
+EXIT_INTERRUPTED = 130
+
+
+def _suite_paths(items: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                raise SuiteError(f"{p}: no *.yaml suites in this directory")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def load_suites(items: Sequence[str], params: str) -> list[Suite]:
+    """Load every suite (files or directories of *.yaml); names must be unique."""
+    suites: list[Suite] = []
+    seen: dict[str, Path] = {}
+    for path in _suite_paths(items):
+        suite = load_suite(path, params)
+        if suite.name in seen:
+            raise SuiteError(f"{path}: name: {suite.name!r} is also the name of {seen[suite.name]}; "
+                             "suite names must be unique (they name result folders)")
+        seen[suite.name] = path
+        suites.append(suite)
+    return suites
+
+
+def _parse_only(values: Sequence[str], suite: Suite, jobs: list[Job]) -> dict[str, list[str]]:
+    """``--only AXIS=ROW[,ROW]`` items as ``{axis: [rows]}``; an axis the suite lacks or a row
+    no job of ``jobs`` has on that axis is a SuiteError naming the ones it has."""
+    only: dict[str, list[str]] = {}
+    allowed = suite.axes + ([suite.seed_arg] if suite.seed_arg else [])
+    for item in values:
+        axis, sep, rows = item.partition("=")
+        if not sep or not rows:
+            raise SuiteError(f"--only {item}: expected AXIS=ROW[,ROW...]")
+        if axis not in allowed:
+            raise SuiteError(f"--only {item}: {suite.source} has no axis {axis!r} (axes: {', '.join(allowed)})")
+        known = list(dict.fromkeys(str(j.tags.get(axis)) for j in jobs))
+        for row in rows.split(","):
+            if row not in known:
+                raise SuiteError(f"--only {item}: {suite.source} has no row {row!r} on axis {axis!r} "
+                                 f"(rows: {', '.join(known)})")
+        only.setdefault(axis, []).extend(rows.split(","))
+    return only
+
+
+def _jobs(suite: Suite, args) -> list[Job]:
+    jobs = expand(suite, args.results_dir)
+    if getattr(args, "only", None):
+        jobs = select(jobs, _parse_only(args.only, suite, jobs))
+    return jobs
+
+
+def _check_lock_settings() -> None:
+    """The lock heartbeat periods from the environment are valid (SuiteError naming the variable)."""
+    from .locks import renew_period, stale_limit
+
+    renew_period()
+    stale_limit()
+
+
+
+def _write_metrics(suite: Suite, results_dir: str, out_dir: str) -> list[str]:
+    """Write the suite's metrics files (:mod:`benchmark.suite_metrics`) and print one line."""
+    from .suite_metrics import write_metrics
+
+    path, seeds_path, n_rows, invalid = write_metrics(suite, results_dir, out_dir)
+    left_out = f"; {len(invalid)} invalid result(s) left out" if invalid else ""
+    print(f"{suite.name}: metrics -> {path}, {seeds_path} ({n_rows} rows{left_out})", flush=True)
+    return invalid
+
+
+#: The console script of ``[project.scripts]`` (``nepa3d-bench run ...`` = ``python -m benchmark run ...``).
+SCRIPT_NAME = "nepa3d-bench"
+
+
+def prog_name(argv0: Optional[str] = None) -> str:
+    """``nepa3d-bench`` when invoked through the console script, else ``python -m benchmark``."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).name
+    return SCRIPT_NAME if name in (SCRIPT_NAME, SCRIPT_NAME + ".exe") else "python -m benchmark"

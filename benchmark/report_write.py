@@ -1,0 +1,87 @@
+"""Writing rendered reports: each suite's Markdown, CSV, LaTeX and plots, and the merged
+``summary.json``, all or nothing (temp files renamed over the targets only once every file is written).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .report import SuiteReport
+from .report_format import PROTOCOLS_DOC, _PROTOCOLS_HREF
+
+
+def write_report(rep: SuiteReport, out_dir: Path | str, summary_name: str = "summary.json") -> list[Path]:
+    """Write ``<suite>.md``, ``<suite>.csv``, ``<suite>.tex`` (LaTeX, booktabs), the plots (PNG +
+    ``plots/*.csv``) and merge the suite into ``<out_dir>/<summary_name>``. Returns the paths
+    written (Markdown first, then the CSV). All or nothing: see :func:`write_reports`."""
+    return write_reports([rep], out_dir, summary_name)[0]
+
+
+def write_reports(reps: list[SuiteReport], out_dir: Path | str,
+                  summary_name: str = "summary.json") -> list[list[Path]]:
+    """:func:`write_report` of several suites at once, all or nothing: every file (each suite's
+    Markdown, CSV, LaTeX, plot PNGs and CSVs, and the merged summary) is first written in full to
+    a temp file beside its target; only when all of them are written are they renamed over the
+    targets. If anything fails before that (a plot that does not render, a full disk), the temp
+    files are removed and no existing report file is touched. Returns each suite's paths."""
+    from .plots import plot_csv, render_png
+
+    out_dir = Path(out_dir)
+    staged: list[tuple[str, Path]] = []  # (temp file, target)
+
+    def stage(target: Path, write: Callable[[str], None]) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+        os.close(fd)
+        staged.append((tmp, target))
+        write(tmp)
+        return target
+
+    def text(content: str) -> Callable[[str], None]:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                fh.write(content.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        return write
+
+    summary_path = out_dir / summary_name
+    try:
+        summary = json.loads(summary_path.read_text())
+        if not isinstance(summary, dict):
+            summary = {}
+    except (OSError, ValueError):
+        summary = {}
+    written: list[list[Path]] = []
+    try:
+        for rep in reps:
+            name = rep.suite.name
+            paths = [stage(out_dir / f"{name}.md", text(_relink(rep.markdown, out_dir))),
+                     stage(out_dir / f"{name}.csv", text(rep.csv_text)),
+                     stage(out_dir / f"{name}.tex", text(rep.latex))]
+            for data in rep.plots:
+                paths.append(stage(out_dir / f"{data.stem}.png", lambda tmp, d=data: render_png(d, tmp)))
+                paths.append(stage(out_dir / "plots" / f"{data.stem}.csv", text(plot_csv(data))))
+            summary[name] = rep.summary
+            written.append(paths + [summary_path])
+        stage(summary_path, text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"))
+    except BaseException:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    return written
+
+
+def _relink(markdown: str, out_dir: Path) -> str:
+    """The protocol links rendered for ``reports/`` pointed from ``out_dir`` instead (relative to
+    the working directory, the repository root when DVC runs the report)."""
+    href = Path(os.path.relpath(Path.cwd() / PROTOCOLS_DOC, Path(out_dir).resolve())).as_posix()
+    return markdown if href == _PROTOCOLS_HREF else markdown.replace(f"]({_PROTOCOLS_HREF}#", f"]({href}#")
