@@ -36,9 +36,10 @@ from .aggregate import (Cell, Column, Readout, TableData, baseline_columns, buil
 from .code_identity import Checkout, code_versions, job_module, mixed_code, short, versions_text
 from .collect import Collected, ResultRow, collect
 from .expand import Job, command_of
-from .guards import describe, is_blocking
+from .guards import describe, is_blocking, mixed_flags
 from .pivot import Known, arrow, best_cells, flat_header, metric_text, one_metric, pivot_table, row_cells
 from .plots import PlotData, plot_data
+from .plugins import report_lines
 from .promote import GateResult, evaluate_gate
 from .render_latex import latex_document, latex_table
 from .sensitivity import DETECTED, sensitivity_checks
@@ -285,7 +286,7 @@ def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str
     out += [_md(body, headers + (["flags"] if with_flags else [])), ""]
     if marks:
         out += [f"{mark} {_seg_text(seg)}: metrics of another protocol; not comparable with unmarked cells "
-                "(guard `mixed_target_transform`): Δ shows `n/c`, the readout ranks them apart."
+                f"(guard {', '.join(f'`{f}`' for f in mixed_flags([seg]))}): Δ shows `n/c`, the readout ranks them apart."
                 for seg, mark in marks.items()] + [""]
 
     refs = {(rk, c.key): t.reference_of(rk, c.key) for rk in t.row_keys for c in t.main_columns}
@@ -480,15 +481,6 @@ def _find_dvc_stages(suite: Suite) -> dict[str, list[str]]:
     return {}
 
 
-def _cache_line(col: Collected) -> str:
-    roots = Counter((r.job.args.get("cache_root"), r.envelope.provenance.cache_manifest_sha256) for r in col.rows
-                    if r.job.args.get("cache_root") is not None)
-    if not roots:
-        return DASH
-    return "; ".join(f"`{root}` (fingerprint `{(fp or 'unrecorded')[:12]}`: {n} result(s))"
-                     for (root, fp), n in sorted(roots.items(), key=lambda kv: str(kv[0])))
-
-
 def _code_line(col: Collected, checkout: Checkout) -> str:
     """Each module's protocol version and code digest in this checkout."""
     parts = []
@@ -525,7 +517,7 @@ def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path],
         ["reference", _tags(suite.reference) or DASH],
         ["inputs", ", ".join(f"`{name}`" for name in suite.inputs) + " (content fingerprinted; a change re-runs)"
          if suite.inputs else DASH],
-        ["cache", _cache_line(col)],
+        *([label, text] for label, text in report_lines(col)),  # the plugins' rows
         ["results", f"`{base_dir}/*.json`: {len(col.rows)} of {len(col.jobs)} jobs (one file per job id; "
                     f"job -> file in `{suite.name}.csv`)" if base_dir else DASH],
     ]
@@ -615,8 +607,8 @@ def table_flags(tables: list[TableData], checkout: Optional[Checkout] = None) ->
             out.append(("single_seed", t.title, [t.row_label(rk) for rk in single]))
         if t.mixed:
             rows = sorted({t.row_label(rk) for (rk, _, _), cell in t.cells.items() if cell.n and cell.segregation})
-            out.append(("mixed_target_transform", t.title,
-                        [f"{', '.join(rows)} under {'; '.join(_seg_text(s) for s in t.segregations() if s)}"]))
+            out += [(flag, t.title, [f"{', '.join(rows)} under {'; '.join(_seg_text(s) for s in t.segregations() if s)}"])
+                    for flag in mixed_flags(t.segregations())]
         mixed = mixed_code(_pairs(t), checkout)
         if mixed:
             out.append(("mixed_code", t.title, mixed))

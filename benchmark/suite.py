@@ -176,6 +176,7 @@ class Suite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: Name
+    plugins: list[str] = []   # modules to load before ``task`` is looked up (benchmark.plugins)
     task: str
     module: Optional[str] = None
     program: Optional[list[str]] = None
@@ -198,6 +199,17 @@ class Suite(BaseModel):
     _source_sha256: str = PrivateAttr(default="")
     _params: Optional[Params] = PrivateAttr(default=None)
     _requirements: list[Requirement] = PrivateAttr(default_factory=list)
+
+    @field_validator("plugins")
+    @classmethod
+    def _load_plugins(cls, value: list[str]) -> list[str]:
+        from .plugins import PluginError, load_plugins
+
+        try:
+            load_plugins(value)
+        except PluginError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("task")
     @classmethod
