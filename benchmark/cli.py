@@ -9,7 +9,6 @@ suites have holes until they finish and a re-run picks their results up; 130 int
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ from typing import NoReturn, Optional, Sequence
 
 from .errors import BenchmarkError, SuiteError
 from .expand import Job, expand, select
+from .plugins import load_plugins
 from .suite import Suite, load_suite
 
 #: Set to 1, turns MLflow logging off like ``run --no-mlflow`` (for runs that dvc stages start).
@@ -384,14 +384,14 @@ def cmd_fingerprint(args) -> int:
     return EXIT_OK
 
 
-#: The console script of ``[project.scripts]`` (``nepa3d-bench run ...`` = ``python -m benchmark run ...``).
-SCRIPT_NAME = "nepa3d-bench"
-
-
 def prog_name(argv0: Optional[str] = None) -> str:
-    """``nepa3d-bench`` when invoked through the console script, else ``python -m benchmark``."""
+    """The console script's name when invoked through one of the installed distribution's
+    (``[project.scripts]``: ``<script> run ...`` = ``python -m benchmark run ...``), else
+    ``python -m benchmark``."""
+    from .distribution import FALLBACK_PROG, script_names
+
     name = Path(sys.argv[0] if argv0 is None else argv0).name
-    return SCRIPT_NAME if name in (SCRIPT_NAME, SCRIPT_NAME + ".exe") else "python -m benchmark"
+    return next((s for s in script_names() if name in (s, s + ".exe")), FALLBACK_PROG)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
         p.add_argument("--results-dir", default="results", help="results root (default: results)")
         p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                       help="import MODULE first (it may register_task() new task kinds); repeatable")
+                       help="load plugin MODULE first (benchmark.plugins: task kinds, guards); repeatable")
 
     p = sub.add_parser("run", help="run every unfinished job of the suites")
     common(p)
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (it may register_task() new task kinds); repeatable")
+                   help="load plugin MODULE first (benchmark.plugins: task kinds, guards); repeatable")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("fingerprint", help="write the content fingerprint of folders to a file "
@@ -531,11 +531,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # SIGTERM (kill, schedulers) takes the interrupt path: children terminated, locks released
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        for module in getattr(args, "plugin", ()):  # the suite commands take --plugin
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise SuiteError(f"--plugin {module}: cannot import: {exc}") from None
+        load_plugins(getattr(args, "plugin", ()), origin="--plugin")  # the suite commands take --plugin
         return args.func(args)
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)

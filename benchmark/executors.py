@@ -12,7 +12,7 @@ with an environment, appends its output to the job's log and reports exit code a
   ``PBSCluster`` / ``SLURMCluster`` built from a YAML file of cluster kwargs. Workers must see
   the same filesystem paths as the client (results directory, suite inputs, the interpreter).
 
-dask is optional (``pip install 'nepa3d-bench[cluster]'``) and imported only by the dask code.
+dask is optional (``pip install '<distribution>[cluster]'``) and imported only by the dask code.
 """
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
+from .distribution import install_hint
 from .errors import SuiteError
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-CLUSTER_EXTRA = "pip install 'nepa3d-bench[cluster]'"
+CLUSTER_EXTRA = install_hint("cluster")
 #: Seconds a command may take to exit after SIGTERM on an interrupt before it is killed.
 TERM_GRACE_S = 10.0
 

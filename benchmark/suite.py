@@ -176,7 +176,6 @@ class Suite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: Name
-    plugins: list[str] = []   # modules to load before ``task`` is looked up (benchmark.plugins)
     task: str
     module: Optional[str] = None
     program: Optional[list[str]] = None
@@ -194,22 +193,12 @@ class Suite(BaseModel):
     outputs: list[str] = []
     depends_on: list[str] = []
     plots: list[PlotSpec] = []
+    plugins: list[str] = []   # plugin modules the suite needs (loaded before ``task`` is looked up)
 
     _source: Path = PrivateAttr(default=Path("<memory>"))
     _source_sha256: str = PrivateAttr(default="")
     _params: Optional[Params] = PrivateAttr(default=None)
     _requirements: list[Requirement] = PrivateAttr(default_factory=list)
-
-    @field_validator("plugins")
-    @classmethod
-    def _load_plugins(cls, value: list[str]) -> list[str]:
-        from .plugins import PluginError, load_plugins
-
-        try:
-            load_plugins(value)
-        except PluginError as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
     @field_validator("task")
     @classmethod
@@ -290,6 +279,7 @@ def load_suite(path: Path | str, params_path: Path | str = "params.yaml") -> Sui
     for key in ("args", "matrix", "seeds", "depends_on"):
         if key in raw:
             raw[key] = interpolate(raw[key], params, file=path, keypath=key)
+    _load_suite_plugins(raw.get("plugins"), path)
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as exc:
@@ -299,6 +289,19 @@ def load_suite(path: Path | str, params_path: Path | str = "params.yaml") -> Sui
     suite._params = params
     _cross_check(suite, path)
     return suite
+
+
+def _load_suite_plugins(value: Any, path: Path) -> None:
+    """Load the plugins a suite names (``plugins: [module, ...]``) before its task is looked up;
+    a value of another type is left to the schema's message."""
+    from .plugins import PluginError, ensure_loaded, load_plugins
+
+    ensure_loaded()  # the installed and $BENCH_PLUGINS plugins fail with their own message
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        try:
+            load_plugins(value, origin="suite key")
+        except PluginError as exc:
+            raise SuiteError(f"{path}: plugins: {exc}") from None
 
 
 def _loc(loc: tuple) -> str:

@@ -3,7 +3,7 @@
 A job gets its run when it starts (:meth:`MlflowTracker.start_job`: status RUNNING, the job's
 params, tags and source) and the same run is completed when it ends (:meth:`MlflowTracker.log_job`:
 metrics, the job log and result JSON as artifacts, FINISHED or FAILED). A training job (one whose
-``outputs`` folder holds a ``train_log.jsonl``, as :mod:`nepa3d.train.pretrain` writes) gets its
+``outputs`` folder holds a ``train_log.jsonl``, as the lab's pretraining writes) gets its
 epochs as step metrics while it runs (a daemon thread of this process polls the epoch log every
 :data:`POLL_S` seconds; every MLflow call holds the tracker's lock) and, when done, its
 checkpoint's sha256 as a tag and its plots as artifacts. Names: :mod:`benchmark.mlflow_names`.
@@ -40,7 +40,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _SQLITE = "sqlite:///"
 _MAX_PARAM_LEN = 6000
 _MAX_TAG_LEN = 5000
-#: What a training job (nepa3d.train.pretrain) leaves in its ``outputs`` folder: the epoch log (one
+#: What a training job leaves in its ``outputs`` folder: the epoch log (one
 #: JSON object per finished epoch: ``epoch``, ``step``, ``loss``, ...), the checkpoint, and plots
 #: (pretrain's ``LOG_NAME`` and ``RUN_FILES``; tests/test_benchmark_tracking_live.py checks they agree).
 TRAIN_LOG = "train_log.jsonl"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from benchmark.guards import ProtocolGuard, register_flag, register_guard, register_segregating_arg
+from benchmark.guards import ProtocolGuard, register_guard, register_segregating_arg
 from benchmark.results import BASELINE_PREFIX, Envelope
 from nepa3d.protocol_thresholds import distance_leak
 
