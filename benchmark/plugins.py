@@ -23,6 +23,7 @@ once; loading again is a no-op) and strict: a plugin that fails to import raises
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Callable, Iterable, Optional
@@ -49,6 +50,7 @@ class PluginSpec:
 
 _loaded: dict[str, str] = {}   # target -> origin, in load order
 _discovered = False
+_lock = threading.RLock()   # one loader at a time; a plugin's own lookups re-enter
 
 
 def entry_point_specs() -> list[PluginSpec]:
@@ -85,13 +87,14 @@ def load_plugins(modules: Iterable[str] = (), *, origin: str = "suite key plugin
 
     Returns the loaded targets in load order."""
     global _discovered
-    if not _discovered:
-        _discovered = True
-        for spec in (*entry_point_specs(), *env_specs()):
-            load_plugin(spec)
-    for name in modules:
-        load_plugin(PluginSpec(name, origin))
-    return list(_loaded)
+    with _lock:
+        if not _discovered:
+            _discovered = True
+            for spec in (*entry_point_specs(), *env_specs()):
+                load_plugin(spec)
+        for name in modules:
+            load_plugin(PluginSpec(name, origin))
+        return list(_loaded)
 
 
 def ensure_loaded() -> None:

@@ -1,7 +1,8 @@
 """Task kinds: what a task's result metrics must satisfy and how its tables read.
 
 A task kind is pure data plus small functions. The engine never branches on a task name: it asks
-the registry. A new kind (another lab's external scorer, say) registers with one call::
+the registry, which holds the generic ``command`` kind and whatever the plugins register
+(:mod:`benchmark.plugins`). A new kind (another lab's external scorer, say) registers with one call::
 
     register_task(TaskKind(name="myscore", metrics=(MetricRule("score", min=0, max=1, required=True),),
                            default_metrics=("score",)))

@@ -1,7 +1,7 @@
 """The NEPA-3D protocol thresholds: one definition of each, and the test that applies it.
 
 The evaluators raise their own result flags with these predicates, and the task definitions of
-the benchmark engine (:mod:`benchmark.tasks`) build their report guards from the same objects, so
+the benchmark plugin (:mod:`nepa3d.bench_plugin.tasks`) build their report guards from the same objects, so
 a result is flagged identically by the program that wrote it and by every report that reads it.
 No other module may repeat a number (``tests/test_thresholds.py`` checks). Standard library
 only: the engine imports it without numpy or torch.

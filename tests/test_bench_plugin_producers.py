@@ -3,6 +3,7 @@ UCPR / CPAC CLIs on a tiny planted cache (tests/planted.py) trip each guard when
 the protocol was broken, and the engine derives the same flags (benchmark.guards.derive)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,53 @@ def test_ucpr_voxel_side_reads_the_observed_points(planted):
     assert set(ProtocolView.of(env).backends) == {BackendUse("query", "voxel", "pc_xyz"),
                                                   BackendUse("gallery", "udfgrid", "pt_dist_udf_pool")}
     assert "mesh_distance_leak" not in _flags(env)
+
+
+# --- the classification and descriptor producers ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scan")
+    write_planted(root, "train", 6, seed=2, scan=True)
+    write_planted(root, "test", 3, seed=3, scan=True, first=100)
+    return root
+
+
+def test_baseline_cls_records_each_side(scan, monkeypatch):
+    from nepa3d.analysis import baseline_cls
+
+    out = scan / "bcls.json"
+    argv = ["--cache_root", str(scan), "--backend", "pointcloud_noray", "--eval_backend", "voxel",
+            "--n_point", "32", "--out_json", str(out)]
+    assert baseline_cls.main(argv) == 0
+    env = _env(json.loads(out.read_text()))
+    assert {b for b in ProtocolView.of(env).backends if b.role} == {
+        BackendUse("train", "pointcloud_noray", "pt_dist_pc_pool"), BackendUse("eval", "voxel", "pc_xyz")}
+    assert "mesh_distance_leak" not in _flags(env)
+    monkeypatch.setattr(backends, "distance_source", _leaky_distance_source)
+    assert baseline_cls.main(argv) == 0
+    assert _flags(_env(json.loads(out.read_text())))["mesh_distance_leak"] == \
+        "train_backend=pointcloud_noray reads distances from 'pt_dist_pool'"
+
+
+def test_finetune_cls_records_each_side(scan, tmp_path):
+    from nepa3d.train import finetune_cls
+
+    out = tmp_path / "ft.json"
+    assert finetune_cls.main(["--cache_root", str(scan), "--backend", "pointcloud_noray",
+                              "--eval_backend", "mesh", "--ckpt", str(tiny_checkpoint(tmp_path / "c.pt")),
+                              "--epochs", "1", "--batch", "4", "--num_workers", "0", "--device", "cpu",
+                              "--out_json", str(out)]) == 0
+    env = _env(json.loads(out.read_text()))
+    assert {b for b in ProtocolView.of(env).backends if b.role} == {
+        BackendUse("train", "pointcloud_noray", "pt_dist_pc_pool"), BackendUse("eval", "mesh", "pt_dist_pool")}
+    assert "mesh_distance_leak" not in _flags(env)
+
+
+def test_baseline_ucpr_records_each_side(planted):
+    from nepa3d.analysis import baseline_ucpr
+
+    env = _env(baseline_ucpr.main(["--cache_root", str(planted[0]), "--split", "eval", "--query_backend",
+                                   "pointcloud_noray", "--gallery_backend", "udfgrid", "--n_point", "32"]))
+    assert set(ProtocolView.of(env).backends) == {BackendUse("query", "pointcloud_noray", "pt_dist_pc_pool"),
+                                                  BackendUse("gallery", "udfgrid", "pt_dist_udf_pool")}

@@ -70,6 +70,13 @@ def distance_source(name: str, available) -> str:
     return "pt_dist_udf_pool" if "pt_dist_udf_pool" in available else "pt_dist_pool"
 
 
+def recorded_source(name: str, path: str | os.PathLike) -> str:
+    """:func:`distance_source` of backend ``name`` on cache file ``path`` (its key names only are
+    read): what a result records as ``<role>_dist_source``."""
+    with np.load(path) as z:
+        return distance_source(name, z.files)
+
+
 def backend_keys(name: str, available) -> list[str]:
     """The cache keys backend ``name`` reads from a file holding the keys ``available`` (the
     one definition the lazy loader and :func:`get_pools` share). Optional keys are listed only
