@@ -1,10 +1,11 @@
-"""nepa3d-bench's generic benchmark engine: suites -> jobs -> results -> reports.
+"""A generic benchmark engine: suites -> jobs -> results -> reports.
 
-It knows nothing of 3D: a job is an argv, an output JSON path and tags. Public API::
+It knows no lab's protocol: a job is an argv, an output JSON path and tags; task kinds, guards
+and report lines come from plugins (:mod:`benchmark.plugins`). Public API::
 
     from benchmark import load_suite, expand, run_jobs, run_suite, build_report, write_report
 
-    suite = load_suite("suites/cpac.yaml", params_path="params.yaml")
+    suite = load_suite("suites/eval.yaml", params_path="params.yaml")
     jobs = expand(suite, results_dir="results")
     summary = run_jobs(jobs, suite_name=suite.name, n_jobs=4, tracker=MlflowTracker())
     rep = build_report(suite, jobs); write_report(rep, "reports")

@@ -30,7 +30,7 @@ class Cell:
 
     @property
     def segregation(self) -> tuple:
-        """The cell's class: ``()``, ``(("target_transform", "trunc"),)``, or a sorted tuple of
+        """The cell's class: ``()``, ``(("transform", "log"),)``, or a sorted tuple of
         several classes when its results disagree."""
         if len(self.classes) <= 1:
             return next(iter(self.classes), ())
@@ -55,7 +55,7 @@ class Column:
     """One rendered column: a column-axes key and a (possibly baseline) metric."""
 
     key: Key
-    metric: str  # flattened name: "mae" or "baseline/nn_copy/mae"
+    metric: str  # flattened name: "mae" or "baseline/copy/mae"
     base_metric: str  # the table's metric name
     baseline: Optional[str] = None
 
@@ -245,7 +245,7 @@ def known_direction(suite: Suite, metric: str) -> Optional[str]:
 
 
 def baseline_columns(t: TableData) -> list[Column]:
-    """The table's baseline columns (``mae [nn_copy]``), in display order."""
+    """The table's baseline columns (``mae [copy]``), in display order."""
     return [c for c in t.columns if c.baseline is not None]
 
 

@@ -12,7 +12,6 @@ This module: the parser and :func:`main`; the commands are in :mod:`benchmark.cl
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from .cli_commands import (cmd_accept_code, cmd_compare, cmd_dvc_stages, cmd_fin
 from .cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, NO_MLFLOW_ENV, prog_name
 from .cli_run import cmd_run
 from .errors import BenchmarkError, SuiteError
+from .plugins import load_plugins
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
         p.add_argument("--results-dir", default="results", help="results root (default: results)")
         p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                       help="import MODULE first (it may register_task() new task kinds); repeatable")
+                       help="load plugin MODULE first (benchmark.plugins: task kinds, guards); repeatable")
 
     p = sub.add_parser("run", help="run every unfinished job of the suites")
     common(p)
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (it may register_task() new task kinds); repeatable")
+                   help="load plugin MODULE first (benchmark.plugins: task kinds, guards); repeatable")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("fingerprint", help="write the content fingerprint of folders to a file "
@@ -169,11 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # SIGTERM (kill, schedulers) takes the interrupt path: children terminated, locks released
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        for module in getattr(args, "plugin", ()):  # the suite commands take --plugin
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise SuiteError(f"--plugin {module}: cannot import: {exc}") from None
+        load_plugins(getattr(args, "plugin", ()), origin="--plugin")  # the suite commands take --plugin
         return args.func(args)
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -96,11 +96,11 @@ def _write_metrics(suite: Suite, results_dir: str, out_dir: str) -> list[str]:
     return invalid
 
 
-#: The console script of ``[project.scripts]`` (``nepa3d-bench run ...`` = ``python -m benchmark run ...``).
-SCRIPT_NAME = "nepa3d-bench"
-
-
 def prog_name(argv0: Optional[str] = None) -> str:
-    """``nepa3d-bench`` when invoked through the console script, else ``python -m benchmark``."""
+    """The console script's name when invoked through one of the installed distribution's
+    (``[project.scripts]``: ``<script> run ...`` = ``python -m benchmark run ...``), else
+    ``python -m benchmark``."""
+    from .distribution import FALLBACK_PROG, script_names
+
     name = Path(sys.argv[0] if argv0 is None else argv0).name
-    return SCRIPT_NAME if name in (SCRIPT_NAME, SCRIPT_NAME + ".exe") else "python -m benchmark"
+    return next((s for s in script_names() if name in (s, s + ".exe")), FALLBACK_PROG)

@@ -10,11 +10,11 @@ without making a refactor re-run the catalog:
   (:func:`benchmark.expand.job_id_for`): declaring it re-runs nothing, bumping it re-runs that
   module's jobs and no other. Bump it when the module's numbers change.
 * **Code digest.** Every result records ``provenance.code`` (:func:`code_identity`, written by
-  the job itself through :mod:`nepa3d.utils.results`): the module, its protocol version, the
+  the job itself, through its lab's result writer): the module, its protocol version, the
   sha256 of its import closure and one short hash per file. The closure is the module's file,
   the ``__init__.py`` of its packages and, transitively, every module they import (anywhere in
   the file, lazily imported ones included) that resolves to a file under the same root as the
-  job's module (the repository: ``nepa3d/``, ``benchmark/``); third-party code is left out.
+  job's module (the repository's own packages); third-party code is left out.
   Reports compare it with the checkout's (:func:`code_flags`): a result of other code carries
   ``code_changed`` naming the files that differ, and a table whose results of one module come
   from several digests says so (:func:`mixed_code`). A refactor shows up as a flag, not as a

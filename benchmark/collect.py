@@ -7,7 +7,7 @@ from typing import Any
 from .code_identity import code_flags
 from .errors import ResultError
 from .expand import Job
-from .guards import cache_fingerprint_flags, derive, segregation_key
+from .guards import derive, fingerprint_flags, segregation_key
 from .inputs import missing_outputs, stale_inputs
 from .results import Envelope, load_result
 from .suite import Suite
@@ -130,8 +130,8 @@ def collect(suite: Suite, jobs: list[Job], *, live_cache_check: bool = True) -> 
         out.rows.append(ResultRow(job=job, envelope=env, metrics=env.flat(), flags=flags, derived=derived,
                                   reasons=reasons, segregation=segregation_key(env)))
     by_id = {r.job.job_id: r for r in out.rows}
-    for job_id, reasons in cache_fingerprint_flags([(r.job, r.envelope) for r in out.rows],
-                                                   live=live_cache_check).items():
+    for job_id, reasons in fingerprint_flags([(r.job, r.envelope) for r in out.rows],
+                                             live=live_cache_check).items():
         by_id[job_id].add_flags(reasons)
     for job_id, reasons in code_flags([(r.job, r.envelope) for r in out.rows]).items():
         by_id[job_id].add_flags(reasons)

@@ -9,7 +9,7 @@ The digest covers each file's path relative to its root and the sha256 of its by
 followed), in sorted order, skipping Python bytecode and numba caches: it changes exactly when
 the contents change, not when files are merely rewritten with the same bytes.
 
-    python -m benchmark fingerprint nepa3d benchmark --out results/fingerprints/code.txt
+    python -m benchmark fingerprint mylab benchmark --out results/fingerprints/code.txt
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """How the engine's names become MLflow names: the one place that says it.
 
 **Metrics.** A run's metric is named exactly as the reports' CSV/JSON column (the flattened
-metric name: ``mae``, ``near@0.05/mae``, ``baseline/nn_copy/rmse``) whenever MLflow accepts the
+metric name: ``mae``, ``near@0.05/mae``, ``baseline/copy/rmse``) whenever MLflow accepts the
 name. MLflow accepts alphanumerics, ``_ - . /``, space (and ``:`` except on Windows); the
 reports' names use one more character, ``@``, which MLflow refuses. So:
 

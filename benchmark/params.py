@@ -1,6 +1,6 @@
 """``${a.b.c}`` interpolation of suite values from ``params.yaml``.
 
-A string that is exactly one reference (``"${cpac.max_shapes}"``) takes the referenced value with
+A string that is exactly one reference (``"${eval.max_shapes}"``) takes the referenced value with
 its type (int, float, list...). A reference inside a longer string is substituted as text
 (``"runs/${exp.name}/last.pt"``). ``$${`` escapes a literal ``${``. References point into
 params.yaml only (never at other suite values), so resolution is one pass and order-free.

@@ -39,13 +39,13 @@ def arrow(known: Known, metric: str) -> str:
 
 
 def metric_text(col: Column, known: Known) -> str:
-    """``mae [nn_copy] ↓``: the metric, the baseline it belongs to, the direction."""
+    """``mae [copy] ↓``: the metric, the baseline it belongs to, the direction."""
     base = f"{col.base_metric} [{col.baseline}]" if col.baseline else col.base_metric
     return base + arrow(known, col.base_metric)
 
 
 def key_text(t: TableData, key: Key) -> str:
-    """``K=0``, ``pair=mesh2udf, query=pool``; "" for a table without column axes."""
+    """``K=0``, ``pair=a2b, query=pool``; "" for a table without column axes."""
     return ", ".join(f"{a}={v}" for a, v in zip(t.col_axes, key))
 
 

@@ -17,20 +17,12 @@ from .aggregate import TableData, gate_comparisons, gate_rows
 from .code_identity import Checkout, code_versions, job_module, mixed_code, short, versions_text
 from .collect import Collected, ResultRow
 from .expand import Job, command_of
-from .guards import describe, is_blocking
+from .guards import describe, is_blocking, mixed_flags
+from .plugins import report_lines
 from .promote import GateResult, evaluate_gate
 from .report_format import DASH, fmt_num, _md, _portable_argv, _tags
 from .report_tables import _pairs, _seg_text, corpus_text
 from .suite import Suite
-
-
-def _cache_line(col: Collected) -> str:
-    roots = Counter((r.job.args.get("cache_root"), r.envelope.provenance.cache_manifest_sha256) for r in col.rows
-                    if r.job.args.get("cache_root") is not None)
-    if not roots:
-        return DASH
-    return "; ".join(f"`{root}` (fingerprint `{(fp or 'unrecorded')[:12]}`: {n} result(s))"
-                     for (root, fp), n in sorted(roots.items(), key=lambda kv: str(kv[0])))
 
 
 def _code_line(col: Collected, checkout: Checkout) -> str:
@@ -71,7 +63,7 @@ def _protocol(suite: Suite, col: Collected, results_dir: Optional[Path],
         ["reference", _tags(suite.reference) or DASH],
         ["inputs", ", ".join(f"`{name}`" for name in suite.inputs) + " (content fingerprinted; a change re-runs)"
          if suite.inputs else DASH],
-        ["cache", _cache_line(col)],
+        *([label, text] for label, text in report_lines(col)),  # the plugins' rows
         ["results", f"`{base_dir}/*.json`: {len(col.rows)} of {len(col.jobs)} jobs (one file per job id; "
                     f"job -> file in `{suite.name}.csv`)" if base_dir else DASH],
     ]
@@ -161,8 +153,8 @@ def table_flags(tables: list[TableData], checkout: Optional[Checkout] = None) ->
             out.append(("single_seed", t.title, [t.row_label(rk) for rk in single]))
         if t.mixed:
             rows = sorted({t.row_label(rk) for (rk, _, _), cell in t.cells.items() if cell.n and cell.segregation})
-            out.append(("mixed_target_transform", t.title,
-                        [f"{', '.join(rows)} under {'; '.join(_seg_text(s) for s in t.segregations() if s)}"]))
+            out += [(flag, t.title, [f"{', '.join(rows)} under {'; '.join(_seg_text(s) for s in t.segregations() if s)}"])
+                    for flag in mixed_flags(t.segregations())]
         mixed = mixed_code(_pairs(t), checkout)
         if mixed:
             out.append(("mixed_code", t.title, mixed))

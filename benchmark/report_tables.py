@@ -15,6 +15,7 @@ from .aggregate import (Column, Readout, TableData, baseline_columns, competing_
 from .code_identity import Checkout, mixed_code
 from .collect import ResultRow
 from .expand import Job
+from .guards import mixed_flags
 from .pivot import Known, arrow, best_cells, flat_header, metric_text, one_metric, row_cells
 from .render_latex import latex_table
 from .report_format import DASH, MARKS, _md, _tags, fmt_cell, fmt_delta, fmt_num
@@ -178,7 +179,7 @@ def render_table(t: TableData, seed_arg: Optional[str], direction: Callable[[str
     out += [_md(body, headers + (["flags"] if with_flags else [])), ""]
     if marks:
         out += [f"{mark} {_seg_text(seg)}: metrics of another protocol; not comparable with unmarked cells "
-                "(guard `mixed_target_transform`): Δ shows `n/c`, the readout ranks them apart."
+                f"(guard {', '.join(f'`{f}`' for f in mixed_flags([seg]))}): Δ shows `n/c`, the readout ranks them apart."
                 for seg, mark in marks.items()] + [""]
 
     refs = {(rk, c.key): t.reference_of(rk, c.key) for rk in t.row_keys for c in t.main_columns}

@@ -42,8 +42,6 @@ class Provenance(BaseModel):
     dirty: Optional[bool] = None
     seed: Union[int, str, None] = None
     ckpt_sha256: Optional[str] = None
-    cache_root: Optional[str] = None
-    cache_manifest_sha256: Optional[str] = None
     versions: dict[str, Optional[str]] = {}
     device: Optional[str] = None
 

@@ -26,7 +26,7 @@ def _checks(rule: MetricRule) -> list:
 
 
 def baseline_prefixes(columns: Iterable[str]) -> list[str]:
-    """``["baseline/nn_copy/", ...]`` present among ``columns``, in first-seen order."""
+    """``["baseline/copy/", ...]`` present among ``columns``, in first-seen order."""
     out: list[str] = []
     for col in columns:
         parts = col.split("/")

@@ -181,6 +181,7 @@ class Suite(BaseModel):
     outputs: list[str] = []
     depends_on: list[str] = []
     plots: list[PlotSpec] = []
+    plugins: list[str] = []   # plugin modules the suite needs (loaded before ``task`` is looked up)
     ingest: Optional[IngestSpec] = None  # metrics read from files instead of a command: benchmark.ingest
 
     _source: Path = PrivateAttr(default=Path("<memory>"))
@@ -268,6 +269,7 @@ def load_suite(path: Path | str, params_path: Path | str = "params.yaml") -> Sui
     for key in ("args", "matrix", "seeds", "depends_on"):
         if key in raw:
             raw[key] = interpolate(raw[key], params, file=path, keypath=key)
+    _load_suite_plugins(raw.get("plugins"), path)
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as exc:
@@ -277,6 +279,20 @@ def load_suite(path: Path | str, params_path: Path | str = "params.yaml") -> Sui
     suite._params = params
     _cross_check(suite, path)
     return suite
+
+
+
+def _load_suite_plugins(value: Any, path: Path) -> None:
+    """Load the plugins a suite names (``plugins: [module, ...]``) before its task is looked up;
+    a value of another type is left to the schema's message."""
+    from .plugins import PluginError, ensure_loaded, load_plugins
+
+    ensure_loaded()  # the installed and $BENCH_PLUGINS plugins fail with their own message
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        try:
+            load_plugins(value, origin="suite key")
+        except PluginError as exc:
+            raise SuiteError(f"{path}: plugins: {exc}") from None
 
 
 def _loc(loc: tuple) -> str:

@@ -3,7 +3,7 @@
 A job gets its run when it starts (:meth:`MlflowTracker.start_job`: status RUNNING, the job's
 params, tags and source) and the same run is completed when it ends (:meth:`MlflowTracker.log_job`:
 metrics, the job log and result JSON as artifacts, FINISHED or FAILED). A training job (one whose
-``outputs`` folder holds a ``train_log.jsonl``, as :mod:`nepa3d.train.pretrain` writes) gets its
+``outputs`` folder holds a ``train_log.jsonl``, as the lab's pretraining writes) gets its
 epochs as step metrics while it runs (a daemon thread of this process polls the epoch log every
 :data:`POLL_S` seconds; every MLflow call holds the tracker's lock) and, when done, its
 checkpoint's sha256 as a tag and its plots as artifacts. Names: :mod:`benchmark.mlflow_names`; what

@@ -19,7 +19,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _SQLITE = "sqlite:///"
 _MAX_PARAM_LEN = 6000
 _MAX_TAG_LEN = 5000
-#: What a training job (nepa3d.train.pretrain) leaves in its ``outputs`` folder: the epoch log (one
+#: What a training job leaves in its ``outputs`` folder: the epoch log (one
 #: JSON object per finished epoch: ``epoch``, ``step``, ``loss``, ...), the checkpoint, and plots
 #: (pretrain's ``LOG_NAME`` and ``RUN_FILES``; tests/test_benchmark_tracking_live.py checks they agree).
 TRAIN_LOG = "train_log.jsonl"

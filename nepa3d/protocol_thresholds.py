@@ -1,7 +1,7 @@
 """The NEPA-3D protocol thresholds: one definition of each, and the test that applies it.
 
 The evaluators raise their own result flags with these predicates, and the task definitions of
-the benchmark engine (:mod:`benchmark.tasks`) build their report guards from the same objects, so
+the benchmark plugin (:mod:`nepa3d.bench_plugin.tasks`) build their report guards from the same objects, so
 a result is flagged identically by the program that wrote it and by every report that reads it.
 No other module may repeat a number (``tests/test_thresholds.py`` checks). Standard library
 only: the engine imports it without numpy or torch.
@@ -55,3 +55,26 @@ def majority_collapse(test_acc: float | None, majority_rate: float | None) -> bo
 def embeddings_collapsed(spread: float | None) -> bool:
     """An embedding spread below :data:`EMBED_SPREAD_MIN`."""
     return _known(spread) and spread < EMBED_SPREAD_MIN
+
+
+# --- distances a backend may read ----------------------------------------------------------------
+# (docs/protocols.md#mesh-derived-distances-in-a-point-cloud-modality). The backends read point
+# distances through these names and the evaluators record the source they read
+# (``<role>_dist_source`` in the result's ``extra``); the ``mesh_distance_leak`` guard of the
+# benchmark plugin (:mod:`nepa3d.bench_plugin`) checks the record against the same names.
+
+#: Backends that see a shape only through its (observed) point cloud.
+POINTCLOUD_BACKENDS = ("pointcloud", "pointcloud_meshray", "pointcloud_noray")
+#: Backends whose answers must come from the observed point cloud alone.
+OBSERVATION_BACKENDS = (*POINTCLOUD_BACKENDS, "voxel")
+#: The cache key of the distances to the observed point cloud.
+PC_DIST_KEY = "pt_dist_pc_pool"
+#: The voxel backend's distance source: an EDT of the occupancy of the observed points.
+VOXEL_DIST_SOURCE = "pc_xyz"
+#: Distance sources derived from the observed point cloud (anything else is mesh-derived).
+OBSERVED_DIST_SOURCES = (PC_DIST_KEY, VOXEL_DIST_SOURCE)
+
+
+def distance_leak(backend: str, source: str | None) -> bool:
+    """An observation backend whose recorded distance source is not derived from the point cloud."""
+    return backend in OBSERVATION_BACKENDS and source is not None and source not in OBSERVED_DIST_SOURCES

@@ -3,12 +3,15 @@ result: the flag fires with the expected reason, a control case stays clean, and
 the flag without dropping the row."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from benchutil import envelope, write_json, write_suite  # noqa: E402
 from planted_results import CPAC, UCPR, cells, flags_by_row, plant  # noqa: E402
 
 from benchmark import guards  # noqa: E402
+from nepa3d.bench_plugin import guards as nepa_guards  # noqa: E402
+from nepa3d.bench_plugin.provenance import cache_fingerprint  # noqa: E402
 from benchmark.collect import collect  # noqa: E402
 from benchmark.expand import expand  # noqa: E402
 from benchmark.report import build_report  # noqa: E402
@@ -23,23 +26,29 @@ def env(task="cpac", metrics=None, args=None, **over) -> Envelope:
 # --- (a) mesh-derived distances in a point-cloud backend -----------------------------------------
 
 def test_mesh_distance_leak_pairs_backend_and_source():
-    check = guards.check_mesh_distance_leak
-    leak = env(args={"context_backend": "pointcloud_noray"}, sanity={"context_dist_source": "pt_dist_pool"})
+    """The guard reads ``<role>_backend`` and ``<role>_dist_source``, the fields the evaluators
+    write (args: the flags; extra: the protocol as run)."""
+    check = nepa_guards.check_mesh_distance_leak
+    leak = env(args={"context_backend": "pointcloud_noray"}, extra={"context_dist_source": "pt_dist_pool"})
     assert check(leak) == "context_backend=pointcloud_noray reads distances from 'pt_dist_pool'"
-    assert check(env(args={"backend": "pointcloud", "dist_source": "mesh"})) == \
-        "backend=pointcloud reads distances from 'mesh'"
-    # controls: observed-pc distances; a mesh backend with mesh distances; a source of another side
-    assert check(env(args={"context_backend": "pointcloud_noray"}, sanity={"context_dist_source": "pt_dist_pc_pool"})) is None
-    assert check(env(args={"query_backend": "mesh", "query_dist_source": "pt_dist_pool"})) is None
+    assert check(env(args={"query_backend": "voxel", "gallery_backend": "pointcloud"},
+                     extra={"query_dist_source": "pt_dist_udf_pool", "gallery_dist_source": "pt_dist_pc_pool"})) == \
+        "query_backend=voxel reads distances from 'pt_dist_udf_pool'"
+    # controls: observed-pc distances; the voxel backend's own; mesh / udfgrid reading theirs
+    assert check(env(args={"context_backend": "pointcloud_noray"}, extra={"context_dist_source": "pt_dist_pc_pool"})) is None
+    assert check(env(args={"query_backend": "voxel"}, extra={"query_dist_source": "pc_xyz"})) is None
+    assert check(env(args={"query_backend": "mesh", "gallery_backend": "udfgrid"},
+                     extra={"query_dist_source": "pt_dist_pool", "gallery_dist_source": "pt_dist_udf_pool"})) is None
+    # a source recorded for another role does not apply
     assert check(env(args={"query_backend": "mesh", "gallery_backend": "pointcloud_noray"},
-                     extra={"query_dist_source": "mesh", "gallery_dist_source": "pt_dist_pc_pool"})) is None
+                     extra={"query_dist_source": "pt_dist_pool", "gallery_dist_source": "pt_dist_pc_pool"})) is None
     assert check(env(args={"context_backend": "pointcloud_noray"})) is None  # nothing recorded
 
 
 def test_mesh_distance_leak_is_reported_and_blocks(tmp_path):
     suite, jobs = plant(tmp_path, "cpac", {
-        "leak": {"args": {"context_backend": "pointcloud"}, "extra": {"sanity": {"pt_dist_key": "pt_dist_pool"}}},
-        "ok": {"args": {"context_backend": "pointcloud"}, "extra": {"sanity": {"pt_dist_key": "pt_dist_pc_pool"}}}})
+        "leak": {"args": {"context_backend": "pointcloud"}, "extra": {"context_dist_source": "pt_dist_pool"}},
+        "ok": {"args": {"context_backend": "pointcloud"}, "extra": {"context_dist_source": "pt_dist_pc_pool"}}})
     rows = flags_by_row(suite, jobs)
     assert rows["leak"].flags == ["mesh_distance_leak"] and rows["ok"].flags == []
     assert guards.is_blocking("mesh_distance_leak")
@@ -135,7 +144,7 @@ def test_transductive_probe_and_context_query_overlap(tmp_path):
     assert rows["on_eval"].reasons["transductive_probe"] == "head_train_split='eval' is the evaluation split"
     assert rows["extra"].reasons["transductive_probe"] == "legacy_transductive is true"
     assert rows["overlap"].reasons["context_query_overlap"] == \
-        "disjoint_context_query=0: query points may repeat context points"
+        "disjoint_context_query=False: query points may repeat context points"
     md = build_report(suite, jobs).markdown
     for row in ("ok", "legacy", "on_eval", "extra", "overlap"):  # flagged, never dropped
         assert cells(md, row)[0][:2] == [row, "0.1000"]  # single seed: n=1 in the caption
@@ -188,18 +197,18 @@ def _cache(root: Path, sizes: dict[str, int]) -> Path:
     return root
 
 
-def test_cache_manifest_matches_the_producer(tmp_path):
-    from nepa3d.utils.results import cache_manifest_sha256
-
-    root = _cache(tmp_path / "c", {"a.npz": 10, "b.npz": 20})
+def test_cache_fingerprint_is_the_manifest_digest(tmp_path):
+    """sha256 of "<relative path>\\t<size>\\n" over the sorted .npz files (written out by hand)."""
+    root = _cache(tmp_path / "c", {"b.npz": 20, "a.npz": 10})
     (root / "notes.txt").write_text("ignored")
-    assert guards.cache_manifest_sha256(root) == cache_manifest_sha256(root)
-    assert guards.cache_manifest_sha256(tmp_path / "absent") is None
+    by_hand = hashlib.sha256(b"eval/cls/a.npz\t10\neval/cls/b.npz\t20\n").hexdigest()
+    assert cache_fingerprint(root) == by_hand
+    assert cache_fingerprint(tmp_path / "absent") is None
 
 
 def test_foreign_cache_root_and_fingerprint(tmp_path):
     cache = _cache(tmp_path / "cacheA", {"a.npz": 10, "b.npz": 20})
-    current = guards.cache_manifest_sha256(cache)
+    current = cache_fingerprint(cache)
     old = "0" * 64
     suite, jobs = plant(tmp_path, "cpac", {
         "ok": {"provenance": {"cache_root": str(cache), "cache_manifest_sha256": current}},
@@ -230,7 +239,7 @@ def test_cache_fingerprint_without_the_cache_uses_the_majority(tmp_path):
     assert rows["b1"].reasons["cache_fingerprint_mismatch"] == \
         f"cache_manifest_sha256 bbbbbbbbbbbb differs from aaaaaaaaaaaa (most results on {gone})"
     # a tie: nobody can say which cache is right, so every result of the group is flagged
-    tie = guards.cache_fingerprint_flags([(r.job, r.envelope) for k, r in rows.items() if k != "a2"])
+    tie = guards.fingerprint_flags([(r.job, r.envelope) for k, r in rows.items() if k != "a2"])
     assert sorted(tie) == sorted(rows[k].job.job_id for k in ("a1", "b1"))
 
 

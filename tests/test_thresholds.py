@@ -20,7 +20,7 @@ import pytest
 from planted_results import flags_by_row, plant  # noqa: E402
 
 from benchmark import guards  # noqa: E402
-from benchmark import tasks  # noqa: E402
+from nepa3d.bench_plugin import tasks  # noqa: E402  (the NEPA task kinds)
 from benchmark.tasks import get_task  # noqa: E402
 from nepa3d import protocol_thresholds as pt  # noqa: E402
 

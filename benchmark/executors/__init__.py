@@ -17,7 +17,7 @@ One module per kind:
   worker jobs' batch script: :func:`job_script`).
 
 (The persistent in-process worker pool is :mod:`benchmark.pool`.) dask is optional
-(``pip install 'nepa3d-bench[cluster]'``) and imported only by the dask code.
+(``pip install '<distribution>[cluster]'``) and imported only by the dask code.
 """
 from .base import CLUSTER_EXTRA, Executor, ExecutorError, LazyExecutor
 from .cluster import (CLUSTER_DEFAULTS, CLUSTER_KEYS, CLUSTER_KINDS, ClusterConfig, job_script, jobqueue_cluster,

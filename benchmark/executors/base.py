@@ -5,10 +5,11 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Callable, Optional, Protocol
 
+from ..distribution import install_hint
 from ..errors import SuiteError
 from .command import CommandSpec
 
-CLUSTER_EXTRA = "pip install 'nepa3d-bench[cluster]'"
+CLUSTER_EXTRA = install_hint("cluster")
 
 
 class ExecutorError(SuiteError):

@@ -3,7 +3,7 @@ scheduler ``tcp://host:port``, or a cluster :mod:`.cluster` starts). The client 
 keeps skip, locks, validation and MLflow; the workers only run :func:`run_on_worker`. Workers
 must see the same filesystem paths as the client (results directory, suite inputs, interpreter).
 
-dask is optional (``pip install 'nepa3d-bench[cluster]'``) and imported only when used.
+dask is optional (``pip install '<distribution>[cluster]'``) and imported only when used.
 """
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nepa3d.analysis.shape_descriptors import DESCRIPTOR_DIM, token_descriptor
+from nepa3d import backends
 from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import class_of
@@ -204,7 +205,9 @@ def run(args: BaselineClsConfig) -> tuple[dict, list[str], dict]:
              "val_acc_by_C": {f"{c:g}": a for c, a in val_by_C.items()},
              "descriptor_dim": DESCRIPTOR_DIM, "logreg_converged": converged,
              "fewshot_seed_used": fewshot_seed(args), "views": views,
-             "train_backend": tb, "eval_backend": eb}
+             "train_backend": tb, "eval_backend": eb,
+             "train_dist_source": backends.recorded_source(tb, train[0]),
+             "eval_dist_source": backends.recorded_source(eb, test[0])}
     print(f"[baseline_cls] C={C:g} best_val={best_val:.4f} test_acc={test_acc:.4f}",
           file=sys.stderr)
     return metrics, flags, extra

@@ -30,6 +30,7 @@ from nepa3d.analysis.metrics import (l2_normalize, retrieval_metrics, tie_aware_
                                      tie_noise_seed)
 from nepa3d.analysis.retrieval_ucpr import shape_sequences, spread_metrics
 from nepa3d.analysis.shape_descriptors import DESCRIPTOR_DIM, token_descriptor
+from nepa3d import backends
 from nepa3d.backends import BACKENDS, VoxelConfig
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
@@ -142,6 +143,8 @@ def run(args: BaselineUcprConfig) -> dict:
     extra = {"baseline": BASELINE, "descriptor_dim": DESCRIPTOR_DIM,
              "normalisation": "zscore_union_then_l2",
              "query_backend": args.query_backend, "gallery_backend": args.gallery_backend,
+             "query_dist_source": backends.recorded_source(args.query_backend, paths[0]),
+             "gallery_dist_source": backends.recorded_source(args.gallery_backend, paths[0]),
              "n_files": len(paths), "n_point": int(args.n_point), "n_ray": 0,
              "add_eos": True, "qa_tokens": False, "mc_k": int(args.mc_k),
              "eval_seed": int(args.eval_seed), "eval_seed_gallery": int(gallery_seed),

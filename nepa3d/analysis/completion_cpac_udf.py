@@ -35,6 +35,7 @@ from nepa3d.analysis.features import (EvalError, default_workers, forward_batche
                                       gather_positions, load_eval_model, prefetch_map,
                                       resolve_precision)
 from nepa3d.analysis.grid_sampling import GRID_MODES, sample_grid_queries
+from nepa3d import backends
 from nepa3d.backends import BACKENDS, VoxelConfig, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
@@ -625,6 +626,10 @@ def run(args: CompletionCpacConfig) -> dict:
         # protocol
         "eval_split": args.split, "head_train_split": head_label,
         "head_train_backend": head_backend, "legacy_transductive": legacy,
+        # the cache key each backend's context distances came from (mesh_distance_leak guard)
+        "context_dist_source": backends.distance_source(args.context_backend, load(te_paths[0]).keys()),
+        "head_train_dist_source": (backends.distance_source(head_backend, load(tr_paths[0]).keys())
+                                   if probe and tr_paths else None),
         "eval_seed": args.eval_seed, "n_shapes_total": len(eval_paths),
         "n_shapes_head_train": len(tr_paths), "n_shapes_head_test": len(te_paths),
         "n_rows_head_train": n_rows, "n_points_test": int(len(res["y"])),

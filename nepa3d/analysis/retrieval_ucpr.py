@@ -30,6 +30,7 @@ from nepa3d.analysis.features import (POOLINGS, EvalError, ablate_tokens, defaul
                                       prefetch_map, resolve_precision)
 from nepa3d.analysis.metrics import (l2_normalize, mean_pairwise_cosine, retrieval_metrics,
                                      tie_aware_ranks, tie_noise_seed)
+from nepa3d import backends
 from nepa3d.backends import BACKENDS, get_pools
 from nepa3d.data.cache import CacheError, load_cache
 from nepa3d.data.dataset import cache_files
@@ -206,7 +207,10 @@ def run(args: RetrievalUcprConfig) -> dict:
     metrics = {**retrieval_metrics(ranks), **spread_metrics(Q, G)}
 
     ckpt_abs = os.path.abspath(args.ckpt)
+    keys = load_cache(paths[0]).keys()  # the cache key each side's distances came from
     extra = {"query_backend": args.query_backend, "gallery_backend": args.gallery_backend,
+             "query_dist_source": backends.distance_source(args.query_backend, keys),
+             "gallery_dist_source": backends.distance_source(args.gallery_backend, keys),
              "n_files": len(paths), "n_point": n_point, "n_ray": n_ray,
              "add_eos": bool(lb.add_eos), "qa_tokens": bool(lb.qa_tokens), "mc_k": int(args.mc_k),
              "eval_seed": int(args.eval_seed), "eval_seed_gallery": int(gallery_seed),

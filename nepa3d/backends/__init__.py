@@ -29,9 +29,9 @@ import numpy as np
 from nepa3d.backends.voxel import VOXEL_INPUTS, VoxelConfig, voxel_answers
 from nepa3d.data.cache import CacheError, read_cache_keys
 from nepa3d.data.loader_store import read_through_store
+from nepa3d.protocol_thresholds import PC_DIST_KEY, POINTCLOUD_BACKENDS, VOXEL_DIST_SOURCE
 
 BACKENDS = ("mesh", "pointcloud", "pointcloud_meshray", "pointcloud_noray", "voxel", "udfgrid")
-POINTCLOUD_BACKENDS = ("pointcloud", "pointcloud_meshray", "pointcloud_noray")
 RAY_KEYS = ("ray_o_pool", "ray_d_pool", "ray_hit_pool", "ray_t_pool", "ray_n_pool")
 PC_RAY_KEYS = ("ray_hit_pc_pool", "ray_t_pc_pool", "ray_n_pc_pool")
 
@@ -54,6 +54,27 @@ def pc_distance(arrays: dict, path: str | os.PathLike) -> np.ndarray:
         raise LeakageError(path, "holds invalid entries (-1 marks a failed computation); "
                                  f"recompute with: {MIGRATION_HINT} --overwrite", "pt_dist_pc_pool")
     return d
+
+
+def distance_source(name: str, available) -> str:
+    """Where backend ``name``'s point distances come from, given the cache keys ``available``:
+    the cache key it reads (the voxel backend: ``pc_xyz``, whose occupancy it measures). The one
+    definition :func:`get_pools` reads through and the evaluators record
+    (``<role>_dist_source``)."""
+    if name == "mesh":
+        return "pt_dist_pool"
+    if name in POINTCLOUD_BACKENDS:
+        return PC_DIST_KEY
+    if name == "voxel":
+        return VOXEL_DIST_SOURCE
+    return "pt_dist_udf_pool" if "pt_dist_udf_pool" in available else "pt_dist_pool"
+
+
+def recorded_source(name: str, path: str | os.PathLike) -> str:
+    """:func:`distance_source` of backend ``name`` on cache file ``path`` (its key names only are
+    read): what a result records as ``<role>_dist_source``."""
+    with np.load(path) as z:
+        return distance_source(name, z.files)
 
 
 def backend_keys(name: str, available) -> list[str]:
@@ -104,12 +125,13 @@ def get_pools(name: str, path: str | os.PathLike, arrays: dict | None = None,
     pools = {"pt_xyz_pool": a["pt_xyz_pool"]}
     rays = {"ray_o_pool": a["ray_o_pool"], "ray_d_pool": a["ray_d_pool"]}  # kept by every backend
     answers = ("ray_hit_pool", "ray_t_pool", "ray_n_pool")
+    source = distance_source(name, a.keys())
     if name == "mesh":
-        pools["pt_dist_pool"] = a["pt_dist_pool"]
+        pools["pt_dist_pool"] = a[source]
         rays.update({k: a[k] for k in answers})
         ray_available = True
     elif name in POINTCLOUD_BACKENDS:
-        pools["pt_dist_pool"] = pc_distance(a, path)
+        pools["pt_dist_pool"] = pc_distance(a, path) if source == PC_DIST_KEY else a[source]
         use_pc = name == "pointcloud" and all(k in a for k in PC_RAY_KEYS)
         rays.update(zip(answers, (a[k] for k in (PC_RAY_KEYS if use_pc else answers))))
         ray_available = name != "pointcloud_noray"
@@ -122,7 +144,7 @@ def get_pools(name: str, path: str | os.PathLike, arrays: dict | None = None,
         rays.update({k: ans[k] for k in answers})
         ray_available = True
     else:  # udfgrid
-        pools["pt_dist_pool"] = a["pt_dist_udf_pool" if "pt_dist_udf_pool" in a else "pt_dist_pool"]
+        pools["pt_dist_pool"] = a[source]
         m = len(rays["ray_o_pool"])
         rays.update(ray_hit_pool=np.zeros(m, np.float32), ray_t_pool=np.zeros(m, np.float32),
                     ray_n_pool=np.zeros((m, 3), np.float32))

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from nepa3d import backends
 from nepa3d.backends import BACKENDS
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import Item, TokenDataset, cache_files, class_of, collate
@@ -202,6 +203,16 @@ def select_files(args: ClsEvalArgs):
     train = stratified_kshot(train_part, [class_of(p) for p in train_part], args.fewshot_k,
                              shot_seed)
     return train, val, test, label_map
+
+
+def backend_record(args) -> dict:
+    """Each side's backend and where its point distances came from (the result's ``extra``; the
+    benchmark plugin's ``mesh_distance_leak`` guard reads them)."""
+    train, _, test, _ = select_files(args)
+    tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
+    return {"train_backend": tb, "eval_backend": eb,
+            "train_dist_source": backends.recorded_source(tb, train[0]),
+            "eval_dist_source": backends.recorded_source(eb, test[0])}
 
 
 #: Arguments that cannot change a fine-tuning result (``ckpt``: its path; the file's contents
@@ -402,7 +413,8 @@ def main(argv=None) -> int:
     result = build_result("cls", args.record(), metrics,
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
                                            device=device), flags=flags,
-                          extra={"fewshot_seed_used": fewshot_seed(args)}, history=history)
+                          extra={"fewshot_seed_used": fewshot_seed(args), **backend_record(args)},
+                          history=history)
     emit_or_fail(PROG, result, args.out_json)
     return 0
 
