@@ -33,6 +33,7 @@ LAYERS = {
     "nepa3d.data.loader_store": "store",
     "nepa3d.data.mesh_files": "store",
     "nepa3d.backends": "backends",
+    "nepa3d.cli": "cli",
     "nepa3d.token": "token",
     "nepa3d.data.dataset": "dataset",
     "nepa3d.data.mixed_pretrain": "dataset",
@@ -43,19 +44,22 @@ LAYERS = {
 }
 
 #: layer -> the layers its modules may import (its own included). Read bottom-up:
-#: base < utils < geometry, store, token < preprocess, backends < dataset < models < train < analysis < plugin
+#: base < utils < geometry, store, token < preprocess, backends < cli < dataset < models < train < analysis < plugin
+#: (cli: the research CLIs' flag parsing, typed configs and flag groups, which name backend and token
+#: options; the programs in preprocess, train and analysis parse their flags with it)
 ALLOWED = {
     "base": {"base"},
     "utils": {"base", "utils"},
     "geometry": {"base", "utils", "geometry"},
     "store": {"base", "utils", "store"},
     "token": {"base", "utils", "token"},
-    "preprocess": {"base", "utils", "geometry", "store", "preprocess"},
+    "preprocess": {"base", "utils", "geometry", "store", "cli", "preprocess"},
     "backends": {"base", "utils", "geometry", "store", "backends"},
+    "cli": {"base", "utils", "geometry", "store", "backends", "token", "cli"},
     "dataset": {"base", "utils", "geometry", "store", "backends", "token", "dataset"},
     "models": {"base", "utils", "token", "models"},
-    "train": {"base", "utils", "geometry", "store", "backends", "token", "dataset", "models", "train"},
-    "analysis": {"base", "utils", "geometry", "store", "backends", "token", "dataset", "models", "train",
+    "train": {"base", "utils", "geometry", "store", "backends", "token", "cli", "dataset", "models", "train"},
+    "analysis": {"base", "utils", "geometry", "store", "backends", "token", "cli", "dataset", "models", "train",
                  "analysis"},
     "plugin": set(),  # filled below: anything in nepa3d
 }
@@ -63,17 +67,12 @@ ALLOWED["plugin"] = set(ALLOWED) | {"plugin"}
 
 #: (importer, imported) nepa3d edges against ALLOWED that are known, with why they remain.
 KNOWN_UPWARD = {
-    ("nepa3d.utils.cli_args", "nepa3d.token.ordering"):
-        "the --order_dtype flag's choices; goes with the shared flag groups (issue 16 item 2)",
-    ("nepa3d.utils.cli_edge", "nepa3d.backends"): "CLI edge checks of the voxel flags (issue 16 item 2)",
-    ("nepa3d.utils.cli_edge", "nepa3d.data.cache"): "CLI edge checks of output paths (issue 16 item 2)",
     ("nepa3d.utils.results", "nepa3d.data.corpus_meta"):
         "the envelope's corpus record; goes with the one result envelope (issue 16 item 3)",
 }
 
 #: benchmark modules that still import nepa3d at module level, and why.
 KNOWN_ENGINE_TO_NEPA = {
-    "benchmark.tasks": "NEPA task kinds; move into the nepa3d plugin (issue 16 item 1)",
 }
 
 

@@ -5,7 +5,7 @@
 - its ``record()`` is the ``vars(namespace)`` the CLI recorded before (same keys, order, values
   and types) for a minimal command line and for every lab-notes command line;
 - the shared flag groups are defined once: each shared flag is added by one function of
-  ``nepa3d/utils/config_groups.py`` and every configuration that has the flag inherits its group;
+  ``nepa3d/cli/groups.py`` and every configuration that has the flag inherits its group;
 - the 0/1 switch parser on a hand-written table; the qualitative tool's CPAC configuration
   against a hand-written expectation; derived configurations leave the original unchanged.
 """
@@ -24,8 +24,8 @@ import torch
 import lab_commands as L
 from test_cli_help import MODULES
 
-from nepa3d.utils.config import CliConfig, config_from_args, parse_switch
-from nepa3d.utils.config_groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable,
+from nepa3d.cli.config import CliConfig, config_from_args, parse_switch
+from nepa3d.cli.groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable,
                                         EvalSamplingArgs, ModelShapeArgs, PrecisionArgs,
                                         UcprSamplingArgs, VoxelArgs, resolve_device)
 
@@ -141,7 +141,7 @@ def _flag_definitions() -> dict[str, list[str]]:
 @pytest.mark.parametrize("flag", sorted(GROUP_OF_FLAG))
 def test_shared_flag_is_defined_once(flag):
     where = _flag_definitions().get(flag, [])
-    home = "nepa3d/backends/voxel.py" if flag.startswith("voxel_") else "nepa3d/utils/config_groups.py"
+    home = "nepa3d/backends/voxel.py" if flag.startswith("voxel_") else "nepa3d/cli/groups.py"
     assert where == [home], f"--{flag} is spelled in {where}: add it with its group's function"
 
 

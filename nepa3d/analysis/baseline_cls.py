@@ -42,11 +42,11 @@ from nepa3d.protocol_thresholds import MAJORITY_FLAG, majority_collapse
 from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.train.finetune_cls import VAL_RATIO, fewshot_seed, majority_rate, select_files
-from nepa3d.utils.cli_args import (make_parser, add_order_dtype_arg, fail, int_at_least,
+from nepa3d.cli.args import (make_parser, add_order_dtype_arg, fail, int_at_least,
                                    positive_or_auto)
-from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import ClsEvalArgs, VoxelArgs, add_cls_eval_args, add_voxel_args
+from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import ClsEvalArgs, VoxelArgs, add_cls_eval_args, add_voxel_args
 from nepa3d.utils.results import ResultTimer, build_result
 from nepa3d.utils.seeding import path_rng
 

@@ -36,11 +36,11 @@ from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import cache_files
 from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
-from nepa3d.utils.cli_args import (make_parser, fail, int_at_least, nonneg_float, nonneg_int,
+from nepa3d.cli.args import (make_parser, fail, int_at_least, nonneg_float, nonneg_int,
                                    positive_int)
-from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import (UcprSamplingArgs, VoxelArgs, add_ucpr_sampling_args,
+from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import (UcprSamplingArgs, VoxelArgs, add_ucpr_sampling_args,
                                         add_voxel_args)
 from nepa3d.utils.results import ResultTimer, build_result
 

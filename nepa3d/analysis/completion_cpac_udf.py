@@ -43,12 +43,12 @@ from nepa3d.token.ordering import DEFAULT_ORDER_DTYPE, morton_order
 from nepa3d.token.tokenizer import point_only_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, fail, int_at_least,
+from nepa3d.cli.args import (make_parser, SWITCH, TRI_STATE, fail, int_at_least,
                                    nonneg_float, nonneg_int, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error)
-from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
+from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
                                         PrecisionArgs, VoxelArgs, add_device_arg,
                                         add_eval_sampling_args, add_precision_arg,
                                         add_voxel_args, resolve_device)

@@ -52,7 +52,7 @@ def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, de
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """fp32 | bf16 (autocast) | auto (bf16 on CUDA, fp32 on CPU): ``--precision``
-    (:data:`nepa3d.utils.config_groups.PRECISIONS`).
+    (:data:`nepa3d.cli.groups.PRECISIONS`).
 
     fp32 is the evaluators' default on every device: the backbone has no final norm, the
     residual stream carries a large component shared by all tokens, and bf16 branch outputs

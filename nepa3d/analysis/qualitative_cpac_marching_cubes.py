@@ -44,12 +44,12 @@ from nepa3d.data.dataset import cache_files
 from nepa3d.geometry.udf import trilinear_sample, voxel_size
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (make_parser, SWITCH, add_order_dtype_arg, fail,
+from nepa3d.cli.args import (make_parser, SWITCH, add_order_dtype_arg, fail,
                                    int_at_least, nonneg_float, nonneg_int, positive_float,
                                    positive_int, positive_or_auto)
-from nepa3d.utils.cli_edge import RUN_FAILURE, check_voxel, out_dir_problem, write_failure
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
+from nepa3d.cli.edge import RUN_FAILURE, check_voxel, out_dir_problem, write_failure
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
                                         VoxelArgs, add_device_arg, add_eval_seed_arg,
                                         add_voxel_args, resolve_device)
 from nepa3d.utils.results import write_json_atomic

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nepa3d.utils.cli_args import make_parser, fail
-from nepa3d.utils.cli_edge import RUN_FAILURE, out_file_problem, write_failure
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.args import make_parser, fail
+from nepa3d.cli.edge import RUN_FAILURE, out_file_problem, write_failure
+from nepa3d.cli.config import CliConfig
 
 PROG = "qualitative_report"
 PROTOCOL_KEYS = ("ckpt", "cache_root", "split", "context_backend", "n_context", "head_train_split",

@@ -38,11 +38,11 @@ from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
-from nepa3d.utils.cli_args import (make_parser, TRI_STATE, fail, nonneg_float, nonneg_int,
+from nepa3d.cli.args import (make_parser, TRI_STATE, fail, nonneg_float, nonneg_int,
                                    positive_int, positive_or_auto)
-from nepa3d.utils.cli_edge import check_voxel, emit_or_fail, out_file_problem
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, PrecisionArgs,
+from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, PrecisionArgs,
                                         UcprSamplingArgs, VoxelArgs, add_device_arg,
                                         add_precision_arg, add_ucpr_sampling_args,
                                         add_voxel_args, resolve_device)

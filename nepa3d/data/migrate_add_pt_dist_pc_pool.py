@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 from nepa3d.data.cache import load_cache, save_cache
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
-from nepa3d.utils.cli_args import make_parser
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.args import make_parser
+from nepa3d.cli.config import CliConfig
 
 PROG = "migrate_add_pt_dist_pc_pool"
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nepa3d.utils.cli_args import (make_parser,
+from nepa3d.cli.args import (make_parser,
     fail,
     int_in,
     nonneg_float,
@@ -93,7 +93,7 @@ from nepa3d.data.corpus_meta import (
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_centroid_unit_sphere
 from nepa3d.geometry.pools import point_query_pool
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.config import CliConfig
 
 PROG = "preprocess_scanobjectnn"
 TEST_SEED_OFFSET = 12345

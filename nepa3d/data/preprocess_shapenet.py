@@ -56,7 +56,7 @@ import time
 from dataclasses import dataclass
 from collections import defaultdict
 
-from nepa3d.utils.cli_args import (make_parser,
+from nepa3d.cli.args import (make_parser,
     fail,
     int_at_least,
     nonneg_float,
@@ -91,7 +91,7 @@ from nepa3d.data.mesh_pipeline import (
     preprocess_mesh,
     require_embree,
 )
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.config import CliConfig
 from nepa3d.utils.results import write_json_atomic
 
 PROG = "preprocess_shapenet"

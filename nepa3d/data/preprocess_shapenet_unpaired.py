@@ -37,10 +37,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nepa3d.utils.cli_args import make_parser, fail, nonneg_int
+from nepa3d.cli.args import make_parser, fail, nonneg_int
 from nepa3d.data.cache import file_in_the_way, list_cache_files, remove_cache_files
 from nepa3d.data.corpus_meta import run_verdict
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.config import CliConfig
 
 PROG = "materialize"
 LINK_MODES = ("symlink", "hardlink", "copy")

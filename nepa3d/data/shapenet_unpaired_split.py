@@ -33,9 +33,9 @@ from collections import defaultdict
 import numpy as np
 from dataclasses import dataclass
 
-from nepa3d.utils.cli_args import make_parser, fail, unit_float
+from nepa3d.cli.args import make_parser, fail, unit_float
 from nepa3d.data.cache import CacheError, file_in_the_way, split_files
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.config import CliConfig
 
 PROG = "shapenet_unpaired_split"
 TRAIN_BUCKETS = ("train_mesh", "train_pc", "train_udf")

@@ -62,8 +62,8 @@ import trimesh
 from trimesh.transformations import rotation_matrix
 
 from nepa3d.data.synthetic_shapes import BUILDERS, build_mesh
-from nepa3d.utils.cli_args import make_parser
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.args import make_parser
+from nepa3d.cli.config import CliConfig
 
 # (name, ShapeNetCore.v2 synset id), sorted by name: the ScanObjectNN-style label of a
 # class is its index in this list.

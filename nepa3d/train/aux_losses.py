@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.token import types as tt
 from nepa3d.train.losses import _isin, answer_mask, cosine_distance, masked_mean
-from nepa3d.utils.config_groups import model_shape_kwargs
+from nepa3d.cli.groups import model_shape_kwargs
 
 RAY_HEADS = ("ray_hit", "ray_t")
 POINT_HEAD = "point_dist"

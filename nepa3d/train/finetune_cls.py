@@ -38,13 +38,13 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train.fewshot import choose_n_way, stratified_kshot, stratified_train_val_split
 from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, save_checkpoint
-from nepa3d.utils.cli_args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg,
+from nepa3d.cli.args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg,
                                    float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
                                    unit_float, with_order_dtype)
-from nepa3d.utils.cli_edge import emit_or_fail, out_dir_problem, out_file_problem
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable, VoxelArgs,
+from nepa3d.cli.edge import emit_or_fail, out_dir_problem, out_file_problem
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable, VoxelArgs,
                                         add_cls_eval_args, add_device_arg, add_voxel_args,
                                         resolve_device)
 from nepa3d.utils.curves import plot_curves

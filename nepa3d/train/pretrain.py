@@ -42,11 +42,11 @@ from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
 from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits, load_checkpoint,
                                optimizer_param_names, optimizer_state_for, resize_pos_emb,
                                save_checkpoint)
-from nepa3d.utils.cli_args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_float,
+from nepa3d.cli.args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_float,
                                    nonneg_int, one_line, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error, with_order_dtype)
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, VoxelArgs,
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, VoxelArgs,
                                         add_device_arg, add_model_shape_args, add_voxel_args,
                                         resolve_device)
 from nepa3d.utils.curves import plot_curves, read_jsonl

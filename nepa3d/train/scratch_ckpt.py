@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.token import types as tt
 from nepa3d.utils.ckpt import save_checkpoint
-from nepa3d.utils.cli_args import (make_parser, SWITCH, fail, nonneg_int, positive_int,
+from nepa3d.cli.args import (make_parser, SWITCH, fail, nonneg_int, positive_int,
                                    positive_or_auto, usage_error)
-from nepa3d.utils.cli_edge import RUN_FAILURE, out_file_problem, write_failure
-from nepa3d.utils.config import CliConfig
-from nepa3d.utils.config_groups import ModelShapeArgs, add_model_shape_args
+from nepa3d.cli.edge import RUN_FAILURE, out_file_problem, write_failure
+from nepa3d.cli.config import CliConfig
+from nepa3d.cli.groups import ModelShapeArgs, add_model_shape_args
 from nepa3d.utils.seeding import set_seed
 
 PROG = "scratch_ckpt"

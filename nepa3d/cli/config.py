@@ -1,7 +1,7 @@
 """Typed, frozen configurations of the research CLIs, built once from the parsed flags.
 
 Every ``python -m nepa3d...`` CLI declares one frozen dataclass whose field names are its
-parser's ``dest`` names (shared flag groups come from :mod:`nepa3d.utils.config_groups` by
+parser's ``dest`` names (shared flag groups come from :mod:`nepa3d.cli.groups` by
 inheritance). ``main`` parses the command line and builds the configuration once:
 
     cfg = PretrainConfig.parse(argv)            # = config_from_args(PretrainConfig, ns)

@@ -173,7 +173,7 @@ nonneg_int = int_at_least(0)
 unit_float = float_in(0.0, 1.0)
 nonneg_float = float_in(0.0)
 #: A 0/1 switch (``choices=``); TRI_STATE adds -1 (= take it from the checkpoint). A CLI's typed
-#: configuration holds a 0/1 switch as a ``bool`` (:func:`nepa3d.utils.config.parse_switch`) and
+#: configuration holds a 0/1 switch as a ``bool`` (:func:`nepa3d.cli.config.parse_switch`) and
 #: records it as the int 0/1 again.
 SWITCH = (0, 1)
 TRI_STATE = (-1, 0, 1)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from nepa3d.backends import VoxelConfig
-from nepa3d.utils.cli_args import (add_order_dtype_arg, int_at_least, nonneg_float, nonneg_int,
+from nepa3d.cli.args import (add_order_dtype_arg, int_at_least, nonneg_float, nonneg_int,
                                    positive_float, positive_int, positive_or_auto)
-from nepa3d.utils.config import CliConfig
+from nepa3d.cli.config import CliConfig
 
 # ------------------------------------------------------------------------------------------------
 # model shape

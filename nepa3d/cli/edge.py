@@ -8,7 +8,7 @@ fails, each as one stderr line.
     ...
     emit_or_fail(PROG, result, args.out_json)  # a refused write: one line, exit 1
 
-Exit status: :data:`~nepa3d.utils.cli_args.USAGE_EXIT` (2) for a flag or a file the user gave
+Exit status: :data:`~nepa3d.cli.args.USAGE_EXIT` (2) for a flag or a file the user gave
 that cannot be used; :data:`RUN_FAILURE` (1) when a sound command fails while it runs (the disk
 refuses a write).
 """
@@ -19,8 +19,8 @@ import os
 import sys
 
 from nepa3d.data.cache import file_in_the_way
-from nepa3d.utils.cli_args import fail, one_line, usage_error
-from nepa3d.utils.config_groups import VoxelArgs
+from nepa3d.cli.args import fail, one_line, usage_error
+from nepa3d.cli.groups import VoxelArgs
 from nepa3d.utils.results import emit_result
 
 #: Exit status of a command whose arguments were fine but whose run failed (e.g. disk full).
