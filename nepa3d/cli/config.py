@@ -9,8 +9,8 @@ inheritance). ``main`` parses the command line and builds the configuration once
     longer = dataclasses.replace(cfg, epochs=3)  # a derived variant is a new object
     cfg.record()                                # the args dict recorded with results
 
-Booleans: a ``--flag 0/1`` switch (``type=int, choices=SWITCH``, the lab notes' syntax) and a
-``store_true`` switch both become a ``bool`` field (:func:`parse_switch`, the one 0/1/true/false
+Booleans: a ``--flag 0/1`` switch (``type=int, choices=SWITCH``, the syntax of the lab's command
+lines in tests/fixtures/lab_commands.sh) and a ``store_true`` switch both become a ``bool`` field (:func:`parse_switch`, the one 0/1/true/false
 parser). :meth:`CliConfig.record` writes each field back as the parser produced it (a 0/1
 switch as the int 0/1, a ``store_true`` switch as a bool), in the parser's flag order, so the
 args recorded in result envelopes and checkpoints are the same keys, values and types as the
