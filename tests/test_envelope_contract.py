@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.envelope import SCHEMA_VERSION, build_envelope, envelope_text, read_envelope, write_envelope
+from benchmark.envelope import (SCHEMA_VERSION, build_envelope, envelope_dict, envelope_text, read_envelope,
+                                write_envelope)
 from benchmark.errors import ResultError
 from benchmark.results import load_result
 from nepa3d.utils.results import build_result, emit_result
@@ -168,8 +169,9 @@ def test_round_trip_writer_to_reader(tmp_path):
 
 
 def test_fixture_envelopes_are_read_by_the_engine(tmp_path):
-    """The fixtures build through the same definition: benchutil.envelope and fake_job.py's
-    output are read back with the values given."""
+    """benchutil.envelope builds through the definition; fake_job.py (standard library only, an
+    external program's stand-in) writes exactly envelope_dict's layout of its inputs. Both are read
+    back with the values given."""
     p = tmp_path / "hand.json"
     p.write_text(json.dumps(envelope("command", {"score": 2.0})))
     assert load_result(p, "command").flat() == {"score": 2.0}
@@ -177,6 +179,11 @@ def test_fixture_envelopes_are_read_by_the_engine(tmp_path):
     out = tmp_path / "fake.json"
     subprocess.run([sys.executable, str(FAKE_JOB), "--seed", "3", "--scale", "2", "--offset", "1",
                     "--baseline", "--flag", "f", "--epochs", "2", "--out_json", str(out)], check=True)
+    raw = json.loads(out.read_text())
+    laid_out = envelope_dict(raw["task"], raw["args"], raw["metrics"], raw["provenance"], baselines=raw["baselines"],
+                             flags=raw["flags"], history=raw["history"])
+    assert list(raw.items()) == list(laid_out.items())  # same keys, same order, same values
+    assert raw["args"] == {"seed": "3", "scale": "2", "offset": "1", "baseline": True, "flag": "f", "epochs": "2"}
     env = load_result(out, "command")
     v = 2 * 3 + 1  # scale * seed + offset, from fake_job's docstring
     assert env.flat() == {"score": v, "loss": 10 - v, "hit@1": v / 100, "near/score": v / 2,
@@ -245,12 +252,18 @@ def _envelope_literals(path: Path) -> list[int]:
             and {"schema_version", "metrics"} <= {k.value for k in node.keys if isinstance(k, ast.Constant)}]
 
 
+#: The one fixture that lays the envelope out itself, and why (its layout is checked above).
+STANDALONE = {"tests/fixtures/benchmark/fake_job.py": "an external program's stand-in, standard library only"}
+
+
 def test_envelope_is_spelled_out_only_in_its_module():
     """No producer, engine module or fixture lays out the envelope by hand."""
     hits = {str(p.relative_to(REPO)): lines for p in _py_files("nepa3d", "benchmark", "tests/fixtures")
-            if p.name != "envelope.py" and (lines := _envelope_literals(p))}
+            if p.name != "envelope.py" and str(p.relative_to(REPO)) not in STANDALONE
+            and (lines := _envelope_literals(p))}
     assert hits == {}, f"envelope written by hand (use benchmark.envelope): {hits}"
     assert _envelope_literals(REPO / "benchmark" / "envelope.py")  # the check sees the one that exists
+    assert all(_envelope_literals(REPO / path) for path in STANDALONE)  # and the standalone one
 
 
 def _imports(path: Path) -> set[str]:
