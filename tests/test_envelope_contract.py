@@ -298,3 +298,15 @@ def test_importing_the_envelope_pulls_no_engine():
             " 'nepa3d.utils.results') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["nepa3d.analysis.retrieval_ucpr", "nepa3d.train.pretrain"])
+def test_writing_through_the_envelope_leaves_the_code_digest_alone(module):
+    """A result's code digest covers the code that computes its numbers: the envelope and the
+    atomic writer are left out (as benchmark.code_identity itself is), so an engine edit does
+    not mark every nepa3d result as computed by other code."""
+    from benchmark.code_identity import import_closure
+
+    _, files = import_closure(module, (REPO,))
+    assert "nepa3d/utils/results.py" in files
+    assert [f for f in files if f.startswith("benchmark/")] == []
