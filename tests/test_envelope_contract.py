@@ -257,8 +257,8 @@ STANDALONE = {"tests/fixtures/benchmark/fake_job.py": "an external program's sta
 
 
 def test_envelope_is_spelled_out_only_in_its_module():
-    """No producer, engine module or fixture lays out the envelope by hand."""
-    hits = {str(p.relative_to(REPO)): lines for p in _py_files("nepa3d", "benchmark", "tests/fixtures")
+    """No producer, engine module, script or fixture lays out the envelope by hand."""
+    hits = {str(p.relative_to(REPO)): lines for p in _py_files("nepa3d", "benchmark", "scripts", "tests/fixtures")
             if p.name != "envelope.py" and str(p.relative_to(REPO)) not in STANDALONE
             and (lines := _envelope_literals(p))}
     assert hits == {}, f"envelope written by hand (use benchmark.envelope): {hits}"
