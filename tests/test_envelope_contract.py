@@ -23,10 +23,9 @@ from benchmark.envelope import (SCHEMA_VERSION, build_envelope, envelope_dict, e
 from benchmark.errors import ResultError
 from benchmark.results import load_result
 from nepa3d.utils.results import build_result, emit_result
+from benchutil import FAKE_JOB, envelope
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "fixtures" / "benchmark"))
-from benchutil import FAKE_JOB, envelope  # noqa: E402
 
 PROV = {"git_rev": "0123abcd", "dirty": False, "ckpt": "/abs/runs/ref/ckpt_ep049.pt",
         "seed": 0, "versions": {"python": "3.11.9", "numpy": "1.26.4"}, "device": "cpu",
