@@ -1,4 +1,4 @@
-"""The one atomic file writer of the repository (standard library only; nepa3d imports it too).
+"""The one atomic file writer of the repository (standard library only; the research code imports it too).
 
 Every file is written to a fresh temp file in the target's folder, flushed and fsynced, then
 ``os.replace``-d over the target: a reader sees the old file or the whole new one, never a part.
