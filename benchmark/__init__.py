@@ -20,9 +20,11 @@ from typing import Any
 
 from .errors import BenchmarkError, ResultError, SuiteError
 from .expand import Job, expand, job_id_for
-from .tasks import Guard, MetricRule, RowCheck, TaskKind, get_task, register_task
 
+# The task registry loads on first use too: the research code imports the leaves
+# benchmark.envelope / benchmark.atomic without pulling the engine (or the protocol plugin).
 _LAZY = {
+    **dict.fromkeys(("Guard", "MetricRule", "RowCheck", "TaskKind", "get_task", "register_task"), "tasks"),
     "Suite": "suite", "load_suite": "suite",
     "run_job": "runner", "run_jobs": "runner", "run_suite": "runner", "RunSummary": "runner",
     "JobOutcome": "runner", "LocalExecutor": "executors", "DaskExecutor": "executors",

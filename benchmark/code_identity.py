@@ -47,9 +47,10 @@ DEFAULT_VERSION = 1
 #: Hex digits of each file's sha256 kept in ``provenance.code.files`` (enough to say which changed).
 FILE_HASH_CHARS = 16
 
-#: Left out of every closure: this module computes the digest, not a job's numbers (the producer
-#: imports it to record ``provenance.code``).
-NOT_CODE = frozenset({__name__})
+#: Left out of every closure: modules that record or write a job's result, not compute its numbers
+#: (the producer imports them: this one for ``provenance.code``, the envelope and the atomic writer
+#: to write the result JSON).
+NOT_CODE = frozenset({__name__, "benchmark.envelope", "benchmark.atomic"})
 
 CODE_CHANGED = "code_changed"
 MIXED_CODE = "mixed_code"

@@ -166,7 +166,7 @@ def _selection(items: Sequence[str]) -> dict[str, str]:
 def ingest_one(a: argparse.Namespace, started: str, t0: float) -> dict[str, Any]:
     """The envelope (validated, as a JSON-ready dict) of the row ``a`` names; IngestError."""
     from .code_identity import code_identity
-    from .results import Envelope
+    from .envelope import check_envelope, envelope_dict
 
     source = read_source(a.path, a.format)
     source.check_columns(a.metrics, "--metrics")
@@ -177,13 +177,12 @@ def ingest_one(a: argparse.Namespace, started: str, t0: float) -> dict[str, Any]
     metrics = metric_values(record, a.metrics)
     args = {"format": a.format, "path": a.path, "select": list(a.select), "metrics": list(a.metrics),
             "row_sha256": a.row_sha256, "task": a.task}
-    env = Envelope.model_validate({
-        "schema_version": 1, "task": a.task, "args": args, "metrics": metrics, "flags": [],
-        "provenance": {"git_rev": None, "started": started, "wall_s": round(time.time() - t0, 3),
-                       "versions": {"python": sys.version.split()[0]},
-                       "code": code_identity(INGEST_MODULE),
-                       "source": {"path": a.path, "format": a.format, "sha256": source.sha256,
-                                  "row": record.row, "row_sha256": record.sha256}}})
+    provenance = {"git_rev": None, "started": started, "wall_s": round(time.time() - t0, 3),
+                  "versions": {"python": sys.version.split()[0]},
+                  "code": code_identity(INGEST_MODULE),
+                  "source": {"path": a.path, "format": a.format, "sha256": source.sha256,
+                             "row": record.row, "row_sha256": record.sha256}}
+    env = check_envelope(envelope_dict(a.task, args, metrics, provenance), a.path)
     return env.model_dump(mode="json")
 
 

@@ -343,24 +343,13 @@ def render_png(data: PlotData, path: Path | str) -> None:
 
 def write_plots(datas: list[PlotData], out_dir: Path | str) -> list[tuple[Path, Path]]:
     """Write each plot's PNG and dvc CSV (atomically); return ``[(png, csv)]``."""
-    import os
-    import tempfile
-
-    from .atomic import atomic_write_text
+    from .atomic import atomic_write_file, atomic_write_text
 
     out_dir = Path(out_dir)
     written = []
     for data in datas:
         png, csv_path = out_dir / f"{data.stem}.png", out_dir / "plots" / f"{data.stem}.csv"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{png.name}.", suffix=".png", dir=out_dir)
-        os.close(fd)
-        try:
-            render_png(data, tmp)
-            os.replace(tmp, png)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_file(png, lambda tmp: render_png(data, tmp), suffix=".png")
         atomic_write_text(csv_path, plot_csv(data))
         written.append((png, csv_path))
     return written

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
+from .atomic import StagedWrites
 from .report import SuiteReport
 from .report_format import PROTOCOLS_DOC, _PROTOCOLS_HREF
 
@@ -30,24 +29,6 @@ def write_reports(reps: list[SuiteReport], out_dir: Path | str,
     from .plots import plot_csv, render_png
 
     out_dir = Path(out_dir)
-    staged: list[tuple[str, Path]] = []  # (temp file, target)
-
-    def stage(target: Path, write: Callable[[str], None]) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
-        os.close(fd)
-        staged.append((tmp, target))
-        write(tmp)
-        return target
-
-    def text(content: str) -> Callable[[str], None]:
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                fh.write(content.encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
-        return write
-
     summary_path = out_dir / summary_name
     try:
         summary = json.loads(summary_path.read_text())
@@ -56,27 +37,18 @@ def write_reports(reps: list[SuiteReport], out_dir: Path | str,
     except (OSError, ValueError):
         summary = {}
     written: list[list[Path]] = []
-    try:
+    with StagedWrites() as stage:
         for rep in reps:
             name = rep.suite.name
-            paths = [stage(out_dir / f"{name}.md", text(_relink(rep.markdown, out_dir))),
-                     stage(out_dir / f"{name}.csv", text(rep.csv_text)),
-                     stage(out_dir / f"{name}.tex", text(rep.latex))]
+            paths = [stage.text(out_dir / f"{name}.md", _relink(rep.markdown, out_dir)),
+                     stage.text(out_dir / f"{name}.csv", rep.csv_text),
+                     stage.text(out_dir / f"{name}.tex", rep.latex)]
             for data in rep.plots:
-                paths.append(stage(out_dir / f"{data.stem}.png", lambda tmp, d=data: render_png(d, tmp)))
-                paths.append(stage(out_dir / "plots" / f"{data.stem}.csv", text(plot_csv(data))))
+                paths.append(stage.file(out_dir / f"{data.stem}.png", lambda tmp, d=data: render_png(d, tmp)))
+                paths.append(stage.text(out_dir / "plots" / f"{data.stem}.csv", plot_csv(data)))
             summary[name] = rep.summary
             written.append(paths + [summary_path])
-        stage(summary_path, text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"))
-    except BaseException:
-        for tmp, _ in staged:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        raise
-    for tmp, target in staged:
-        os.replace(tmp, target)
+        stage.text(summary_path, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return written
 
 

@@ -33,15 +33,14 @@ distributed = pytest.importorskip("distributed")
 # A job that records who ran it (job id, its own pid, its parent's pid = the process that launched
 # it) and writes a result whose score is a hand-checkable function of its args: scale * seed.
 PROBE = '''import json, os, sys, time
+from benchmark.atomic import atomic_write_text
 a = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 with open(a["--ran"], "a") as fh:
     fh.write(f"{os.environ['BENCHMARK_JOB_ID']} {os.getpid()} {os.getppid()}\\n")
 time.sleep(float(a.get("--sleep", 0)))
 env = {"schema_version": 1, "task": "command", "args": {}, "metrics": {"score": float(a["--scale"]) * float(a["--seed"])},
        "provenance": {"git_rev": None, "started": "2024-01-01T00:00:00Z", "wall_s": 0.0}}
-tmp = a["--out_json"] + ".tmp"
-open(tmp, "w").write(json.dumps(env))
-os.replace(tmp, a["--out_json"])
+atomic_write_text(a["--out_json"], json.dumps(env))
 '''
 
 

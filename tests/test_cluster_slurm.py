@@ -40,14 +40,14 @@ PARTITION = "bench"
 # A job that records who ran it (benchmark job id, the SLURM batch job it ran in) and writes a
 # valid result whose score is a hand-checkable function of its args: scale * seed.
 PROBE = '''import json, os, sys, time
+from benchmark.atomic import atomic_write_text
 a = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 with open(a["--ran"], "a") as fh:
     fh.write(f"{os.environ['BENCHMARK_JOB_ID']} {os.environ.get('SLURM_JOB_ID', '-')}\\n")
 time.sleep(float(a["--sleep"]))
 env = {"schema_version": 1, "task": "command", "args": {}, "metrics": {"score": float(a["--scale"]) * float(a["--seed"])},
        "provenance": {"git_rev": None, "started": "2024-01-01T00:00:00Z", "wall_s": 0.0}}
-open(a["--out_json"] + ".tmp", "w").write(json.dumps(env))
-os.replace(a["--out_json"] + ".tmp", a["--out_json"])
+atomic_write_text(a["--out_json"], json.dumps(env))
 '''
 
 

@@ -39,8 +39,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from benchmark.atomic import atomic_write, atomic_write_text
 from nepa3d.data import npz_members as npz
-from nepa3d.utils.results import write_atomic, write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -426,7 +426,8 @@ def save_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
         raise CacheError(path, f"cannot create its folder: {blocker} is a file, not a folder")
     if path.is_dir():
         raise CacheError(path, "is a folder, not a file")
-    write_atomic(path, lambda f: np.savez_compressed(f, **arrays), binary=True, prefix=".tmp_npz_")
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True, prefix=".tmp_npz_",
+                 suffix=".npz")
 
 
 # ----------------------------------------------------------------------------------------
@@ -497,7 +498,7 @@ def read_records(root: str | os.PathLike) -> dict[str, FileRecord] | None:
 def write_records(root: str | os.PathLike, records: Iterable[FileRecord]) -> Path:
     """Replace the records file of ``root`` atomically (header, then lines sorted by path)."""
     lines = [RECORDS_HEADER] + sorted(r.line() for r in records)
-    return write_text_atomic("\n".join(lines) + "\n", records_path(root))
+    return atomic_write_text(records_path(root), "\n".join(lines) + "\n")
 
 
 def append_record(root: str | os.PathLike, record: FileRecord) -> None:

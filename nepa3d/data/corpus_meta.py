@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from benchmark.atomic import atomic_write_json
 
 GENERATOR = "nepa3d.data.synthetic"
 SYNTHETIC_NAME = "embedded procedural corpus (nepa3d.data.synthetic)"
@@ -136,18 +137,7 @@ def write_cache_corpus(out_root: str | os.PathLike, desc: dict) -> Path:
 
 
 def _write_meta_json(path: Path, doc: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_json(path, doc, indent=1, sort_keys=False, default=None, mode=0o644)
 
 
 # --------------------------------------------------------------------------- run record

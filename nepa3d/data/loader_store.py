@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.atomic import atomic_write
 from nepa3d.data import npz_members as npz
 from nepa3d.data.cache import (CacheError, read_cache_keys, read_cache_keys_identified, read_members,
                                wanted_keys)
-from nepa3d.utils.results import write_atomic
 
 STORE_ENV = "NEPA3D_LOADER_STORE"
 STORE_CHOICES_HELP = ("auto (a store under $NEPA3D_LOADER_STORE or ~/.cache/nepa3d/loader_store "
@@ -84,7 +84,8 @@ def _read_entry(entry: Path, source: Path, keys) -> dict[str, np.ndarray] | None
 
 def _write_entry(entry: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` uncompressed to ``entry`` (atomic); drop other versions of its source."""
-    write_atomic(entry, lambda f: np.savez(f, **arrays), binary=True, prefix=".tmp_store_")
+    atomic_write(entry, lambda f: np.savez(f, **arrays), binary=True, prefix=".tmp_store_",
+                 suffix=".npz")
     stem = entry.name.split("-", 1)[0]
     for old in entry.parent.glob(f"{stem}-*.npz"):
         if old != entry:

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.atomic import atomic_write_text
 from nepa3d.cli.args import (make_parser,
     fail,
     int_in,
@@ -319,10 +320,7 @@ def write_provenance(args: PreprocessScanObjectNNConfig, split: str, files: list
              f"pt_surface_ratio={args.pt_surface_ratio}",
              f"pt_surface_sigma={args.pt_surface_sigma}", f"variant={args.variant}",
              f"profile={profile}", f"h5_count={len(files)}"] + [os.path.abspath(p) for p in files]
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -56,6 +56,7 @@ import time
 from dataclasses import dataclass
 from collections import defaultdict
 
+from benchmark.atomic import atomic_write_json, atomic_write_text
 from nepa3d.cli.args import (make_parser,
     fail,
     int_at_least,
@@ -92,7 +93,6 @@ from nepa3d.data.mesh_pipeline import (
     require_embree,
 )
 from nepa3d.cli.config import CliConfig
-from nepa3d.utils.results import write_json_atomic
 
 PROG = "preprocess_shapenet"
 DEFAULT_GLOB = "*/*/models/model_normalized.obj"
@@ -198,19 +198,11 @@ def task_seeds(targets: list[str], seed: int) -> dict[str, int]:
 # side effects
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_split_manifest(out_root: str, lists: dict[str, list[str]]) -> None:
     """Write ``_splits/{train,test}.txt`` (sorted mesh paths, newline-terminated)."""
     for s in SPLITS:
-        _write_text_atomic(os.path.join(out_root, "_splits", f"{s}.txt"),
-                           "".join(f"{p}\n" for p in lists[s]))
+        atomic_write_text(os.path.join(out_root, "_splits", f"{s}.txt"),
+                          "".join(f"{p}\n" for p in lists[s]))
 
 
 def remove_stale_temp_files(out_root: str, splits: list[str]) -> int:
@@ -456,10 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         print(f"[{PROG}] removed {stale} stale temp file(s) of an interrupted run", flush=True)
     meta_dir = os.path.join(args.out_root, "_meta")
-    write_json_atomic({"argv": list(sys.argv[1:] if argv is None else argv), "args": args.record(),
+    atomic_write_json(os.path.join(meta_dir, "preprocess_shapenet_args.json"),
+                      {"argv": list(sys.argv[1:] if argv is None else argv), "args": args.record(),
                        "config": cfg.as_dict(), "profile": profile,
                        "profile_settings": profile_settings(cfg)},
-                      os.path.join(meta_dir, "preprocess_shapenet_args.json"))
+                      sort_keys=False, default=None, allow_nan=False)
     write_split_manifest(args.out_root, lists)
     if plan.remove:
         remove_cache_files(args.out_root, plan.remove)
@@ -487,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     write_records(args.out_root, kept + made)
 
     failures.sort()
-    _write_text_atomic(os.path.join(meta_dir, "preprocess_failures.txt"),
-                       "".join(f"{m}\t{r}\n" for m, r in failures))
+    atomic_write_text(os.path.join(meta_dir, "preprocess_failures.txt"),
+                      "".join(f"{m}\t{r}\n" for m, r in failures))
     for m, r in failures:
         print(f"[{PROG}] FAIL {m}: {r}", file=sys.stderr)
     skip = sum(wanted[r] is not None for r in plan.keep)

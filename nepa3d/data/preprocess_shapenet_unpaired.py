@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.atomic import atomic_write_file
 from nepa3d.cli.args import make_parser, fail, nonneg_int
 from nepa3d.data.cache import file_in_the_way, list_cache_files, remove_cache_files
 from nepa3d.data.corpus_meta import run_verdict
@@ -54,9 +55,7 @@ def _place(src: str, dst: str, mode: str) -> None:
     elif mode == "hardlink":
         os.link(src, dst)
     else:
-        tmp = f"{dst}.tmp.{os.getpid()}"
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
+        atomic_write_file(dst, lambda tmp: shutil.copy2(src, tmp))
 
 
 def leads_to(dst: str, src: str) -> bool:

@@ -33,6 +33,7 @@ from collections import defaultdict
 import numpy as np
 from dataclasses import dataclass
 
+from benchmark.atomic import atomic_write_json
 from nepa3d.cli.args import make_parser, fail, unit_float
 from nepa3d.data.cache import CacheError, file_in_the_way, split_files
 from nepa3d.cli.config import CliConfig
@@ -214,12 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if doc["meta"]["listed_from"] == "folders":
         print(f"[{PROG}] note: {args.cache_root} has no file records (_meta/cache_records.tsv); "
               "its splits were listed from the folders", file=sys.stderr)
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = f"{args.out_json}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, args.out_json)
+    atomic_write_json(args.out_json, doc, sort_keys=False, default=None)
     print(f"[{PROG}] counts={json.dumps(doc['meta']['counts'])} -> {args.out_json}")
     return 0
 

@@ -50,7 +50,6 @@ import numbers
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +60,7 @@ import numpy as np
 import trimesh
 from trimesh.transformations import rotation_matrix
 
+from benchmark.atomic import atomic_write_bytes, atomic_write_file
 from nepa3d.data.synthetic_shapes import BUILDERS, build_mesh
 from nepa3d.cli.args import make_parser
 from nepa3d.cli.config import CliConfig
@@ -273,35 +273,22 @@ def validate_args(**values: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- atomic writers
 
 
-def _tmp_beside(path: Path) -> Path:
-    """A fresh temporary file name in ``path``'s folder (so ``os.replace`` is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the corpus is ordinary readable data
-    return Path(tmp)
+#: File mode of the corpus files: ordinary readable data, whatever the umask.
+CORPUS_FILE_MODE = 0o644
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + ``os.replace``."""
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``data`` to ``path`` atomically (:mod:`benchmark.atomic`)."""
+    atomic_write_bytes(path, data, mode=CORPUS_FILE_MODE)
 
 
 def write_h5_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` as h5 datasets (no timestamps, so bytes are reproducible), atomically."""
-    tmp = _tmp_beside(path)
-    try:
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w", track_order=False) as f:
             for key, value in arrays.items():
                 f.create_dataset(key, data=value, track_times=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_file(path, write, mode=CORPUS_FILE_MODE)
 
 
 def obj_text(mesh: trimesh.Trimesh, comment: str = "") -> str:

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from benchmark.atomic import atomic_write_text
 from nepa3d.backends import BACKENDS
 from nepa3d.data.cache import CacheError
 from nepa3d.data.dataset import MEMORY_CACHE_FILES, Item, TokenDataset, cache_files, collate
@@ -50,7 +51,7 @@ from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, Vo
                                         add_device_arg, add_model_shape_args, add_voxel_args,
                                         resolve_device)
 from nepa3d.utils.curves import plot_curves, read_jsonl
-from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic, write_text_atomic
+from nepa3d.utils.results import ResultTimer, build_result, write_json_atomic
 from nepa3d.utils.run_identity import describe_difference, first_differing_arg
 from nepa3d.utils.seeding import set_seed
 
@@ -441,7 +442,7 @@ def clear_earlier_run(save_dir: Path) -> None:
 
 def write_jsonl_atomic(records: list[dict], path: Path) -> None:
     """Replace ``path`` by one JSON line per record, atomically."""
-    write_text_atomic("".join(json.dumps(r) + "\n" for r in records), path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def truncate_log(path: Path, start_epoch: int) -> None:

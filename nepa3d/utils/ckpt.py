@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from typing import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from benchmark.atomic import atomic_write_bytes
 
 
 class CheckpointError(RuntimeError):
@@ -42,20 +43,7 @@ def checkpoint_bytes(obj: dict) -> bytes:
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """Write :func:`checkpoint_bytes` to a temp file in the same folder, fsync, then os.replace
     (never a half file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = checkpoint_bytes(obj)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_ckpt_", suffix=".pt", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, checkpoint_bytes(obj), prefix=".tmp_ckpt_", suffix=".pt")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -11,6 +11,8 @@ import math
 import os
 from pathlib import Path
 
+from benchmark.atomic import atomic_write_file
+
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Records of a JSON-lines log; a torn last line (a run killed mid-write) is skipped."""
@@ -71,8 +73,8 @@ def plot_curves(records: list[dict], out_png: str | os.PathLike, title: str = ""
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp_{out.name}")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        atomic_write_file(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
     return out

@@ -1,10 +1,11 @@
-"""Write a job's result JSON (the envelope :mod:`benchmark.results` validates), atomically,
+"""Write a job's result JSON (the envelope of :mod:`benchmark.envelope`), atomically,
 with provenance.
 
     {"schema_version": 1, "task", "args", "metrics", "baselines", "flags", "provenance"}
 
-The benchmark engine validates these files (``benchmark.results`` / ``benchmark.schemas``);
-this module is the producer side used by every nepa3d CLI. ``provenance.code`` says which code
+The envelope (fields, schema version, validation, JSON text) is defined once in
+:mod:`benchmark.envelope`, files are written by :mod:`benchmark.atomic`; this module adds what
+every nepa3d CLI records beside its metrics (git state, versions, checkpoint and cache hashes). ``provenance.code`` says which code
 computed the result: the running module, its ``PROTOCOL_VERSION`` and the sha256 of its in-repo
 import closure (:func:`benchmark.code_identity.code_identity`), which reports compare with the
 checkout's.
@@ -15,18 +16,15 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from typing import IO, Callable, TextIO
 
+from benchmark.atomic import atomic_write
+from benchmark.envelope import build_envelope, dump_json
 from nepa3d.data.corpus_meta import read_cache_corpus
-
-RESULT_SCHEMA_VERSION = 1
 
 
 def sha256_file(path: str | os.PathLike, limit_bytes: int | None = None) -> str | None:
@@ -72,24 +70,6 @@ def versions() -> dict:
     except ImportError:
         pass
     return out
-
-
-def _clean(x):
-    """JSON-safe: numpy scalars to Python, NaN/inf to None (strict JSON)."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        try:
-            x = x.item()
-        except (ValueError, AttributeError):
-            return str(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def code_provenance() -> dict | None:
@@ -147,54 +127,17 @@ def cache_manifest_sha256(cache_root: str | os.PathLike) -> str | None:
 def build_result(task: str, args: dict, metrics: dict, provenance: dict, *,
                  baselines: dict | None = None, flags: list[str] | None = None,
                  extra: dict | None = None, history: list[dict] | None = None) -> dict:
-    """The result envelope (:mod:`benchmark.results`). ``history``: per-epoch records
-    ``{"epoch": e, name: value, ...}`` that trackers log as metric series with ``step = epoch``."""
-    out = {"schema_version": RESULT_SCHEMA_VERSION, "task": task, "args": _clean(dict(args)),
-           "metrics": _clean(metrics), "baselines": _clean(baselines or {}),
-           "flags": sorted(set(flags or [])), "provenance": _clean(provenance)}
-    if extra:
-        out["extra"] = _clean(extra)
-    if history:
-        out["history"] = [_clean(dict(r)) for r in history]
-    return out
-
-
-def public_mode(fd: int) -> None:
-    """mkstemp creates 0600 files; give the final file the usual 0666 & ~umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[IO], object], *, binary: bool = False,
-                 prefix: str = ".tmp_") -> Path:
-    """Replace file ``path`` atomically with what ``write(f)`` writes to ``f`` (UTF-8 text, or
-    bytes with ``binary``): a temp file ``<prefix>*`` in the same folder, then os.replace; a
-    failed write leaves neither a partial file nor the temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
-    try:
-        public_mode(fd)
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    return write_atomic(path, lambda f: f.write(text))
+    """The result envelope (:func:`benchmark.envelope.build_envelope`: canonical key order,
+    JSON-safe, validated). ``history``: per-epoch records ``{"epoch": e, name: value, ...}`` that
+    trackers log as metric series with ``step = epoch``."""
+    return build_envelope(task, args, metrics, provenance, baselines=baselines, flags=flags,
+                          extra=extra, history=history)
 
 
 def write_json_atomic(obj: dict, path: str | os.PathLike) -> Path:
-    def dump(f: TextIO) -> None:
-        json.dump(obj, f, indent=2, allow_nan=False)
-        f.write("\n")
-    return write_atomic(path, dump)
+    """Write ``obj`` atomically as the research side's JSON (:func:`benchmark.envelope.dump_json`:
+    indent 2, insertion order, strict)."""
+    return atomic_write(path, lambda f: dump_json(obj, f))
 
 
 def emit_result(result: dict, out_json: str | os.PathLike | None) -> None:

@@ -52,7 +52,8 @@ from benchmark.runner import run_jobs  # noqa: E402
 from benchmark.suite import load_suite  # noqa: E402
 
 NOOP = '''"""No-op benchmark job: write a valid result envelope to --out_json and exit."""
-import json, os, sys, time
+import sys, time
+from benchmark.atomic import atomic_write_json
 t0 = time.time()
 argv = sys.argv[1:]
 args = dict(zip(argv[0::2], argv[1::2]))
@@ -61,10 +62,7 @@ env = {"schema_version": 1, "task": "command", "args": {k.lstrip("-"): v for k, 
        "metrics": {"score": float(args.get("--seed", 0))},
        "provenance": {"git_rev": None, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "wall_s": time.time() - t0}}
-tmp = f"{out}.tmp-{os.getpid()}"
-with open(tmp, "w") as fh:
-    json.dump(env, fh)
-os.replace(tmp, out)
+atomic_write_json(out, env, indent=None, sort_keys=False, default=None)
 '''
 
 

@@ -59,6 +59,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmark.atomic import atomic_write_text  # noqa: E402
 from nepa3d.analysis import completion_cpac_udf, retrieval_ucpr  # noqa: E402
 from nepa3d.data.analytic_sphere import sphere_cache_arrays  # noqa: E402
 from nepa3d.data.cache import save_cache  # noqa: E402
@@ -314,10 +315,7 @@ def main(argv=None) -> dict:
                           f"H100: {'MET' if ok else 'NOT MET'} ({summary['gpu']})")
         print(json.dumps(summary, indent=2))
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            tmpj = Path(args.json).with_suffix(".tmp")
-            tmpj.write_text(json.dumps(summary, indent=2))
-            os.replace(tmpj, args.json)
+            atomic_write_text(args.json, json.dumps(summary, indent=2))
         return summary
 
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import statistics
 import sys
@@ -58,6 +57,7 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmark.atomic import atomic_write_text  # noqa: E402
 from nepa3d.data.analytic_sphere import sphere_rays  # noqa: E402
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa  # noqa: E402
 from nepa3d.token import types as tt  # noqa: E402
@@ -367,10 +367,7 @@ def main(argv=None) -> dict:
             print(f"[memory] ours {ours['peak_mem_gib']:.2f} GiB vs naive {naive['peak_mem_gib']:.2f} GiB "
                   f"(naive batch {naive['batch']})")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(summary, indent=2))
         print(f"[json] {args.json}")
     return summary
 

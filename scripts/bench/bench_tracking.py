@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmark.envelope import build_envelope
 from benchmark.expand import Job
 from benchmark.records import file_sha256
 from benchmark.results import load_result
@@ -23,10 +24,10 @@ from benchmark.tracking import MlflowTracker
 def fake_job(root: Path, i: int) -> Job:
     out = root / "results" / "bench" / f"{i:016x}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {"schema_version": 1, "task": "cpac", "args": {"ckpt": "x", "eval_seed": i},
-           "metrics": {"mae": 0.1, "rmse": 0.2, "iou@0.03": 0.3, "near@0.05": {"mae": 0.1, "iou@0.03": 0.2}},
-           "baselines": {"nn_copy": {"mae": 0.2, "iou@0.03": 0.5}}, "flags": [],
-           "provenance": {"git_rev": "0123456789abcdef", "started": "2026-01-01T00:00:00Z", "wall_s": 1.0}}
+    env = build_envelope("cpac", {"ckpt": "x", "eval_seed": i},
+                         {"mae": 0.1, "rmse": 0.2, "iou@0.03": 0.3, "near@0.05": {"mae": 0.1, "iou@0.03": 0.2}},
+                         {"git_rev": "0123456789abcdef", "started": "2026-01-01T00:00:00Z", "wall_s": 1.0},
+                         baselines={"nn_copy": {"mae": 0.2, "iou@0.03": 0.5}})
     out.write_text(json.dumps(env))
     log = out.parent / "logs" / f"{i:016x}.log"
     log.parent.mkdir(exist_ok=True)
