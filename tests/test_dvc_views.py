@@ -73,6 +73,12 @@ def test_targeted_experiment_shows_its_own_metrics_and_a_failed_report_keeps_the
     diff = json.loads(_sh([dvc, "metrics", "diff", "--json"], work, env).stdout)
     assert diff["metrics/demo.json"]["ckpt=a.score.mean"] == {"old": 1.5, "new": 11.5, "diff": 10.0}
     assert "ckpt=a.score.std" not in diff["metrics/demo.json"]  # unchanged: not listed
+    # `dvc exp diff`: the moved parameter and the moved numbers, one line each, in long form
+    exp_diff = json.loads(_sh([dvc, "exp", "diff", "--json"], work, env).stdout)
+    assert exp_diff["params"]["params.yaml"]["demo.offset"] == {"old": 0, "new": 10, "diff": 10}
+    assert set(exp_diff["metrics"]["metrics/demo.json"]) == {"ckpt=a.score.mean", "ckpt=b.score.mean"}
+    text = _sh([dvc, "exp", "diff"], work, env).stdout.splitlines()
+    assert len(text) <= 8 and max(map(len, text)) <= 100, text
 
     # the report stage fails (an invalid result): DVC does not delete the persisted reports
     # first and `benchmark report` replaces none of them
