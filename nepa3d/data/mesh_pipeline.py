@@ -26,9 +26,13 @@ Mesh cleanup (``MeshCacheConfig.mesh_cleanup``):
   (``remove_degenerate_faces``) no longer exists in trimesh, so the exception is swallowed and
   nothing else is cleaned. Duplicate faces (double-sided sheets: twice the sampling weight,
   half the normals flipped), degenerate faces and the absolute merge tolerance stay. Zero-area
-  faces are never sampled and get zero normals. Two departures, both for files the original
+  faces are never sampled and get zero normals. Three departures, all for files the original
   turned into garbage or silently changed: non-finite vertex coordinates fail (trimesh would
-  drop them and their faces), and so do coordinates beyond ``±MAX_ABS_COORD``.
+  drop them and their faces), and so do coordinates beyond ``±MAX_ABS_COORD``; OBJ relative
+  (negative) face indices name the vertices above the face, as the OBJ format says (trimesh
+  counts them from the end of the whole file, which moves the faces of every body but the
+  last), and a face index 0 fails (both cleanups:
+  :func:`~nepa3d.data.mesh_files.obj_absolute_indices`).
 
 Differences from the reference implementation, on purpose:
 
@@ -50,6 +54,7 @@ Differences from the reference implementation, on purpose:
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -58,7 +63,8 @@ import numpy as np
 import trimesh  # module level: pool workers forked from the CLI inherit the import
 
 from nepa3d.data.cache import save_cache
-from nepa3d.data.mesh_files import MeshError, declared_counts, faceless_reason, read_ply
+from nepa3d.data.mesh_files import (MeshError, declared_counts, faceless_reason,
+                                     obj_absolute_indices, read_ply)
 from nepa3d.geometry.distance import TriangleDistanceIndex, nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_bbox_unit_sphere
 from nepa3d.geometry.pools import face_normals, point_query_pool, sample_surface, triangle_areas
@@ -141,14 +147,33 @@ class MeshCacheConfig:
 # loading and cleaning
 
 
+def _obj_with_absolute_indices(path: str | os.PathLike) -> io.BytesIO | None:
+    """An OBJ file's text with relative face indices resolved (:func:`obj_absolute_indices`),
+    or None for another format or a file without relative indices (read as it is)."""
+    if not str(path).lower().endswith(".obj"):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise MeshError(f"cannot read file ({type(e).__name__}: {e})") from e
+    fixed = obj_absolute_indices(data)
+    return None if fixed is None else io.BytesIO(fixed)
+
+
 def _load_scene(path: str | os.PathLike, process: bool, **kwargs) -> trimesh.Scene:
     """``trimesh.load_scene`` (every body of the file; ``trimesh.load(force='mesh')`` is this
     followed by ``to_mesh()``); a loader exception, or an empty file, becomes
     :class:`MeshError`."""
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise MeshError(faceless_reason(path))
+    source = _obj_with_absolute_indices(path)
+    if source is not None:  # same file, relative indices resolved; materials beside the file
+        kwargs = {**kwargs, "file_type": "obj",
+                  "resolver": trimesh.resolvers.FilePathResolver(str(path))}
     try:
-        return trimesh.load_scene(str(path), process=process, **kwargs)
+        return trimesh.load_scene(str(path) if source is None else source, process=process,
+                                  **kwargs)
     except Exception as e:  # trimesh raises many types for malformed files
         raise MeshError(f"cannot load mesh ({type(e).__name__}: {e})") from e
 
