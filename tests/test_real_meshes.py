@@ -9,6 +9,7 @@ float64 Moller-Trumbore brute force over every triangle.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,58 @@ def test_hard_valid_mesh_cache_matches_brute_force(tmp_path):
     assert np.all(b["pt_dist_pool"] >= exact_b - 1e-6)
     for name, arr in {**a, **b}.items():
         assert np.all(np.isfinite(arr.astype(float))), name
+
+
+# ---------------------------------------------------------------------------------------
+# truncated text files and face indices outside the vertex list
+
+TETRA = "0 0 0\n1 0 0\n0 1 0\n0 0 1\n"
+TETRA_FACES = "3 0 2 1\n3 0 1 3\n3 0 3 2\n3 1 2 3\n"
+PLY_HEAD = ("ply\nformat ascii 1.0\nelement vertex {}\nproperty float x\nproperty float y\n"
+            "property float z\nelement face {}\nproperty list uchar int vertex_indices\n"
+            "end_header\n")
+BROKEN = {
+    # a file cut inside its face list: the first two faces alone would load
+    "off_cut_faces": ("off", "OFF\n4 4 0\n" + TETRA + "3 0 2 1\n3 0 1 3\n",
+                      "truncated OFF: the header declares 4 vertices and 4 faces"),
+    # one vertex line missing: the first face line would become the last vertex
+    "off_cut_vertex": ("off", "OFF\n# comment\n5 4 0\n" + TETRA + TETRA_FACES,
+                       "truncated OFF: the header declares 5 vertices and 4 faces"),
+    "off_glued_cut": ("off", "OFF4 4 0\n" + TETRA + "3 0 2 1\n",
+                      "truncated OFF: the header declares 4 vertices and 4 faces"),
+    "ply_cut_faces": ("ply", PLY_HEAD.format(4, 4) + TETRA + "3 0 2 1\n3 0 1 3\n",
+                      "PLY body ends inside element 'face'"),
+    "ply_index_past_end": ("ply", PLY_HEAD.format(4, 1) + TETRA + "3 0 1 7\n",
+                           "face indices out of range [0, 4)"),
+}
+VALID = {  # the same layouts complete, comments and blank lines between the rows
+    "off_full": ("off", "OFF\n4 4 0\n\n" + TETRA + "# faces\n" + TETRA_FACES),
+    "off_glued_full": ("off", "OFF4 4 0\n" + TETRA + TETRA_FACES),
+    "ply_full": ("ply", PLY_HEAD.format(4, 4) + TETRA + TETRA_FACES),
+}
+
+
+def test_truncated_or_out_of_range_files_fail_instead_of_a_partial_mesh(tmp_path, capsys):
+    root = tmp_path / "sn"
+    bad = {name: put(root, "02933112", name, body, ext)
+           for name, (ext, body, _) in BROKEN.items()}
+    good = {name: put(root, "02933112", name, body, ext) for name, (ext, body) in VALID.items()}
+    tetra = {((0, 0, 0), (0, 1, 0), (1, 0, 0)), ((0, 0, 0), (1, 0, 0), (0, 0, 1)),
+             ((0, 0, 0), (0, 0, 1), (0, 1, 0)), ((1, 0, 0), (0, 1, 0), (0, 0, 1))}
+    for name, p in good.items():
+        for loader in (load_mesh, load_mesh_as_original):
+            assert corners(*loader(p)) == tetra, (name, loader.__name__)
+    for cleanup in ("clean", "none"):
+        for name, p in bad.items():
+            with pytest.raises(MeshError, match=re.escape(BROKEN[name][2])):
+                prepare_mesh(p, cleanup)
+        out = tmp_path / f"out_{cleanup}"
+        rc = sn_cli.main(["--shapenet_root", str(root), "--out_root", str(out), "--mesh_cleanup",
+                          cleanup, "--max_failures", str(len(BROKEN) - 1)] + GLOB + TINY_ARGS)
+        err = capsys.readouterr().err
+        assert rc == 1 and "Traceback" not in err
+        for name, p in bad.items():
+            (line,) = [ln for ln in err.splitlines() if f" FAIL {p}: " in ln]
+            assert BROKEN[name][2] in line
+        written = sorted(q.stem for q in out.glob("*/02933112/*.npz"))
+        assert written == sorted(VALID)

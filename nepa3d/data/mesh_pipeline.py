@@ -32,7 +32,9 @@ Mesh cleanup (``MeshCacheConfig.mesh_cleanup``):
   (negative) face indices name the vertices above the face, as the OBJ format says (trimesh
   counts them from the end of the whole file, which moves the faces of every body but the
   last), and a face index 0 fails (both cleanups:
-  :func:`~nepa3d.data.mesh_files.obj_absolute_indices`).
+  :func:`~nepa3d.data.mesh_files.obj_absolute_indices`). Also in both: OFF comments are cut
+  before trimesh reads the text (its comment stripping repeats part of the body), and an OFF or
+  ASCII PLY file with fewer rows than its header declares fails instead of loading partially.
 
 Differences from the reference implementation, on purpose:
 
@@ -64,7 +66,8 @@ import trimesh  # module level: pool workers forked from the CLI inherit the imp
 
 from nepa3d.data.cache import save_cache
 from nepa3d.data.mesh_files import (MeshError, declared_counts, faceless_reason,
-                                     obj_absolute_indices, read_ply)
+                                     obj_absolute_indices, off_without_comments, read_ply,
+                                     truncation_reason)
 from nepa3d.geometry.distance import TriangleDistanceIndex, nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_bbox_unit_sphere
 from nepa3d.geometry.pools import face_normals, point_query_pool, sample_surface, triangle_areas
@@ -147,17 +150,23 @@ class MeshCacheConfig:
 # loading and cleaning
 
 
-def _obj_with_absolute_indices(path: str | os.PathLike) -> io.BytesIO | None:
-    """An OBJ file's text with relative face indices resolved (:func:`obj_absolute_indices`),
-    or None for another format or a file without relative indices (read as it is)."""
-    if not str(path).lower().endswith(".obj"):
+#: Text formats read through a rewrite where trimesh misreads the file as written: OBJ
+#: relative face indices, OFF comments below the second line (``None``: read the file itself).
+TEXT_REWRITES = {".obj": obj_absolute_indices, ".off": off_without_comments}
+
+
+def _rewritten_text(path: str | os.PathLike) -> io.BytesIO | None:
+    """The file's text through its :data:`TEXT_REWRITES` entry, or None when there is none or
+    it leaves the file as it is."""
+    rewrite = TEXT_REWRITES.get(os.path.splitext(str(path))[1].lower())
+    if rewrite is None:
         return None
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as e:
         raise MeshError(f"cannot read file ({type(e).__name__}: {e})") from e
-    fixed = obj_absolute_indices(data)
+    fixed = rewrite(data)
     return None if fixed is None else io.BytesIO(fixed)
 
 
@@ -167,15 +176,19 @@ def _load_scene(path: str | os.PathLike, process: bool, **kwargs) -> trimesh.Sce
     :class:`MeshError`."""
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise MeshError(faceless_reason(path))
-    source = _obj_with_absolute_indices(path)
-    if source is not None:  # same file, relative indices resolved; materials beside the file
-        kwargs = {**kwargs, "file_type": "obj",
+    source = _rewritten_text(path)
+    if source is not None:  # the same file, rewritten; materials are looked up beside it
+        kwargs = {**kwargs, "file_type": os.path.splitext(str(path))[1].lower()[1:],
                   "resolver": trimesh.resolvers.FilePathResolver(str(path))}
     try:
-        return trimesh.load_scene(str(path) if source is None else source, process=process,
-                                  **kwargs)
+        scene = trimesh.load_scene(str(path) if source is None else source, process=process,
+                                   **kwargs)
     except Exception as e:  # trimesh raises many types for malformed files
         raise MeshError(f"cannot load mesh ({type(e).__name__}: {e})") from e
+    why = truncation_reason(path)
+    if why:
+        raise MeshError(why)
+    return scene
 
 
 def _mesh_arrays(path: str | os.PathLike, mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -259,6 +272,7 @@ def load_mesh_as_original(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
     scene = _load_scene(path, process=False)
     for geom in scene.geometry.values():
         if isinstance(geom, trimesh.Trimesh) and len(geom.faces):
+            _check_face_indices(len(geom.vertices), geom.faces)  # before -1 wraps around
             used = np.asarray(geom.vertices)[np.unique(geom.faces)]
             why = _nonfinite_reason(used)
             if why:
@@ -294,6 +308,13 @@ def _check_magnitude(vertices: np.ndarray) -> None:
                         "(float64 areas and norms would overflow)")
 
 
+def _check_face_indices(n_vertices: int, faces: np.ndarray) -> None:
+    f = np.asarray(faces)
+    if len(f) and (f.min() < 0 or f.max() >= n_vertices):
+        raise MeshError(f"face indices out of range [0, {n_vertices}): "
+                        f"min {int(f.min())}, max {int(f.max())}")
+
+
 def check_coordinates(vertices: np.ndarray, faces: np.ndarray) -> None:
     """Raise :class:`MeshError` for non-finite or out-of-range coordinates (``|x| >
     MAX_ABS_COORD``, extent below ``MIN_EXTENT``) and face indices outside ``[0, V)``."""
@@ -301,8 +322,7 @@ def check_coordinates(vertices: np.ndarray, faces: np.ndarray) -> None:
     why = _nonfinite_reason(v)
     if why:
         raise MeshError(why)
-    if f.min() < 0 or f.max() >= len(v):
-        raise MeshError(f"face indices out of range [0, {len(v)})")
+    _check_face_indices(len(v), f)
     _check_magnitude(v)
     extent = bbox_extent(v[f.reshape(-1)])
     if 0.0 < extent < MIN_EXTENT:
