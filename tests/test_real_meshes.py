@@ -276,3 +276,37 @@ def test_truncated_or_out_of_range_files_fail_instead_of_a_partial_mesh(tmp_path
             assert BROKEN[name][2] in line
         written = sorted(q.stem for q in out.glob("*/02933112/*.npz"))
         assert written == sorted(VALID)
+
+
+# ---------------------------------------------------------------------------------------
+# multi-geometry scenes (.glb): every body with its node transform; point clouds alone fail
+
+
+def test_glb_scene_bodies_keep_their_transforms_and_point_clouds_alone_fail(tmp_path, capsys):
+    tri = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]], process=False)
+    scene = trimesh.Scene()
+    scene.add_geometry(tri, geom_name="a", transform=np.diag([2.0, 2.0, 2.0, 1.0]))
+    moved = np.eye(4)
+    moved[:3, 3] = (10, 0, 5)
+    scene.add_geometry(tri, geom_name="b", transform=moved)  # the same body, instanced
+    scene.add_geometry(trimesh.PointCloud(np.ones((5, 3))), geom_name="pts")
+    root = tmp_path / "sn"
+    p = root / "04379243" / "scene" / "models" / "model_normalized.glb"
+    p.parent.mkdir(parents=True)
+    p.write_bytes(scene.export(file_type="glb"))
+    only_points = root / "04379243" / "points" / "models" / "model_normalized.glb"
+    only_points.parent.mkdir(parents=True)
+    only_points.write_bytes(trimesh.Scene([trimesh.PointCloud(np.eye(3))]).export(file_type="glb"))
+    expected = {((0, 0, 0), (2, 0, 0), (0, 2, 0)), ((10, 0, 5), (11, 0, 5), (10, 1, 5))}
+    for loader in (load_mesh, load_mesh_as_original):
+        assert corners(*loader(p)) == expected
+    out = tmp_path / "out"
+    rc = sn_cli.main(["--shapenet_root", str(root), "--out_root", str(out), "--max_failures",
+                      "1"] + GLOB + TINY_ARGS)
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if " FAIL " in ln]
+    assert f" FAIL {only_points}: " in line and "only PointCloud geometry" in line
+    assert [q.stem for q in out.glob("*/04379243/*.npz")] == ["scene"]
+    failures = (out / "_meta" / "preprocess_failures.txt").read_text()  # the skip is recorded
+    assert failures.startswith(f"{only_points}\t") and failures.count("\n") == 1

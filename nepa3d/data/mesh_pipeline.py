@@ -202,6 +202,19 @@ def _mesh_arrays(path: str | os.PathLike, mesh) -> tuple[np.ndarray, np.ndarray]
     return v, f
 
 
+def _scene_arrays(path: str | os.PathLike, scene: trimesh.Scene
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_mesh_arrays` of every body of ``scene`` (transforms applied); a scene file
+    (glTF and the like: no counts :func:`faceless_reason` could name) whose bodies are all
+    point clouds or lines fails naming them, not as an unparsable file."""
+    kinds = sorted({type(g).__name__ for g in scene.geometry.values()})
+    faceless = not any(isinstance(g, trimesh.Trimesh) and len(g.faces)
+                       for g in scene.geometry.values())
+    if faceless and set(kinds) - {"Trimesh"} and not declared_counts(path):
+        raise MeshError(f"no triangle faces: the file holds only {', '.join(kinds)} geometry")
+    return _mesh_arrays(path, scene.to_mesh())
+
+
 def _load_ply_ourselves(path: str | os.PathLike, trimesh_error: str | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
     """A PLY through :func:`~nepa3d.data.mesh_files.read_ply` (strips, varying-length binary
@@ -245,7 +258,7 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if is_ply and e.__cause__ is not None:  # trimesh failed on a non-empty file
             return _load_ply_ourselves(path, f"{type(e.__cause__).__name__}: {e.__cause__}")
         raise
-    return _mesh_arrays(path, scene.to_mesh())
+    return _scene_arrays(path, scene)
 
 
 def _nonfinite_reason(vertices: np.ndarray) -> str | None:
@@ -279,7 +292,7 @@ def load_mesh_as_original(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
                 raise MeshError(f"{why} (trimesh would drop them and their faces)")
             _check_magnitude(used)  # before trimesh's merge keys overflow
             geom.process()
-    return _mesh_arrays(path, scene.to_mesh())
+    return _scene_arrays(path, scene)
 
 
 def bbox_extent(vertices: np.ndarray) -> float:
