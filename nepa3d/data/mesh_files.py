@@ -505,4 +505,5 @@ def faceless_reason(path: str | os.PathLike, n_loaded: int = 0) -> str:
 
 
 __all__ = ["MeshError", "PlyMesh", "declared_counts", "faceless_reason", "fan_triangles",
-           "obj_absolute_indices", "off_without_comments", "read_ply", "strip_triangles", "truncation_reason"]
+           "obj_absolute_indices", "off_without_comments", "read_ply", "strip_triangles",
+           "truncation_reason"]
