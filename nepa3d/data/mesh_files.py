@@ -4,6 +4,13 @@
   where trimesh's is not enough: ``tristrips`` elements (trimesh ignores them) and binary
   lists of varying length (mixed triangles / quads / polygons, strips; trimesh refuses them).
 - :func:`fan_triangles`, :func:`strip_triangles`  pure: polygons and strips -> triangles.
+- :func:`obj_absolute_indices` OBJ text with relative (negative) face indices made absolute:
+  trimesh resolves them against the whole file's vertex list, not the vertices read so far,
+  so a file with several bodies silently gets the wrong triangles.
+- :func:`off_without_comments` OFF text without ``#`` comments (trimesh's comment stripping
+  duplicates part of the body when a comment sits below the second line).
+- :func:`truncation_reason`  why an OFF / ASCII PLY file holds fewer rows than its header
+  declares (trimesh reads the rows that are there and says nothing).
 - :func:`faceless_reason`    why a file gave no triangle faces, in words (empty file,
   header only, truncated binary STL, a point cloud, only lines / strips, nothing parsable).
 
@@ -230,6 +237,168 @@ def read_ply(path: str | os.PathLike) -> PlyMesh:
 
 
 # ----------------------------------------------------------------------------------------
+# OBJ face indices
+
+_SEPARATOR = np.zeros(256, bool)  # bytes that end a face index (lookup table)
+_SEPARATOR[list(b" \t/\r\n#")] = True
+_OBJ_KINDS = (b"v", b"vt", b"vn")  # the components of a face corner 'v/vt/vn'
+_OBJ_KIND_NAMES = ("vertex", "texture coordinate", "vertex normal")
+
+
+def _absolute_corner(corner: bytes, seen: dict[bytes, int], lineno: int) -> bytes:
+    parts = corner.split(b"/")
+    for j, part in enumerate(parts[:3]):
+        if not part:
+            continue
+        try:
+            k = int(part)
+        except ValueError:
+            text = corner.decode("ascii", "replace")
+            raise MeshError(f"OBJ line {lineno}: malformed face index {text!r}") from None
+        n = seen[_OBJ_KINDS[j]]
+        if k == 0:
+            raise MeshError(f"OBJ line {lineno}: face index 0 (OBJ indices count from 1)")
+        if k < 0:
+            if n + k < 0:
+                raise MeshError(f"OBJ line {lineno}: relative index {k} refers before the first "
+                                f"{_OBJ_KIND_NAMES[j]} ({n} defined above it)")
+            parts[j] = str(n + k + 1).encode()
+    return b"/".join(parts)
+
+
+def _obj_faces_need_rewrite(data: bytes) -> bool:
+    """Whether an ``f`` statement holds a ``-`` or an index 0 (vectorised: a regex over a
+    large file costs seconds, this a fraction of one)."""
+    a = np.frombuffer(data + b"\n\n", np.uint8)
+    starts = np.concatenate(([0], np.flatnonzero(a[:-2] == ord("\n")) + 1))
+    is_face = (a[starts] == ord("f")) & ((a[starts + 1] == ord(" ")) | (a[starts + 1] == 9))
+    if not is_face.any():
+        return False
+    zero = np.flatnonzero(a[1:-1] == ord("0")) + 1  # padded: both neighbours exist
+    zero = zero[_SEPARATOR[a[zero - 1]] & _SEPARATOR[a[zero + 1]]]
+    suspects = np.concatenate((np.flatnonzero(a == ord("-")), zero))
+    return bool(is_face[np.searchsorted(starts, suspects, side="right") - 1].any())
+
+
+def obj_absolute_indices(data: bytes) -> bytes | None:
+    """OBJ text with every relative (negative) face index made absolute (pure).
+
+    A relative index ``-k`` names the k-th last vertex (texture coordinate, normal) defined
+    *above* the face statement (the OBJ specification); trimesh resolves it against the whole
+    file instead, which changes the triangles of every body but the last.
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        The rewritten bytes, or None when no ``f`` statement has a relative or zero index (the
+        file is then read as it is).
+
+    Raises:
+        MeshError: an index 0, a relative index before the first element, a malformed index.
+    """
+    if not _obj_faces_need_rewrite(data):
+        return None
+    seen = dict.fromkeys(_OBJ_KINDS, 0)
+    out = []
+    for lineno, line in enumerate(data.splitlines(keepends=True), 1):
+        words = line.split(b"#", 1)[0].split()
+        if words and words[0] in seen:
+            seen[words[0]] += 1
+        elif words[:1] == [b"f"]:
+            ending = line[len(line.rstrip(b"\r\n")):]
+            line = b" ".join([b"f"] + [_absolute_corner(c, seen, lineno) for c in words[1:]])
+            line += ending
+        out.append(line)
+    return b"".join(out)
+
+
+def off_without_comments(data: bytes) -> bytes | None:
+    """OFF text with every ``#`` comment cut off its line (pure), or None when it has none.
+
+    trimesh's comment stripping repeats the text between the first line and the first
+    comment, so a comment below the second line shifts every later row (faces read from
+    vertex rows: no faces, or wrong ones); a comment-free text is read as written.
+    """
+    if b"#" not in data:
+        return None
+    return b"\n".join(ln.split(b"#", 1)[0] for ln in data.splitlines())
+
+
+# ----------------------------------------------------------------------------------------
+# truncated text files: fewer data lines than the header declares
+
+
+def _data_lines(lines: list[bytes]) -> int:
+    """Lines holding something other than whitespace and ``#`` comments."""
+    return sum(1 for ln in lines if ln.split(b"#", 1)[0].strip())
+
+
+def _off_truncation(data: bytes) -> str | None:
+    """OFF: the counts line (on the magic line, glued or not, or the next data line) declares
+    ``V F``; the V vertex and F face lines must follow (one per line, as trimesh reads them)."""
+    lines = data.splitlines()
+    i = next((k for k, ln in enumerate(lines) if ln.split(b"#", 1)[0].strip()), None)
+    if i is None:
+        return None
+    first = lines[i].split(b"#", 1)[0].strip()
+    magic = first.split()[0]
+    if not magic.upper().startswith((b"OFF", b"COFF", b"NOFF", b"CNOFF", b"STOFF")):
+        return None  # nOFF, 4OFF and friends: left to the loader
+    rest = first[first.upper().index(b"OFF") + 3:].split()
+    if not rest:
+        i = next((k for k in range(i + 1, len(lines))
+                  if lines[k].split(b"#", 1)[0].strip()), None)
+        if i is None:
+            return None
+        rest = lines[i].split(b"#", 1)[0].split()
+    try:
+        n_v, n_f = int(rest[0]), int(rest[1])
+    except (IndexError, ValueError):
+        return None  # the loader names a malformed counts line
+    have = _data_lines(lines[i + 1:])
+    if have < n_v + n_f:
+        return (f"truncated OFF: the header declares {n_v} vertices and {n_f} faces "
+                f"({n_v + n_f} lines) but {have} data lines follow it")
+    return None
+
+
+def _ascii_ply_truncation(path: str | os.PathLike) -> str | None:
+    """ASCII PLY: one line per element row; fewer lines than the declared rows is confirmed by
+    :func:`read_ply` (which reads tokens, not lines) before it is called a truncation."""
+    with open(path, "rb") as fh:
+        try:
+            fmt, elements = _ply_header(fh)
+        except MeshError:
+            return None  # the loader names a malformed header
+        if fmt != "ascii":
+            return None  # binary: trimesh and read_ply check the length
+        have = _data_lines(fh.read().split(b"\n"))
+    if have >= sum(el.count for el in elements):
+        return None
+    try:
+        read_ply(path)
+    except MeshError as e:
+        return str(e)
+    return None
+
+
+def truncation_reason(path: str | os.PathLike) -> str | None:
+    """Why a text mesh file (OFF, ASCII PLY) holds fewer rows than its header declares, or
+    None. Loaders read such a file as a partial mesh without complaint."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    try:
+        if suffix == ".off":
+            with open(path, "rb") as fh:
+                return _off_truncation(fh.read())
+        if suffix == ".ply":
+            return _ascii_ply_truncation(path)
+    except OSError as e:
+        return f"cannot read file ({type(e).__name__}: {e})"
+    return None
+
+
+# ----------------------------------------------------------------------------------------
 # why a file has no triangles
 
 
@@ -336,4 +505,5 @@ def faceless_reason(path: str | os.PathLike, n_loaded: int = 0) -> str:
 
 
 __all__ = ["MeshError", "PlyMesh", "declared_counts", "faceless_reason", "fan_triangles",
-           "read_ply", "strip_triangles"]
+           "obj_absolute_indices", "off_without_comments", "read_ply", "strip_triangles",
+           "truncation_reason"]

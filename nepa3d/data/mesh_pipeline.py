@@ -26,9 +26,15 @@ Mesh cleanup (``MeshCacheConfig.mesh_cleanup``):
   (``remove_degenerate_faces``) no longer exists in trimesh, so the exception is swallowed and
   nothing else is cleaned. Duplicate faces (double-sided sheets: twice the sampling weight,
   half the normals flipped), degenerate faces and the absolute merge tolerance stay. Zero-area
-  faces are never sampled and get zero normals. Two departures, both for files the original
+  faces are never sampled and get zero normals. Three departures, all for files the original
   turned into garbage or silently changed: non-finite vertex coordinates fail (trimesh would
-  drop them and their faces), and so do coordinates beyond ``±MAX_ABS_COORD``.
+  drop them and their faces), and so do coordinates beyond ``±MAX_ABS_COORD``; OBJ relative
+  (negative) face indices name the vertices above the face, as the OBJ format says (trimesh
+  counts them from the end of the whole file, which moves the faces of every body but the
+  last), and a face index 0 fails (both cleanups:
+  :func:`~nepa3d.data.mesh_files.obj_absolute_indices`). Also in both: OFF comments are cut
+  before trimesh reads the text (its comment stripping repeats part of the body), and an OFF or
+  ASCII PLY file with fewer rows than its header declares fails instead of loading partially.
 
 Differences from the reference implementation, on purpose:
 
@@ -50,6 +56,7 @@ Differences from the reference implementation, on purpose:
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -58,7 +65,9 @@ import numpy as np
 import trimesh  # module level: pool workers forked from the CLI inherit the import
 
 from nepa3d.data.cache import save_cache
-from nepa3d.data.mesh_files import MeshError, declared_counts, faceless_reason, read_ply
+from nepa3d.data.mesh_files import (MeshError, declared_counts, faceless_reason,
+                                     obj_absolute_indices, off_without_comments, read_ply,
+                                     truncation_reason)
 from nepa3d.geometry.distance import TriangleDistanceIndex, nearest_neighbors, sanitize_distances
 from nepa3d.geometry.normalize import normalize_bbox_unit_sphere
 from nepa3d.geometry.pools import face_normals, point_query_pool, sample_surface, triangle_areas
@@ -141,16 +150,45 @@ class MeshCacheConfig:
 # loading and cleaning
 
 
+#: Text formats read through a rewrite where trimesh misreads the file as written: OBJ
+#: relative face indices, OFF comments below the second line (``None``: read the file itself).
+TEXT_REWRITES = {".obj": obj_absolute_indices, ".off": off_without_comments}
+
+
+def _rewritten_text(path: str | os.PathLike) -> io.BytesIO | None:
+    """The file's text through its :data:`TEXT_REWRITES` entry, or None when there is none or
+    it leaves the file as it is."""
+    rewrite = TEXT_REWRITES.get(os.path.splitext(str(path))[1].lower())
+    if rewrite is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise MeshError(f"cannot read file ({type(e).__name__}: {e})") from e
+    fixed = rewrite(data)
+    return None if fixed is None else io.BytesIO(fixed)
+
+
 def _load_scene(path: str | os.PathLike, process: bool, **kwargs) -> trimesh.Scene:
     """``trimesh.load_scene`` (every body of the file; ``trimesh.load(force='mesh')`` is this
     followed by ``to_mesh()``); a loader exception, or an empty file, becomes
     :class:`MeshError`."""
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise MeshError(faceless_reason(path))
+    source = _rewritten_text(path)
+    if source is not None:  # the same file, rewritten; materials are looked up beside it
+        kwargs = {**kwargs, "file_type": os.path.splitext(str(path))[1].lower()[1:],
+                  "resolver": trimesh.resolvers.FilePathResolver(str(path))}
     try:
-        return trimesh.load_scene(str(path), process=process, **kwargs)
+        scene = trimesh.load_scene(str(path) if source is None else source, process=process,
+                                   **kwargs)
     except Exception as e:  # trimesh raises many types for malformed files
         raise MeshError(f"cannot load mesh ({type(e).__name__}: {e})") from e
+    why = truncation_reason(path)
+    if why:
+        raise MeshError(why)
+    return scene
 
 
 def _mesh_arrays(path: str | os.PathLike, mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -162,6 +200,19 @@ def _mesh_arrays(path: str | os.PathLike, mesh) -> tuple[np.ndarray, np.ndarray]
     if len(f) == 0:
         raise MeshError(faceless_reason(path, len(v)))
     return v, f
+
+
+def _scene_arrays(path: str | os.PathLike, scene: trimesh.Scene
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_mesh_arrays` of every body of ``scene`` (transforms applied); a scene file
+    (glTF and the like: no counts :func:`faceless_reason` could name) whose bodies are all
+    point clouds or lines fails naming them, not as an unparsable file."""
+    kinds = sorted({type(g).__name__ for g in scene.geometry.values()})
+    faceless = not any(isinstance(g, trimesh.Trimesh) and len(g.faces)
+                       for g in scene.geometry.values())
+    if faceless and set(kinds) - {"Trimesh"} and not declared_counts(path):
+        raise MeshError(f"no triangle faces: the file holds only {', '.join(kinds)} geometry")
+    return _mesh_arrays(path, scene.to_mesh())
 
 
 def _load_ply_ourselves(path: str | os.PathLike, trimesh_error: str | None = None
@@ -207,7 +258,7 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if is_ply and e.__cause__ is not None:  # trimesh failed on a non-empty file
             return _load_ply_ourselves(path, f"{type(e.__cause__).__name__}: {e.__cause__}")
         raise
-    return _mesh_arrays(path, scene.to_mesh())
+    return _scene_arrays(path, scene)
 
 
 def _nonfinite_reason(vertices: np.ndarray) -> str | None:
@@ -234,13 +285,14 @@ def load_mesh_as_original(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
     scene = _load_scene(path, process=False)
     for geom in scene.geometry.values():
         if isinstance(geom, trimesh.Trimesh) and len(geom.faces):
+            _check_face_indices(len(geom.vertices), geom.faces)  # before -1 wraps around
             used = np.asarray(geom.vertices)[np.unique(geom.faces)]
             why = _nonfinite_reason(used)
             if why:
                 raise MeshError(f"{why} (trimesh would drop them and their faces)")
             _check_magnitude(used)  # before trimesh's merge keys overflow
             geom.process()
-    return _mesh_arrays(path, scene.to_mesh())
+    return _scene_arrays(path, scene)
 
 
 def bbox_extent(vertices: np.ndarray) -> float:
@@ -269,6 +321,13 @@ def _check_magnitude(vertices: np.ndarray) -> None:
                         "(float64 areas and norms would overflow)")
 
 
+def _check_face_indices(n_vertices: int, faces: np.ndarray) -> None:
+    f = np.asarray(faces)
+    if len(f) and (f.min() < 0 or f.max() >= n_vertices):
+        raise MeshError(f"face indices out of range [0, {n_vertices}): "
+                        f"min {int(f.min())}, max {int(f.max())}")
+
+
 def check_coordinates(vertices: np.ndarray, faces: np.ndarray) -> None:
     """Raise :class:`MeshError` for non-finite or out-of-range coordinates (``|x| >
     MAX_ABS_COORD``, extent below ``MIN_EXTENT``) and face indices outside ``[0, V)``."""
@@ -276,8 +335,7 @@ def check_coordinates(vertices: np.ndarray, faces: np.ndarray) -> None:
     why = _nonfinite_reason(v)
     if why:
         raise MeshError(why)
-    if f.min() < 0 or f.max() >= len(v):
-        raise MeshError(f"face indices out of range [0, {len(v)})")
+    _check_face_indices(len(v), f)
     _check_magnitude(v)
     extent = bbox_extent(v[f.reshape(-1)])
     if 0.0 < extent < MIN_EXTENT:
