@@ -529,3 +529,38 @@ def test_cli_subprocess_prints_one_line_per_failure_and_no_traceback(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "python -m nepa3d.data.preprocess_shapenet: error: argument --ray_pool: must be an "
         "integer >= 1 (got '-3')"]
+
+
+def test_an_unreadable_scan_file_keeps_every_later_sample_on_its_place_in_the_stream(
+        tmp_path, capsys, monkeypatch):
+    """The split's query pools come from one shared RandomState, served sample by sample over
+    the sorted files. A file whose labels read but whose points do not still takes its draws,
+    so the next file's caches equal those of a run where nothing failed (and their records'
+    ``seed:position`` stays true)."""
+    src = tmp_path / "h5"
+    write_scan(src / "training_objectdataset_a.h5", 3, seed=1)
+    write_scan(src / "training_objectdataset_b.h5", 2, seed=2)
+    argv = ["--split", "train", "--pt_pool", "32", "--ray_pool", "4", "--scan_root", str(src)]
+    rc, _, _ = run_main(scan_cli.main, argv + ["--out_root", str(tmp_path / "clean")], capsys)
+    assert rc == 0
+    real = scan_cli._load_data
+
+    def unreadable_a(path):
+        if path.endswith("_a.h5"):
+            raise OSError("Can't synchronously read data (filter returned failure)")
+        return real(path)
+
+    monkeypatch.setattr(scan_cli, "_load_data", unreadable_a)
+    out = tmp_path / "broken"
+    rc, text, err = run_main(scan_cli.main, argv + ["--out_root", str(out), "--max_failures", "3"],
+                             capsys)
+    assert rc == 0 and "ok=2 skip=0 fail=3" in text
+    assert err.count(" FAIL ") == 3 and "filter returned failure" in err
+    clean_b = sorted((tmp_path / "clean").rglob("training_objectdataset_b_*.npz"))
+    broken_b = sorted(out.rglob("training_objectdataset_b_*.npz"))
+    assert len(clean_b) == len(broken_b) == 2
+    for c, b in zip(clean_b, broken_b):
+        with np.load(c) as zc, np.load(b) as zb:
+            assert c.name == b.name and set(zc.files) == set(zb.files)
+            for k in zc.files:
+                np.testing.assert_array_equal(zc[k], zb[k], err_msg=f"{b.name}:{k}")

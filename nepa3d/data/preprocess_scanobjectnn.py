@@ -201,11 +201,13 @@ def scan_arrays(points: np.ndarray, pt_pool: int, ray_pool: int, surface_ratio: 
 
 @dataclass(frozen=True)
 class H5Source:
-    """A readable h5 file: its path, its stem and one class id per cloud."""
+    """A readable h5 file: its path, its stem, one class id per cloud and the points per cloud
+    (``data``'s declared shape ``(clouds, n_points, >= 3)``)."""
 
     path: str
     stem: str
     labels: tuple[int, ...]
+    n_points: int
 
 
 def check_labels(labels: np.ndarray, n_clouds: int) -> tuple[int, ...]:
@@ -244,7 +246,7 @@ def read_h5_source(path: str) -> H5Source:
             labels = check_labels(f["label"][()], shape[0])
     except OSError as e:
         raise ValueError(f"cannot read the h5 file ({type(e).__name__}: {e})") from e
-    return H5Source(path, os.path.splitext(os.path.basename(path))[0], labels)
+    return H5Source(path, os.path.splitext(os.path.basename(path))[0], labels, int(shape[1]))
 
 
 def split_rng_seed(split: str, seed: int) -> int:
@@ -343,17 +345,25 @@ def process_split(args: PreprocessScanObjectNNConfig, split: str,
     counts = {"ok": 0, "skip": 0, "fail": 0, "total": len(stream)}
     made: list[FileRecord] = []
     failures: list[tuple[str, str]] = []
-    data, loaded = None, None
+    data, loaded, load_error = None, None, ""
     for src, idx, rel, seed in stream:
-        try:
-            if loaded != src.path:
-                loaded, data = src.path, None
+        if loaded != src.path:
+            loaded, data, load_error = src.path, None, ""
+            try:
                 data = _load_data(src.path)
-            if data is None:
-                raise ValueError("the h5 file could not be read")
-            if rel in keep:  # draw the pool anyway: keeps the shared stream aligned
-                point_query_pool(np.zeros((data.shape[1], 3)), args.pt_pool,
+                if data.shape[:2] != (len(src.labels), src.n_points):
+                    raise ValueError(f"'data' read as shape {data.shape}, declared "
+                                     f"({len(src.labels)}, {src.n_points}, ...)")
+            except Exception as e:
+                data, load_error = None, one_line(f"{type(e).__name__}: {e}")
+        try:
+            if data is None or rel in keep:
+                # draw the pool anyway (a kept file, or a sample whose data cannot be read):
+                # every later sample keeps its place in the shared stream, as its record says
+                point_query_pool(np.zeros((src.n_points, 3)), args.pt_pool,
                                  args.pt_surface_ratio, args.pt_surface_sigma, rng)
+                if data is None:
+                    raise ValueError(f"the h5 file's 'data' could not be read ({load_error})")
                 counts["skip"] += 1
                 continue
             arrays = scan_arrays(data[idx], args.pt_pool, args.ray_pool,
