@@ -106,7 +106,7 @@ MatrixRow = Annotated[Any, AfterValidator(_matrix_row)]
 SeedValue = Annotated[Any, AfterValidator(_seed_value)]
 SeedSpec = Annotated[Any, AfterValidator(_seed_spec)]
 RootSeed = Annotated[Any, AfterValidator(_root_seed)]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$", max_length=100)]  # it names files and folders
 
 
 def _axis_list(value: Any) -> Any:
