@@ -4,7 +4,8 @@ Exit codes: 0 ok (``run``: every job of the suites has a valid result); 1 a job 
 result is invalid; 2 a suite (or the command line) is invalid, reported as one line without a
 traceback; 3 (``run``) no job failed but some are running elsewhere (held by live locks): the
 suites have holes until they finish and a re-run picks their results up; 130 interrupted.
-``compare``: 0 nothing changed beyond seed noise, 1 some row/metric changed, 2 bad input.
+``compare``: 0 nothing changed beyond seed noise, 1 some row/metric changed (or an invalid result on a side),
+2 bad input (also: a suite without a valid result on either side).
 
 This module: the parser and :func:`main`; the commands are in :mod:`benchmark.cli_run` and
 :mod:`benchmark.cli_commands`, what they share in :mod:`benchmark.cli_common`.

@@ -146,6 +146,11 @@ def cmd_compare(args) -> int:
     tables_a = load_tables(side_a, suites, args.repo, labels[0])
     tables_b = load_tables(side_b, suites, args.repo, labels[1])
     comparisons = compare_sides(suites, tables_a, tables_b, args.alpha)
+    empty = [c.suite for c in comparisons if not c.items]
+    if empty or not comparisons:  # exit 0 would say "nothing changed" of what was never compared
+        what = f"suite {empty[0]!r}" if empty else "no suite"
+        raise SuiteError(f"compare: {what}: no valid result in {labels[0]} {side_a} nor in {labels[1]} {side_b}; "
+                         "nothing to compare (wrong results directory, revision or suite?)")
     print("\n".join(render_markdown(c, args.alpha) for c in comparisons), end="")
     if args.json:
         atomic_write_json(args.json, to_json(comparisons, side_a, side_b, args.alpha))

@@ -163,3 +163,37 @@ def test_suite_name_too_long_for_a_folder(tmp_path, capsys):
         assert code == 2 and "name" in _one_line(err) and "at most" in err
     assert not (tmp_path / "results").exists()
 
+
+def _copy_results(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dst)
+
+
+def test_compare_without_results_on_either_side_is_bad_input(done, capsys):
+    """Exit 0 would say "nothing changed" of what was never compared: an empty results folder,
+    or a suite that has no results in either folder, is exit 2 naming the suite."""
+    tmp_path, suite, common = done
+    other = write_suite(tmp_path, name="other", matrix={"ckpt": {"a": {"scale": 1}}}, tables=TABLES)
+    (tmp_path / "empty").mkdir()
+    params = ["--params", tmp_path / "params.yaml"]
+    for argv in ([suite, tmp_path / "empty", tmp_path / "empty"],
+                 [other, tmp_path / "results", tmp_path / "results"],
+                 [suite, other, tmp_path / "results", tmp_path / "results"]):
+        code, out, err = _cli(["compare", *argv, *params], capsys)
+        assert code == 2 and "nothing to compare" in _one_line(err), (argv, out, err)
+    assert _cli(["compare", suite, tmp_path / "results", tmp_path / "results", *params], capsys)[0] == 0
+
+
+def test_compare_with_a_result_that_became_nan_is_a_change(done, capsys):
+    """A metric that became NaN makes the result invalid; left out of the pairs, it must not
+    leave the comparison at exit 0 (the remaining seeds are identical)."""
+    tmp_path, suite, common = done
+    _copy_results(tmp_path / "results", tmp_path / "after")
+    bad = sorted(p for p in (tmp_path / "after" / "demo").glob("*.json"))[0]
+    bad.write_text(bad.read_text().replace('"score": 1.0', '"score": NaN').replace('"score": 2.0', '"score": NaN'))
+    params = ["--params", tmp_path / "params.yaml"]
+    code, out, _ = _cli(["compare", suite, tmp_path / "results", tmp_path / "after", *params], capsys)
+    assert code == 1 and "invalid result left out" in out and str(bad) in out
+    code, _, _ = _cli(["compare", suite, tmp_path / "after", tmp_path / "results", *params], capsys)
+    assert code == 1
