@@ -225,3 +225,15 @@ def test_run_gpus_without_ids_is_refused(tmp_path, capsys, gpus):
     code, _, err = _cli(["run", path, "--no-mlflow", "--gpus", gpus, "--results-dir", tmp_path / "results"], capsys)
     assert code == 2 and _one_line(err).startswith("error: --gpus")
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    {"seeds": {"seed": 100_000_000}, "root_seed": 1},  # a typo'd replicate count
+    {"matrix": {f"ax{i}": {"a": 1, "b": 2} for i in range(30)}},  # 2**30 points
+])
+def test_a_suite_of_absurdly_many_jobs_is_refused_before_expanding(tmp_path, capsys, extra):
+    """It used to expand every job first (minutes, then out of memory) before any check."""
+    path = write_suite(tmp_path, **{"matrix": {"ckpt": {"a": {"scale": 1}}}, **extra},
+                       tables=[{"rows": [next(iter(extra.get("matrix", {"ckpt": 0})))], "metrics": ["score"]}])
+    code, _, err = _cli(["validate", path, "--results-dir", tmp_path / "results"], capsys)
+    assert code == 2 and "jobs (matrix rows x seeds); at most" in _one_line(err)
