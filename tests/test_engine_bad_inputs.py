@@ -237,3 +237,16 @@ def test_a_suite_of_absurdly_many_jobs_is_refused_before_expanding(tmp_path, cap
                        tables=[{"rows": [next(iter(extra.get("matrix", {"ckpt": 0})))], "metrics": ["score"]}])
     code, _, err = _cli(["validate", path, "--results-dir", tmp_path / "results"], capsys)
     assert code == 2 and "jobs (matrix rows x seeds); at most" in _one_line(err)
+
+
+def test_metrics_of_a_missing_results_folder_replace_nothing(done, capsys):
+    """A wrong --results-dir used to write empty metrics ({}) over good ones, exit 0."""
+    tmp_path, suite, common = done
+    out = tmp_path / "met"
+    assert _cli(["metrics", suite, *common, "--out", out], capsys)[0] == 0
+    before = _snapshot(out)
+    assert before and all(b.strip() != b"{}" for b in before.values())
+    code, _, err = _cli(["metrics", suite, "--params", tmp_path / "params.yaml",
+                         "--results-dir", tmp_path / "typo", "--out", out], capsys)
+    assert code == 1 and str(tmp_path / "typo" / "demo") in _one_line(err)
+    assert _snapshot(out) == before
