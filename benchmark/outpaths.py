@@ -34,15 +34,18 @@ def dir_problem(flag: str, path: str | os.PathLike) -> Optional[str]:
     return f"{flag} {path}: {blocker} is a file, not a folder"
 
 
-def not_regular(path: str | os.PathLike) -> Optional[str]:
-    """What ``path`` is when it exists but is not a regular file (followed through symlinks):
-    ``"a folder"``, ``"a device or other special file"``; None when it is absent or a file."""
+def not_regular(path: str | os.PathLike, follow: bool = True) -> Optional[str]:
+    """What ``path`` is when it exists but is not a regular file: ``"a folder"``, ``"a device or
+    other special file"``, or (``follow=False``: the link itself) ``"a symbolic link"``; None
+    when it is absent (a dangling link too, when followed) or a regular file."""
     try:
-        mode = os.stat(path).st_mode
+        mode = os.stat(path).st_mode if follow else os.lstat(path).st_mode
     except OSError:
         return None
     if stat.S_ISREG(mode):
         return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
     return "a folder" if stat.S_ISDIR(mode) else "a device or other special file"
 
 

@@ -199,24 +199,33 @@ def test_compare_with_a_result_that_became_nan_is_a_change(done, capsys):
     assert code == 1
 
 
-def test_a_lock_path_that_is_a_folder_fails_that_job_only(tmp_path, capsys):
-    """No runner writes a folder as a lock: the run fails that job naming the path (exit 1) and
-    runs the others; unlock/status refuse it (exit 2) and nothing removes the folder."""
+@pytest.mark.parametrize("kind", ["folder", "symbolic link"])
+def test_a_lock_path_that_is_not_a_file_fails_that_job_only(tmp_path, capsys, kind):
+    """No runner writes a folder or a link as a lock: the run fails that job naming the path
+    (exit 1) and runs the others; unlock/status refuse it (exit 2); nothing removes it. (A
+    folder was 'running elsewhere', exit 3, then an unlock traceback; a dangling link failed
+    the job as 'its runner elsewhere stopped', for ever, and unlock saw no lock.)"""
     path = write_suite(tmp_path, matrix={"ckpt": {"a": {"scale": 1}, "b": {"scale": 2}}}, seeds={"seed": [1]},
                        tables=TABLES)
     (tmp_path / "params.yaml").write_text("{}\n")
     jobs = expand(load_suite(path, tmp_path / "params.yaml"), tmp_path / "results")
-    jobs[0].lock.mkdir(parents=True)
-    (jobs[0].lock / "keep.txt").write_text("mine\n")
+    keep = tmp_path / "keep.txt"
+    if kind == "folder":
+        jobs[0].lock.mkdir(parents=True)
+        keep = jobs[0].lock / "keep.txt"
+    else:
+        jobs[0].lock.parent.mkdir(parents=True)
+        jobs[0].lock.symlink_to(tmp_path / "nowhere" / "x")
+    keep.write_text("mine\n")
     common = ["--params", tmp_path / "params.yaml", "--results-dir", tmp_path / "results"]
     code, out, err = _cli(["run", path, "--no-mlflow", *common], capsys)
     assert code == 1 and "Traceback" not in err
-    assert "FAILED   ckpt=a" in out and f"{jobs[0].lock}: is a folder" in out
+    assert "FAILED   ckpt=a" in out and f"{jobs[0].lock}: is a {kind}" in out
     assert not jobs[0].out_json.exists() and jobs[1].out_json.exists()
     for command in ("unlock", "status"):
         code, _, err = _cli([command, path, *common], capsys)
-        assert code == 2 and _one_line(err).startswith(f"error: {jobs[0].lock}: is a folder")
-    assert (jobs[0].lock / "keep.txt").read_text() == "mine\n"
+        assert code == 2 and _one_line(err).startswith(f"error: {jobs[0].lock}: is a {kind}")
+    assert keep.read_text() == "mine\n" and os.path.lexists(jobs[0].lock)
 
 
 @pytest.mark.parametrize("gpus", [",", "", "0,,1", " "])
