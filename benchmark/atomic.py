@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
@@ -41,11 +42,24 @@ def _umask() -> int:
     return mask
 
 
+def not_regular(path: str | os.PathLike, follow: bool = True) -> Optional[str]:
+    """What ``path`` is when it exists but is not a regular file: ``"a folder"``, ``"a device or
+    other special file"``, or (``follow=False``: the link itself) ``"a symbolic link"``; None
+    when it is absent (a dangling link too, when followed) or a regular file."""
+    try:
+        mode = os.stat(path).st_mode if follow else os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a folder" if stat.S_ISDIR(mode) else "a device or other special file"
+
+
 def _refuse_special(path: Path) -> None:
     """An OSError when ``path`` exists but is not a regular file: a folder, or a device such as
     ``/dev/full`` that a rename would replace (and so never report its write error)."""
-    from .outpaths import not_regular
-
     what = not_regular(path)
     if what is not None:
         raise OSError(errno.EISDIR if what == "a folder" else errno.EEXIST,

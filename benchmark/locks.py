@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import SuiteError
-from .outpaths import not_regular
+from .atomic import not_regular
 
 #: A lock file that exists but is still empty (being written) counts as live for this long.
 EMPTY_LOCK_GRACE_S = 30.0

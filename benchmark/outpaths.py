@@ -1,5 +1,5 @@
-"""Output locations of the command line, checked before anything runs or is written (a leaf:
-standard library only).
+"""Output locations of the command line, checked before anything runs or is written (standard
+library and the atomic writer only).
 
 :func:`dir_problem` / :func:`file_problem` say in one line why a path the user named cannot take
 the folder / file a command would write there: a file where a folder is needed (the path or one
@@ -9,9 +9,10 @@ one line for an ``OSError`` a command meets while it runs (a full disk, a read-o
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Optional
+
+from .atomic import not_regular
 
 
 def _file_in_the_way(folder: Path) -> Optional[Path]:
@@ -32,21 +33,6 @@ def dir_problem(flag: str, path: str | os.PathLike) -> Optional[str]:
     if blocker is None:
         return None
     return f"{flag} {path}: {blocker} is a file, not a folder"
-
-
-def not_regular(path: str | os.PathLike, follow: bool = True) -> Optional[str]:
-    """What ``path`` is when it exists but is not a regular file: ``"a folder"``, ``"a device or
-    other special file"``, or (``follow=False``: the link itself) ``"a symbolic link"``; None
-    when it is absent (a dangling link too, when followed) or a regular file."""
-    try:
-        mode = os.stat(path).st_mode if follow else os.lstat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "a folder" if stat.S_ISDIR(mode) else "a device or other special file"
 
 
 def file_problem(flag: str, path: str | os.PathLike) -> Optional[str]:
