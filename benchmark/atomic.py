@@ -3,7 +3,8 @@
 Every file is written to a fresh temp file in the target's folder, flushed and fsynced, then
 ``os.replace``-d over the target: a reader sees the old file or the whole new one, never a part.
 A write that fails (an exception in the writer, a full disk, Ctrl-C) removes its temp file and
-leaves the old target as it was.
+leaves the old target as it was; a target that is a folder or a device (``/dev/full``) is refused
+with an OSError before anything is written, never replaced.
 
     atomic_write_text(path, text)                      # also _bytes, _json
     atomic_write(path, lambda f: np.savez(f, **arrays), binary=True, prefix=".tmp_npz_")
@@ -18,8 +19,10 @@ passes its own ``prefix``. The final file has the permissions a plain ``open()``
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
@@ -39,8 +42,34 @@ def _umask() -> int:
     return mask
 
 
+def not_regular(path: str | os.PathLike, follow: bool = True) -> Optional[str]:
+    """What ``path`` is when it exists but is not a regular file: ``"a folder"``, ``"a device or
+    other special file"``, or (``follow=False``: the link itself) ``"a symbolic link"``; None
+    when it is absent (a dangling link too, when followed) or a regular file."""
+    try:
+        mode = os.stat(path).st_mode if follow else os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a folder" if stat.S_ISDIR(mode) else "a device or other special file"
+
+
+def _refuse_special(path: Path) -> None:
+    """An OSError when ``path`` exists but is not a regular file: a folder, or a device such as
+    ``/dev/full`` that a rename would replace (and so never report its write error)."""
+    what = not_regular(path)
+    if what is not None:
+        raise OSError(errno.EISDIR if what == "a folder" else errno.EEXIST,
+                      f"is {what}, not a file (left as it is)", str(path))
+
+
 def _temp_beside(path: Path, prefix: Optional[str], suffix: str, mode: Optional[int]) -> tuple[int, str]:
-    """A new temp file (fd, name) in ``path``'s folder (created if missing), with the final mode."""
+    """A new temp file (fd, name) in ``path``'s folder (created if missing), with the final mode;
+    an OSError, before anything is written, if ``path`` is a folder or a special file."""
+    _refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}." if prefix is None else prefix, suffix=suffix,
                                dir=path.parent)

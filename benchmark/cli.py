@@ -4,7 +4,8 @@ Exit codes: 0 ok (``run``: every job of the suites has a valid result); 1 a job 
 result is invalid; 2 a suite (or the command line) is invalid, reported as one line without a
 traceback; 3 (``run``) no job failed but some are running elsewhere (held by live locks): the
 suites have holes until they finish and a re-run picks their results up; 130 interrupted.
-``compare``: 0 nothing changed beyond seed noise, 1 some row/metric changed, 2 bad input.
+``compare``: 0 nothing changed beyond seed noise, 1 some row/metric changed (or an invalid result on a side),
+2 bad input (also: a suite without a valid result on either side).
 
 This module: the parser and :func:`main`; the commands are in :mod:`benchmark.cli_run` and
 :mod:`benchmark.cli_commands`, what they share in :mod:`benchmark.cli_common`.
@@ -19,7 +20,8 @@ from typing import NoReturn, Optional, Sequence
 
 from .cli_commands import (cmd_accept_code, cmd_compare, cmd_dvc_stages, cmd_fingerprint, cmd_metrics, cmd_report,
                            cmd_status, cmd_unlock, cmd_validate)
-from .cli_common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, NO_MLFLOW_ENV, prog_name
+from .cli_common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, NO_MLFLOW_ENV, check_outputs,
+                         prog_name)
 from .cli_run import cmd_run
 from .errors import BenchmarkError, SuiteError
 from .plugins import load_plugins
@@ -169,6 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # SIGTERM (kill, schedulers) takes the interrupt path: children terminated, locks released
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
+        check_outputs(args)
         load_plugins(getattr(args, "plugin", ()), origin="--plugin")  # the suite commands take --plugin
         return args.func(args)
     except SuiteError as exc:
@@ -185,3 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:  # met while running (a full disk, a read-only folder): the atomic writers left
+        from .outpaths import os_error_line  # every file as it was
+
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED

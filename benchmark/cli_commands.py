@@ -10,9 +10,25 @@ from .cli_common import EXIT_FAILED, EXIT_OK, _check_lock_settings, _jobs, _writ
 from .errors import SuiteError
 
 
+def _no_results_folder(suite, results_dir: str, what: str) -> bool:
+    """True (and one line on stderr) when the suite has no results folder in ``results_dir``:
+    ``report`` and ``metrics`` then write nothing (a wrong --results-dir must not replace good
+    files with empty ones)."""
+    folder = Path(results_dir) / suite.name
+    if folder.is_dir():
+        return False
+    print(f"{suite.name}: no results folder {folder} (run `{prog_name()} run {suite.source}` first); "
+          f"no {what} written", file=sys.stderr)
+    return True
+
+
 def cmd_metrics(args) -> int:
-    """Per-suite metrics files from the results on disk (what ``run --metrics DIR`` writes)."""
-    for suite in load_suites(args.suites, args.params):
+    """Per-suite metrics files from the results on disk (what ``run --metrics DIR`` writes); none
+    at all when a suite has no results folder."""
+    suites = load_suites(args.suites, args.params)
+    if [s for s in suites if _no_results_folder(s, args.results_dir, "metrics")]:
+        return EXIT_FAILED
+    for suite in suites:
         for line in _write_metrics(suite, args.results_dir, args.out):
             print(f"  invalid result left out: {line}", file=sys.stderr)
     return EXIT_OK
@@ -40,11 +56,8 @@ def cmd_report(args) -> int:
 
     reps, failed = [], False
     for suite in load_suites(args.suites, args.params):
-        folder = Path(args.results_dir) / suite.name
-        if not folder.is_dir():
+        if _no_results_folder(suite, args.results_dir, "report"):
             failed = True
-            print(f"{suite.name}: no results folder {folder} (run `{prog_name()} run {suite.source}` first); "
-                  "no report written", file=sys.stderr)
             continue
         rep = build_report(suite, _jobs(suite, args), results_dir=Path(args.results_dir))
         if rep.problems:
@@ -146,6 +159,11 @@ def cmd_compare(args) -> int:
     tables_a = load_tables(side_a, suites, args.repo, labels[0])
     tables_b = load_tables(side_b, suites, args.repo, labels[1])
     comparisons = compare_sides(suites, tables_a, tables_b, args.alpha)
+    empty = [c.suite for c in comparisons if not c.items]
+    if empty or not comparisons:  # exit 0 would say "nothing changed" of what was never compared
+        what = f"suite {empty[0]!r}" if empty else "no suite"
+        raise SuiteError(f"compare: {what}: no valid result in {labels[0]} {side_a} nor in {labels[1]} {side_b}; "
+                         "nothing to compare (wrong results directory, revision or suite?)")
     print("\n".join(render_markdown(c, args.alpha) for c in comparisons), end="")
     if args.json:
         atomic_write_json(args.json, to_json(comparisons, side_a, side_b, args.alpha))

@@ -86,6 +86,40 @@ def _check_lock_settings() -> None:
 
 
 
+#: The output locations of each command: (flag, attribute, "dir" or "file"); ``--summary`` is a
+#: file name inside ``--out``.
+OUTPUTS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "run": (("--results-dir", "results_dir", "dir"), ("--metrics", "metrics", "dir")),
+    "report": (("--results-dir", "results_dir", "dir"), ("--out", "out", "dir"), ("--summary", "summary", "file")),
+    "metrics": (("--results-dir", "results_dir", "dir"), ("--out", "out", "dir")),
+    "status": (("--results-dir", "results_dir", "dir"),),
+    "validate": (("--results-dir", "results_dir", "dir"),),
+    "unlock": (("--results-dir", "results_dir", "dir"),),
+    "accept-code": (("--results-dir", "results_dir", "dir"),),
+    "compare": (("--json", "json", "file"),),
+    "fingerprint": (("--out", "out", "file"),),
+    "dvc-stages": (("--dvc-yaml", "dvc_yaml", "file"),),
+}
+
+
+def check_outputs(args) -> None:
+    """Every output location of ``args.command`` can take what the command writes there: a
+    SuiteError naming the flag otherwise (exit 2, before anything runs or is written)."""
+    from .outpaths import dir_problem, file_problem
+
+    for flag, attr, kind in OUTPUTS.get(args.command, ()):
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        if attr == "summary":
+            if not value or Path(value).name != value:
+                raise SuiteError(f"--summary {value!r}: expected a file name (it goes in --out)")
+            value = Path(args.out) / value
+        problem = dir_problem(flag, value) if kind == "dir" else file_problem(flag, value)
+        if problem:
+            raise SuiteError(problem)
+
+
 def _write_metrics(suite: Suite, results_dir: str, out_dir: str) -> list[str]:
     """Write the suite's metrics files (:mod:`benchmark.suite_metrics`) and print one line."""
     from .suite_metrics import write_metrics

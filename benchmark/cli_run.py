@@ -20,10 +20,22 @@ def _check_counts(args) -> None:
             raise SuiteError(f"{flag}: expected an integer >= 1; got {value}")
 
 
+def _gpu_list(value: Optional[str]) -> Optional[list[str]]:
+    """``--gpus 0,1`` as ``["0", "1"]`` (None without the flag); an empty item is a SuiteError
+    (``--gpus ,`` or ``--gpus ""`` used to run on no GPU without a word)."""
+    if value is None:
+        return None
+    gpus = [g.strip() for g in value.split(",")]
+    if not all(gpus):
+        raise SuiteError(f"--gpus {value!r}: expected a comma list of GPU ids, e.g. 0,1")
+    return gpus
+
+
 def cmd_run(args) -> int:
     from .runner import run_jobs
 
     _check_counts(args)
+    gpus = _gpu_list(args.gpus)
     _check_lock_settings()
     suites = load_suites(args.suites, args.params)
     plans = [(s, _jobs(s, args)) for s in suites]
@@ -37,7 +49,6 @@ def cmd_run(args) -> int:
                 state = "done" if is_valid_result(job.out_json, job.task) else "todo"
                 print(f"[{state}] {job.label}  {job.job_id}\n    {_portable_argv(job.argv)}")
         return EXIT_OK
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     executor = _make_executor(args, gpus)  # None: the local executor of each run_jobs
     tracker = None
     if not args.no_mlflow and os.environ.get(NO_MLFLOW_ENV) == "1":

@@ -84,8 +84,9 @@ class SuiteComparison:
 
     @property
     def changed(self) -> bool:
-        """A difference that fails CI: a changed metric, or a row on one side only."""
-        return any(c.verdict in EXIT_VERDICTS for c in self.items)
+        """A difference that fails CI: a changed metric, a row on one side only, or an invalid
+        result on either side (left out of the pairs: a metric that became NaN is a change)."""
+        return bool(self.invalid_a or self.invalid_b) or any(c.verdict in EXIT_VERDICTS for c in self.items)
 
     def counts(self) -> dict[str, int]:
         """``verdict -> number of row x metric comparisons``, in first-seen order."""

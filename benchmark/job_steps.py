@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from .atomic import atomic_write_bytes
-from .errors import ResultError
+from .errors import ResultError, SuiteError
 from .executors import CommandSpec, ExecResult, execute_command
 from .expand import Job
 from .inputs import fingerprints, missing_outputs, out_of_date, out_of_date_text, recorded_fingerprints
@@ -141,7 +141,10 @@ def claim_job(job: Job, kind: TaskKind, *,
             and not out_of_date(job)):
         return JobOutcome(job, "skipped", "done"), None
     lock = JobLock(job.lock)
-    holder = lock.acquire()
+    try:
+        holder = lock.acquire()
+    except SuiteError as exc:  # the lock path is not a lock file: this job fails, the others run
+        return JobOutcome(job, "failed", str(exc)), None
     if holder is not None:
         return JobOutcome(job, "locked", f"running elsewhere ({holder.describe()})"), None
     try:

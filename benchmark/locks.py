@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import SuiteError
+from .atomic import not_regular
 
 #: A lock file that exists but is still empty (being written) counts as live for this long.
 EMPTY_LOCK_GRACE_S = 30.0
@@ -144,7 +145,12 @@ def _fmt_age(seconds: float) -> str:
 def inspect_lock(path: Path, stale_s: Optional[float] = None) -> Optional[LockCheck]:
     """The state of the lock file ``path`` (None if there is none): live, or stale because its
     heartbeat is older than ``stale_s`` (default :func:`stale_limit`) or its holder's pid is gone
-    on this host."""
+    on this host. A SuiteError when ``path`` is a folder, a symbolic link or a special file: no
+    runner writes one, and no command removes what it did not write."""
+    what = not_regular(path, follow=False)
+    if what is not None:
+        raise SuiteError(f"{path}: is {what}, not a lock file (a job lock is a small JSON file); "
+                         "move it away, then re-run")
     try:
         mtime = path.stat().st_mtime
     except OSError:

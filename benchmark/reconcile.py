@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .errors import ResultError
+from .errors import ResultError, SuiteError
 from .expand import Job
 from .locks import JobLock, inspect_lock
 from .records import file_sha256, mlflow_record, now_iso, read_record, update_record  # noqa: F401
@@ -79,7 +79,10 @@ def reconcile(jobs: Iterable[Job], finished: set[str], tracker=None) -> Reconcil
     :class:`~benchmark.tracking.MlflowTracker` or None (MLflow off: only locks and marks)."""
     out = Reconciled()
     for job in jobs:
-        check = inspect_lock(job.lock)
+        try:
+            check = inspect_lock(job.lock)
+        except SuiteError:  # not a lock file: the claim failed that job, naming the path
+            continue
         if check is not None and check.live:
             continue
         record = read_record(job)

@@ -106,7 +106,7 @@ MatrixRow = Annotated[Any, AfterValidator(_matrix_row)]
 SeedValue = Annotated[Any, AfterValidator(_seed_value)]
 SeedSpec = Annotated[Any, AfterValidator(_seed_spec)]
 RootSeed = Annotated[Any, AfterValidator(_root_seed)]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$", max_length=100)]  # it names files and folders
 
 
 def _axis_list(value: Any) -> Any:
@@ -346,11 +346,32 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+#: The most jobs one suite may expand to (each is a process and a result file): a count beyond it
+#: is a typo (``seeds: {seed: 100000000}``, an axis too many), refused before it is expanded.
+MAX_JOBS = 100_000
+
+
+def _job_count(suite: Suite) -> int:
+    """Matrix points times seeds, from the counts alone (nothing is expanded)."""
+    n = 1
+    for rows in suite.matrix.values():
+        n *= len(rows)
+    if suite.seed_arg:
+        spec = suite.seeds[suite.seed_arg]
+        n *= len(spec) if isinstance(spec, list) else spec
+    return n
+
+
 def _cross_check(suite: Suite, path: Path) -> None:
     """Checks that span several keys; fills table defaults. Raises SuiteError naming the key."""
 
     def fail(key: str, text: str) -> None:
         raise SuiteError(f"{path}: {key}: {text}")
+
+    n_jobs = _job_count(suite)
+    if n_jobs > MAX_JOBS:
+        fail("matrix" if suite.matrix else "seeds",
+             f"{n_jobs} jobs (matrix rows x seeds); at most {MAX_JOBS} per suite: split it or check the counts")
 
     if suite.ingest is not None and (suite.module is not None or suite.program is not None):
         fail("ingest", "an ingest suite reads metrics from files: drop `module` / `program`")

@@ -38,9 +38,11 @@ def load_yaml(path: Path | str, what: str = "file") -> Any:
     except FileNotFoundError:
         raise SuiteError(f"{path}: {what} not found") from None
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise SuiteError(f"{path}: invalid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:
         raise SuiteError(f"{path}: cannot read {what}: {exc}") from None

@@ -85,7 +85,10 @@ def test_no_seed_arg_one_job_a_row_keyed_null(tmp_path):
 
 
 def test_no_results_writes_empty_files(tmp_path):
+    """An empty results folder: empty files (no results folder at all: nothing written, exit 1,
+    tests/test_engine_bad_inputs.py)."""
     path, _ = _suite(tmp_path)
+    (tmp_path / "results" / "met").mkdir(parents=True)
     means, seeds = _metrics(tmp_path, path)
     assert means == {} and seeds == {"suite": "met", "seed_arg": "seed", "rows": {}}
 
