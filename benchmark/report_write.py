@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .atomic import StagedWrites
+from .errors import SuiteError
 from .report import SuiteReport
 from .report_format import PROTOCOLS_DOC, _PROTOCOLS_HREF
 
@@ -30,12 +31,7 @@ def write_reports(reps: list[SuiteReport], out_dir: Path | str,
 
     out_dir = Path(out_dir)
     summary_path = out_dir / summary_name
-    try:
-        summary = json.loads(summary_path.read_text())
-        if not isinstance(summary, dict):
-            summary = {}
-    except (OSError, ValueError):
-        summary = {}
+    summary = read_summary(summary_path)
     written: list[list[Path]] = []
     with StagedWrites() as stage:
         for rep in reps:
@@ -50,6 +46,31 @@ def write_reports(reps: list[SuiteReport], out_dir: Path | str,
             written.append(paths + [summary_path])
         stage.text(summary_path, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return written
+
+
+def read_summary(path: Path) -> dict:
+    """The merged summary the suites' entries go into: ``{}`` when ``path`` does not exist yet.
+
+    Raises:
+        SuiteError: ``path`` exists but does not hold a JSON object (other suites' entries would
+        be lost by starting it anew, so the caller is told to move it aside).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(f"{path}: cannot read the report summary ({e}); move it aside to start a "
+                         "new one") from e
+    try:
+        summary = json.loads(text)
+    except ValueError as e:
+        raise SuiteError(f"{path}: the report summary is not valid JSON ({e}); move it aside to "
+                         "start a new one (its other suites' entries would be lost)") from e
+    if not isinstance(summary, dict):
+        raise SuiteError(f"{path}: the report summary holds a JSON {type(summary).__name__}, not "
+                         "an object of suites; move it aside to start a new one")
+    return summary
 
 
 def _relink(markdown: str, out_dir: Path) -> str:

@@ -259,3 +259,19 @@ def test_metrics_of_a_missing_results_folder_replace_nothing(done, capsys):
                          "--results-dir", tmp_path / "typo", "--out", out], capsys)
     assert code == 1 and str(tmp_path / "typo" / "demo") in _one_line(err)
     assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("damage", [b'{"other_suite": {"n_jobs": 4}', b"[1, 2]", b"\xff\xfe"])
+def test_a_damaged_report_summary_is_refused_not_started_anew(done, capsys, damage):
+    """``summary.json`` holds every reported suite's entry; one that is not a JSON object (cut
+    short, a list, not text) is exit 2 naming it, and no report file is written or replaced
+    (starting it anew would drop the other suites' entries without a word)."""
+    tmp_path, suite, common = done
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "summary.json").write_bytes(damage)
+    code, _, err = _cli(["report", suite, *common, "--out", out], capsys)
+    assert code == 2
+    line = _one_line(err)
+    assert str(out / "summary.json") in line and "move it aside" in line
+    assert _snapshot(out) == {str(out / "summary.json"): damage}
