@@ -21,7 +21,7 @@ from typing import NoReturn, Optional, Sequence
 from .cli_commands import (cmd_accept_code, cmd_compare, cmd_dvc_stages, cmd_fingerprint, cmd_metrics, cmd_report,
                            cmd_status, cmd_unlock, cmd_validate)
 from .cli_common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, NO_MLFLOW_ENV, check_outputs,
-                         prog_name)
+                         check_params_flag, prog_name)
 from .cli_run import cmd_run
 from .errors import BenchmarkError, SuiteError
 from .plugins import load_plugins
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("suites", nargs="+", metavar="SUITE", help="suite YAML files or directories of them")
-        p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
+        p.add_argument("--params", default=None, help="params file for ${...} (default: params.yaml)")
         p.add_argument("--results-dir", default="results", help="results root (default: results)")
         p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                        help="load plugin MODULE first (benchmark.plugins: task kinds, guards); repeatable")
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=".", metavar="DIR",
                    help="git repository of revision/experiment sides (default: the current directory)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--params", default="params.yaml", help="params file for ${...} (default: params.yaml)")
+    p.add_argument("--params", default=None, help="params file for ${...} (default: params.yaml)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="load plugin MODULE first (benchmark.plugins: task kinds, guards); repeatable")
@@ -171,6 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # SIGTERM (kill, schedulers) takes the interrupt path: children terminated, locks released
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
+        check_params_flag(args)
         check_outputs(args)
         load_plugins(getattr(args, "plugin", ()), origin="--plugin")  # the suite commands take --plugin
         return args.func(args)

@@ -15,11 +15,27 @@ from .suite import Suite, load_suite
 #: Set to 1, turns MLflow logging off like ``run --no-mlflow`` (for runs that dvc stages start).
 NO_MLFLOW_ENV = "BENCH_NO_MLFLOW"
 
+#: The params file of ``${...}`` references when ``--params`` is not given (it may be absent when
+#: no suite refers to it).
+DEFAULT_PARAMS = "params.yaml"
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_RUNNING_ELSEWHERE = 3
 EXIT_INTERRUPTED = 130
+
+
+def check_params_flag(args) -> None:
+    """``--params`` given: the file must exist (a typo would otherwise go unnoticed by a suite
+    without references); not given: :data:`DEFAULT_PARAMS`. Sets ``args.params``."""
+    if not hasattr(args, "params"):
+        return
+    if args.params is None:
+        args.params = DEFAULT_PARAMS
+    elif not Path(args.params).is_file():
+        what = "is a folder" if Path(args.params).is_dir() else "no such file"
+        raise SuiteError(f"--params {args.params}: {what}")
 
 
 def _suite_paths(items: Sequence[str]) -> list[Path]:

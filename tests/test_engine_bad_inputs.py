@@ -275,3 +275,17 @@ def test_a_damaged_report_summary_is_refused_not_started_anew(done, capsys, dama
     line = _one_line(err)
     assert str(out / "summary.json") in line and "move it aside" in line
     assert _snapshot(out) == {str(out / "summary.json"): damage}
+
+
+@pytest.mark.parametrize("command", ["validate", "status", "report"])
+def test_a_params_flag_naming_no_file_is_refused(done, capsys, command):
+    """``--params`` given explicitly but naming nothing is a typo, even for a suite with no
+    ``${...}`` reference (where it used to be ignored); left out, params.yaml may be absent."""
+    tmp_path, suite, _ = done
+    code, _, err = _cli([command, suite, "--params", tmp_path / "nosuch.yaml",
+                         "--results-dir", tmp_path / "results", "--out", tmp_path / "rep"]
+                        if command == "report" else
+                        [command, suite, "--params", tmp_path / "nosuch.yaml",
+                         "--results-dir", tmp_path / "results"], capsys)
+    assert code == 2 and "--params" in _one_line(err) and "nosuch.yaml" in err
+    assert not (tmp_path / "rep").exists()
