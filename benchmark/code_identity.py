@@ -364,6 +364,6 @@ def accept_code(jobs: Iterable[Any], checkout: Optional[Checkout] = None) -> lis
             "sha256": old["sha256"] if old is not None else None, "files": (old or {}).get("files"),
             "git_rev": prov.get("git_rev"), "accepted_as": current["sha256"], "at": stamped}]
         prov["code"] = current
-        atomic_write_json(Path(job.out_json), doc)
+        atomic_write_json(Path(job.out_json), doc, sort_keys=False)  # keys keep their order
         done.append((job, what))
     return done

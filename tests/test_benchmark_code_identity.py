@@ -223,7 +223,15 @@ def test_accepting_a_refactor_restamps_the_results_and_keeps_what_they_ran(lab):
                                "legacy": {}})
     fresh = next(j for j in jobs if j.tags["row"] == "fresh")
     untouched = fresh.out_json.read_bytes()
+    stale = next(j for j in jobs if j.tags["row"] == "stale")
+    before = json.loads(stale.out_json.read_text())
     done = accept_code(jobs)
+    after = json.loads(stale.out_json.read_text())
+    # only the code stamps changed, and every key kept its place (a report's columns follow the
+    # results' key order: sorting them on rewrite reordered the CSV)
+    for doc in (before, after):
+        doc["provenance"].pop("code"), doc["provenance"].pop("code_accepted", None)
+    assert json.dumps(after) == json.dumps(before)
     assert [(job.tags["row"], what) for job, what in done] == [("stale", "changed cid_lab/c.py"),
                                                                ("legacy", "no code digest recorded")]
     assert fresh.out_json.read_bytes() == untouched
