@@ -40,13 +40,14 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train import aux_losses as aux, losses
 from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
-from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits, load_checkpoint,
-                               optimizer_param_names, optimizer_state_for, resize_pos_emb,
-                               save_checkpoint)
+from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits,
+                               load_backbone_checkpoint, load_checkpoint, optimizer_param_names,
+                               optimizer_state_for, resize_pos_emb, save_checkpoint)
 from nepa3d.cli.args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_float,
                                    nonneg_int, one_line, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error, with_order_dtype)
 from nepa3d.cli.config import CliConfig
+from nepa3d.cli.edge import out_dir_problem, out_file_problem
 from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, VoxelArgs,
                                         add_device_arg, add_model_shape_args, add_voxel_args,
                                         resolve_device)
@@ -356,7 +357,7 @@ def try_resume(args: PretrainConfig, model, opt, save_dir: Path, heads: aux.AuxH
             print(f"[resume] {path} not found; starting fresh")
             return 0, 0
         raise CheckpointError(path, "--resume checkpoint does not exist")
-    ck = load_checkpoint(path)
+    ck = load_backbone_checkpoint(path)
     refusal = auto_resume_refusal(ck.get("args") or {}, args) if auto else None
     if refusal:
         print(f"[resume] not resuming {path}: {refusal}; starting fresh")
@@ -672,8 +673,19 @@ class PretrainConfig(ModelShapeArgs, VoxelArgs, DeviceArgs, CliConfig):
         return build_parser()
 
 
+def output_problem(args: PretrainConfig) -> str | None:
+    """Why ``--save_dir`` or ``--out_json`` cannot take this run's outputs (a file in the way,
+    a folder where the result file goes); checked before training, not after it."""
+    return (out_dir_problem("--save_dir", args.save_dir)
+            or (out_file_problem("--out_json", args.out_json) if args.out_json else None))
+
+
 def main(argv=None) -> int:
     args = PretrainConfig.parse(argv)
+    blocked = output_problem(args)
+    if blocked:
+        print(f"error: {blocked}", file=sys.stderr)
+        return 2
     try:
         train(args)
     except (CheckpointError, CacheError, MixConfigError, ScheduleError, AuxConfigError,

@@ -1,0 +1,197 @@
+"""Bad inputs the tables of ``test_edges.py`` and ``test_train_integrity.py`` do not hold (issue:
+fault injection against the research CLIs): never a wrong number with exit 0, never a traceback.
+
+1. Checkpoints that load (valid pickles) but are not usable: a ``model`` that is no state dict of
+   tensors, required tensors missing, ``args`` / ``model_config`` of the wrong type, a config
+   whose heads do not divide the width, NaN/inf weights (before: r@1 = 1.0 with exit 0), a
+   folder given as the checkpoint. Every CLI that reads a checkpoint refuses them with exit 2
+   and one line naming the file and the cause, and writes nothing.
+2. Pretraining whose outputs cannot be written (``--out_json`` is a folder or under a file,
+   ``--save_dir`` under a file): refused before training (before: a traceback after it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nepa3d.analysis import completion_cpac_udf as cpac
+from nepa3d.analysis import qualitative_cpac_marching_cubes as qmc
+from nepa3d.analysis import retrieval_ucpr as ucpr
+from nepa3d.train import finetune_cls, pretrain
+from nepa3d.utils.ckpt import CheckpointError, load_backbone_checkpoint, load_checkpoint
+from planted import tiny_checkpoint, write_planted
+
+#: an earlier run's result in the output location: must stay byte-identical
+EARLIER = b'{"task": "earlier", "metrics": {"r@1": 0.25}}\n'
+
+
+def _with(ckpt: dict, **changes) -> dict:
+    return {**ckpt, **changes}
+
+
+def _model_with(ckpt: dict, key: str, value: float) -> dict:
+    sd = {k: v.clone() for k, v in ckpt["model"].items()}
+    sd[key].view(-1)[0] = value
+    return _with(ckpt, model=sd)
+
+
+#: (id, what torch.save writes given the good checkpoint dict, words the error line must hold)
+BAD_CKPTS = [
+    ("model-is-tensor", lambda c: _with(c, model=torch.zeros(3)), "no 'model' state dict"),
+    ("model-is-list", lambda c: _with(c, model=[1, 2]), "no 'model' state dict"),
+    ("model-empty", lambda c: _with(c, model={}), "'model' has no pos_emb"),
+    ("model-entry-not-tensor", lambda c: _with(c, model={**c["model"], "extra": 3}),
+     "'extra' is not a tensor but int"),
+    ("no-type-emb", lambda c: _with(c, model={k: v for k, v in c["model"].items()
+                                              if k != "type_emb.weight"}), "no type_emb.weight"),
+    ("pos-emb-2d", lambda c: _with(c, model={**c["model"], "pos_emb": c["model"]["pos_emb"][0]}),
+     "pos_emb", "expected 3-d"),
+    ("args-is-list", lambda c: _with(c, args=[1, 2]), "'args' is a list, not a dict"),
+    ("config-is-str", lambda c: _with(c, model_config="d_model=32"), "'model_config' is a str"),
+    ("nan-weight", lambda c: _model_with(c, "token_mlp.0.weight", float("nan")),
+     "token_mlp.0.weight", "NaN or inf"),
+    ("inf-pos-emb", lambda c: _model_with(c, "pos_emb", float("inf")), "pos_emb", "NaN or inf"),
+]
+#: usable as a dict, but no model can be built from its config (load_backbone's CLIs)
+BAD_CONFIGS = [
+    ("config-unknown-field", lambda c: _with(c, model_config={**c["model_config"], "bogus": 1}),
+     "unusable model config", "bogus"),
+    ("config-heads-3", lambda c: _with(c, model_config={**c["model_config"], "nhead": 3}),
+     "unusable model config", "nhead 3 does not divide d_model 32"),
+    ("config-layers-0", lambda c: _with(c, model_config={**c["model_config"], "num_layers": 0}),
+     "num_layers 0"),
+    ("old-ckpt-heads-5", lambda c: {k: v for k, v in c.items() if k != "model_config"} | {
+        "args": {**c["args"], "heads": 5}}, "nhead 5 does not divide d_model 32"),
+]
+
+
+BAD_CKPTS = [(c[0], c[1], c[2:]) for c in BAD_CKPTS]
+BAD_CONFIGS = [(c[0], c[1], c[2:]) for c in BAD_CONFIGS]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("bad_inputs")
+    write_planted(d / "shapes", "eval", 2, seed=0)
+    write_planted(d / "shapes", "train_udf", 2, seed=1, first=2)
+    write_planted(d / "scan", "train", 3, seed=2, scan=True)
+    write_planted(d / "scan", "test", 2, seed=3, scan=True, first=3)
+    good = load_checkpoint(tiny_checkpoint(d / "good.pt"))
+    paths = {}
+    for id_, make, _ in BAD_CKPTS + BAD_CONFIGS:
+        torch.save(make(good), d / f"{id_}.pt")  # plain torch.save: what a foreign tool writes
+        paths[id_] = str(d / f"{id_}.pt")
+    (d / "folder.pt").mkdir()
+    return {"root": d, **paths}
+
+
+def _argv(cli: str, inputs: dict, ckpt: str, out: Path) -> tuple:
+    shapes, scan = str(inputs["root"] / "shapes"), str(inputs["root"] / "scan")
+    common = ["--device", "cpu", "--ckpt", ckpt]
+    if cli == "ucpr":
+        return ucpr.main, ["--cache_root", shapes, *common, "--query_backend", "mesh",
+                           "--gallery_backend", "udfgrid", "--out_json", str(out / "result.json")]
+    if cli == "cpac":
+        return cpac.main, ["--cache_root", shapes, *common, "--n_context", "16", "--n_query", "16",
+                           "--out_json", str(out / "result.json")]
+    if cli == "qmc":
+        return qmc.main, ["--cache_root", shapes, *common, "--grid_res", "8", "--n_context", "16",
+                          "--n_query_probe", "16", "--max_shapes", "1", "--save_png", "0",
+                          "--out_dir", str(out / "qmc")]
+    if cli == "finetune":
+        return finetune_cls.main, ["--cache_root", scan, *common, "--backend", "pointcloud_noray",
+                                   "--epochs", "1", "--batch", "4", "--num_workers", "0",
+                                   "--n_ray", "0", "--save_dir", str(out / "ft"),
+                                   "--out_json", str(out / "result.json")]
+    return pretrain.main, ["--cache_root", shapes, "--split", "eval", "--resume", ckpt,
+                           "--batch", "4", "--n_point", "16", "--n_ray", "8", "--d_model", "32",
+                           "--layers", "1", "--heads", "2", "--num_workers", "0",
+                           "--qa_tokens", "1", "--epochs", "2", "--device", "cpu",
+                           "--save_dir", str(out / "pre"), "--out_json", str(out / "result.json")]
+
+
+def _exit_code(main, argv) -> int:
+    try:
+        ret = main(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    return 0 if isinstance(ret, dict) else int(ret or 0)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _refused(main, argv, out: Path, capsys, *needles: str) -> str:
+    """Run ``main``; assert exit 2, one stderr line holding ``needles``, ``out`` unchanged."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_bytes(EARLIER)
+    before = _files(out)
+    code = _exit_code(main, argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("[ckpt] resizing")]
+    assert code == 2, (code, err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "error:" in lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert _files(out) == before  # the earlier result intact, nothing added
+    return lines[0]
+
+
+@pytest.mark.parametrize("id_, make, needles", BAD_CKPTS, ids=[c[0] for c in BAD_CKPTS])
+def test_unusable_checkpoint_is_refused_by_the_loader(inputs, id_, make, needles):
+    with pytest.raises(CheckpointError) as e:
+        load_backbone_checkpoint(inputs[id_])
+    assert e.value.path == inputs[id_]
+    for needle in needles:
+        assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("id_, make, needles", BAD_CKPTS + BAD_CONFIGS,
+                         ids=[c[0] for c in BAD_CKPTS + BAD_CONFIGS])
+def test_unusable_checkpoint_is_one_line_exit_2_in_retrieval(inputs, tmp_path, capsys, id_, make,
+                                                              needles):
+    main, argv = _argv("ucpr", inputs, inputs[id_], tmp_path / "out")
+    _refused(main, argv, tmp_path / "out", capsys, inputs[id_], *needles)
+
+
+@pytest.mark.parametrize("cli", ["cpac", "qmc", "finetune", "pretrain"])
+@pytest.mark.parametrize("id_", ["nan-weight", "model-is-tensor", "args-is-list"])
+def test_every_checkpoint_reader_refuses_it(inputs, tmp_path, capsys, cli, id_):
+    main, argv = _argv(cli, inputs, inputs[id_], tmp_path / "out")
+    _refused(main, argv, tmp_path / "out", capsys, inputs[id_])
+
+
+@pytest.mark.parametrize("cli", ["ucpr", "cpac", "qmc", "finetune", "pretrain"])
+def test_folder_given_as_checkpoint(inputs, tmp_path, capsys, cli):
+    main, argv = _argv(cli, inputs, str(inputs["root"] / "folder.pt"), tmp_path / "out")
+    _refused(main, argv, tmp_path / "out", capsys, "folder.pt", "is a folder, not a checkpoint file")
+
+
+@pytest.mark.parametrize("cli", ["cpac", "qmc", "finetune"])
+def test_config_that_builds_no_model(inputs, tmp_path, capsys, cli):
+    main, argv = _argv(cli, inputs, inputs["config-heads-3"], tmp_path / "out")
+    _refused(main, argv, tmp_path / "out", capsys, "config-heads-3.pt", "nhead 3")
+
+
+# ------------------------------------------------------------- 2. pretrain output locations
+
+@pytest.mark.parametrize("flag, where, needle", [
+    ("--out_json", "{out}", "is a folder, not a file"),
+    ("--out_json", "{blocker}/r.json", "{blocker} is a file, not a folder"),
+    ("--save_dir", "{blocker}/run", "{blocker} is a file, not a folder"),
+])
+def test_pretrain_output_blocked_is_refused_before_training(inputs, tmp_path, capsys, flag, where,
+                                                            needle):
+    out, blocker = tmp_path / "out", tmp_path / "blocker"
+    blocker.write_bytes(b"a file where a folder goes\n")
+    main, argv = _argv("pretrain", inputs, "", out)
+    argv = argv[:argv.index("--resume")] + argv[argv.index("--resume") + 2:]  # no --resume
+    fields = {"out": str(out), "blocker": str(blocker)}
+    argv += [flag, where.format(**fields)]
+    line = _refused(main, argv, out, capsys, flag, needle.format(**fields))
+    assert not (out / "pre").exists() and blocker.read_bytes() == b"a file where a folder goes\n", line
