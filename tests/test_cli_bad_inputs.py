@@ -8,10 +8,18 @@ fault injection against the research CLIs): never a wrong number with exit 0, ne
    and one line naming the file and the cause, and writes nothing.
 2. Pretraining whose outputs cannot be written (``--out_json`` is a folder or under a file,
    ``--save_dir`` under a file): refused before training (before: a traceback after it).
+3. SIGTERM / SIGINT mid-run: one line and exit 128 + N (before: a KeyboardInterrupt traceback,
+   or a silent death by SIGTERM that could leave a checkpoint's temp file), the earlier result
+   untouched, pretraining's last.pt whole and resumable.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +32,7 @@ from nepa3d.train import finetune_cls, pretrain
 from nepa3d.utils.ckpt import CheckpointError, load_backbone_checkpoint, load_checkpoint
 from planted import tiny_checkpoint, write_planted
 
+REPO = Path(__file__).resolve().parents[1]
 #: an earlier run's result in the output location: must stay byte-identical
 EARLIER = b'{"task": "earlier", "metrics": {"r@1": 0.25}}\n'
 
@@ -195,3 +204,67 @@ def test_pretrain_output_blocked_is_refused_before_training(inputs, tmp_path, ca
     argv += [flag, where.format(**fields)]
     line = _refused(main, argv, out, capsys, flag, needle.format(**fields))
     assert not (out / "pre").exists() and blocker.read_bytes() == b"a file where a folder goes\n", line
+
+
+# ------------------------------------------------------------------------ 3. interruption
+
+def _kill_self_during(monkeypatch, module, name: str, signum=signal.SIGTERM) -> None:
+    """Make ``module.name`` send this process ``signum`` when it is called (mid-run)."""
+    real = getattr(module, name)
+
+    def interrupted(*a, **kw):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises before this ends
+        return real(*a, **kw)
+    monkeypatch.setattr(module, name, interrupted)
+
+
+@pytest.mark.parametrize("cli, module, name", [
+    ("ucpr", ucpr, "embed_all"),
+    ("cpac", cpac, "build_result"),
+    ("finetune", finetune_cls, "build_result"),
+])
+def test_sigterm_mid_run_is_one_line_exit_143_and_keeps_the_earlier_result(
+        inputs, tmp_path, capsys, monkeypatch, cli, module, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_bytes(EARLIER)
+    main, argv = _argv(cli, inputs, str(inputs["root"] / "good.pt"), out)
+    _kill_self_during(monkeypatch, module, name)
+    before = signal.getsignal(signal.SIGTERM)
+    code = _exit_code(main, argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert code == 128 + signal.SIGTERM, err
+    assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0] and "Traceback" not in err
+    assert (out / "result.json").read_bytes() == EARLIER
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp")]  # no temp file left
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the caller's again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_pretrain_stopped_by_a_signal_leaves_a_resumable_last_pt(inputs, tmp_path, signum):
+    """A real process: stopped after its first saved epoch, it exits 128 + N with one line,
+    writes no summary or result, and its last.pt is whole (loadable, a finished epoch)."""
+    save, out = tmp_path / "pre", tmp_path / "result.json"
+    _, argv = _argv("pretrain", inputs, "", tmp_path)
+    argv = argv[:argv.index("--resume")] + argv[argv.index("--resume") + 2:]
+    argv = [*argv, "--epochs", "100000", "--save_every", "0", "--save_dir", str(save),
+            "--out_json", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "nepa3d.train.pretrain", *argv], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 60
+    while not (save / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=60)[1]
+    lines = err.strip().splitlines()
+    assert proc.returncode == 128 + signum, err
+    assert len(lines) == 1 and f"interrupted by {signal.Signals(signum).name}" in lines[0], err
+    assert "last.pt" in lines[0]
+    assert not out.exists() and not (save / "pretrain_summary.json").exists()
+    assert not [p for p in save.iterdir() if p.name.startswith(".tmp")]
+    assert load_checkpoint(save / "last.pt")["epoch"] >= 0

@@ -8,15 +8,22 @@ fails, each as one stderr line.
     ...
     emit_or_fail(PROG, result, args.out_json)  # a refused write: one line, exit 1
 
+    @interruptible(PROG, "nothing was written")  # SIGINT/SIGTERM: one line, exit 130/143
+    def main(argv=None): ...
+
 Exit status: :data:`~nepa3d.cli.args.USAGE_EXIT` (2) for a flag or a file the user gave
 that cannot be used; :data:`RUN_FAILURE` (1) when a sound command fails while it runs (the disk
-refuses a write).
+refuses a write); 128 + N when signal N (SIGINT, SIGTERM) stopped it (:func:`interruptible`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import sys
+import threading
+from typing import Callable
 
 from nepa3d.data.cache import file_in_the_way
 from nepa3d.cli.args import fail, one_line, usage_error
@@ -78,3 +85,40 @@ def check_voxel(args: VoxelArgs) -> None:
         args.voxel_config()
     except ValueError as e:
         usage_error(str(e))
+
+
+def interrupt_exit(signum: int) -> int:
+    """Exit status of a command stopped by signal ``signum``: 128 + N, as a shell reports it
+    (130 for SIGINT, 143 for SIGTERM; the engine counts those as interrupted, not failed)."""
+    return 128 + int(signum)
+
+
+def interruptible(prog: str, after: str) -> Callable:
+    """Decorator of a CLI's ``main``: while it runs, SIGTERM (kill, schedulers) interrupts like
+    Ctrl-C does, and an interrupt ends the command with one stderr line, ``[prog] error:
+    interrupted by SIGTERM; <after>``, and :func:`interrupt_exit` instead of a traceback (or of
+    a silent death that leaves temp files). The atomic writers have removed their temp files by
+    then, so no partial result exists. ``after``: what the interrupted run leaves behind."""
+    def wrap(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            got: list[int] = []
+
+            def on_term(signum, frame):  # noqa: ARG001
+                got.append(signum)
+                raise KeyboardInterrupt
+
+            previous = None
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGTERM, on_term)
+            try:
+                return main(*args, **kwargs)
+            except KeyboardInterrupt:
+                signum = got[-1] if got else signal.SIGINT
+                name = signal.Signals(signum).name
+                sys.exit(fail(prog, f"interrupted by {name}; {after}", code=interrupt_exit(signum)))
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+        return run
+    return wrap

@@ -42,7 +42,7 @@ from nepa3d.cli.args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg
                                    float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
                                    unit_float, with_order_dtype)
-from nepa3d.cli.edge import emit_or_fail, out_dir_problem, out_file_problem
+from nepa3d.cli.edge import emit_or_fail, interruptible, out_dir_problem, out_file_problem
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable, VoxelArgs,
                                         add_cls_eval_args, add_device_arg, add_voxel_args,
@@ -396,6 +396,7 @@ class FinetuneClsConfig(ClsEvalArgs, VoxelArgs, DeviceArgs, CliConfig):
         return build_parser()
 
 
+@interruptible(PROG, "no result written (--out_json untouched); the same command trains again")
 def main(argv=None) -> int:
     """0 on success; a flag or input file that cannot be used exits 2 with one line naming it
     (checked before training: an output path blocked by a file included), a refused write 1."""

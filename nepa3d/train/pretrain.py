@@ -47,7 +47,7 @@ from nepa3d.cli.args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_fl
                                    nonneg_int, one_line, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error, with_order_dtype)
 from nepa3d.cli.config import CliConfig
-from nepa3d.cli.edge import out_dir_problem, out_file_problem
+from nepa3d.cli.edge import interruptible, out_dir_problem, out_file_problem
 from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, VoxelArgs,
                                         add_device_arg, add_model_shape_args, add_voxel_args,
                                         resolve_device)
@@ -680,6 +680,8 @@ def output_problem(args: PretrainConfig) -> str | None:
             or (out_file_problem("--out_json", args.out_json) if args.out_json else None))
 
 
+@interruptible("pretrain", "--save_dir's last.pt holds the last finished epoch (the same command "
+                           "resumes it); no summary or --out_json written")
 def main(argv=None) -> int:
     args = PretrainConfig.parse(argv)
     blocked = output_problem(args)
