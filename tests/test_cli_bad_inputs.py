@@ -15,6 +15,7 @@ fault injection against the research CLIs): never a wrong number with exit 0, ne
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -268,3 +269,32 @@ def test_pretrain_stopped_by_a_signal_leaves_a_resumable_last_pt(inputs, tmp_pat
     assert not out.exists() and not (save / "pretrain_summary.json").exists()
     assert not [p for p in save.iterdir() if p.name.startswith(".tmp")]
     assert load_checkpoint(save / "last.pt")["epoch"] >= 0
+
+
+# -------------------------------------------------------------- 4. a write the disk refuses
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("cli, module, name, target", [
+    ("pretrain", pretrain, "write_json_atomic", "pre/pretrain_summary.json"),
+    ("pretrain", pretrain, "append_log", "pre/train_log.jsonl"),
+    ("finetune", finetune_cls, "save_checkpoint", "ft/last.pt"),
+])
+def test_disk_full_in_training_is_one_line_exit_1(inputs, tmp_path, capsys, monkeypatch, cli,
+                                                  module, name, target):
+    """Before: an OSError traceback with no file named (the writer's temp name at best)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_bytes(EARLIER)
+    main, argv = _argv(cli, inputs, str(inputs["root"] / "good.pt"), out)
+    if cli == "pretrain":
+        argv = argv[:argv.index("--resume")] + argv[argv.index("--resume") + 2:]
+    monkeypatch.setattr(module, name, _enospc)
+    code = _exit_code(main, argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert code == 1 and "Traceback" not in err, err
+    assert len(lines) == 1 and f"{out / target}: cannot write (no space left on device)" in lines[0]
+    assert (out / "result.json").read_bytes() == EARLIER

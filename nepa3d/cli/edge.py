@@ -23,7 +23,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from nepa3d.data.cache import file_in_the_way
 from nepa3d.cli.args import fail, one_line, usage_error
@@ -66,6 +67,24 @@ def os_error_text(e: OSError) -> str:
 def write_failure(path: str | os.PathLike, e: OSError) -> str:
     """One line: ``<path>: cannot write (<cause>)``."""
     return f"{path}: cannot write ({os_error_text(e)})"
+
+
+class WriteFailure(Exception):
+    """A write of ``path`` the system refused (disk full, read-only): the message is
+    :func:`write_failure`'s one line; a CLI reports it and exits :data:`RUN_FAILURE`."""
+
+    def __init__(self, path: str | os.PathLike, e: OSError):
+        self.path = str(path)
+        super().__init__(write_failure(path, e))
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Within: an OSError (of writing ``path``) becomes a :class:`WriteFailure` naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteFailure(path, e) from e
 
 
 def emit_or_fail(prog: str, result: dict, out_json: str | os.PathLike | None) -> None:

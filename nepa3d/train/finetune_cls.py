@@ -42,7 +42,8 @@ from nepa3d.cli.args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg
                                    float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
                                    unit_float, with_order_dtype)
-from nepa3d.cli.edge import emit_or_fail, interruptible, out_dir_problem, out_file_problem
+from nepa3d.cli.edge import (RUN_FAILURE, WriteFailure, emit_or_fail, interruptible,
+                             out_dir_problem, out_file_problem, writing)
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable, VoxelArgs,
                                         add_cls_eval_args, add_device_arg, add_voxel_args,
@@ -347,15 +348,17 @@ def run(args: FinetuneClsConfig) -> tuple[dict, list[str], torch.device, list[di
         flags.append(SHUFFLED_LABELS_FLAG)
     print(f"best_val={best_val:.4f} best_ep={best_ep} test_acc={test_acc:.4f}")
     if save_dir:
-        (save_dir / "train_log.json").parent.mkdir(parents=True, exist_ok=True)
-        (save_dir / "train_log.json").write_text(json.dumps(history, indent=1))
+        with writing(save_dir / "train_log.json"):
+            (save_dir / "train_log.json").parent.mkdir(parents=True, exist_ok=True)
+            (save_dir / "train_log.json").write_text(json.dumps(history, indent=1))
         plot_curves(history, save_dir / "curves.png",
                     title=f"finetune K={args.fewshot_k} seed={args.seed} ({save_dir})")
-        save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
-                         "test_acc": test_acc, "args": args.record(),
-                         "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
-                         "result_flags": flags, "history": history, "inputs": inputs},
-                        save_dir / "last.pt")
+        with writing(save_dir / "last.pt"):
+            save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
+                             "test_acc": test_acc, "args": args.record(),
+                             "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
+                             "result_flags": flags, "history": history, "inputs": inputs},
+                            save_dir / "last.pt")
     return metrics, flags, device, history
 
 
@@ -411,6 +414,8 @@ def main(argv=None) -> int:
     except (CheckpointError, CacheError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WriteFailure as e:
+        return fail(PROG, e, code=RUN_FAILURE)
     result = build_result("cls", args.record(), metrics,
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
                                            device=device), flags=flags,

@@ -47,7 +47,8 @@ from nepa3d.cli.args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_fl
                                    nonneg_int, one_line, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error, with_order_dtype)
 from nepa3d.cli.config import CliConfig
-from nepa3d.cli.edge import interruptible, out_dir_problem, out_file_problem
+from nepa3d.cli.edge import (RUN_FAILURE, WriteFailure, interruptible, out_dir_problem,
+                             out_file_problem, writing)
 from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, VoxelArgs,
                                         add_device_arg, add_model_shape_args, add_voxel_args,
                                         resolve_device)
@@ -590,18 +591,23 @@ def train(args: PretrainConfig) -> dict:
                  "epoch": epoch, "step": step}
         is_last = epoch == args.epochs - 1
         if (args.save_every > 0 and epoch % args.save_every == 0) or is_last:
-            save_checkpoint(state, save_dir / f"ckpt_ep{epoch:03d}.pt")
+            with writing(save_dir / f"ckpt_ep{epoch:03d}.pt"):
+                save_checkpoint(state, save_dir / f"ckpt_ep{epoch:03d}.pt")
         if args.save_last:
-            save_checkpoint(state, save_dir / "last.pt")
-        append_log(log_path, rec)  # after the checkpoints: no record of an epoch that was not saved
+            with writing(save_dir / "last.pt"):
+                save_checkpoint(state, save_dir / "last.pt")
+        with writing(log_path):  # after the checkpoints: no record of an epoch that was not saved
+            append_log(log_path, rec)
     metrics = {"final_loss": last_loss, "steps": step, "epochs": args.epochs,
                "n_params": sum(p.numel() for p in model.parameters())}
     result = build_result("pretrain", args.record(), metrics,
                           timer.provenance(seed=args.seed, cache_root=args.cache_root if not args.mix_config else None,
                                            device=device))
-    write_json_atomic(result, save_dir / "pretrain_summary.json")
+    with writing(save_dir / "pretrain_summary.json"):
+        write_json_atomic(result, save_dir / "pretrain_summary.json")
     if args.out_json:  # last: a benchmark job is finished only when its checkpoint is written
-        write_json_atomic(result, args.out_json)
+        with writing(args.out_json):
+            write_json_atomic(result, args.out_json)
     plot_curves(read_jsonl(log_path) if log_path.exists() else [], save_dir / "loss_curve.png",
                 title=f"pretrain {args.objective} ({save_dir})")
     return result
@@ -694,6 +700,9 @@ def main(argv=None) -> int:
             DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WriteFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return RUN_FAILURE
     return 0
 
 
