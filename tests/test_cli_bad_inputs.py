@@ -298,3 +298,33 @@ def test_disk_full_in_training_is_one_line_exit_1(inputs, tmp_path, capsys, monk
     assert code == 1 and "Traceback" not in err, err
     assert len(lines) == 1 and f"{out / target}: cannot write (no space left on device)" in lines[0]
     assert (out / "result.json").read_bytes() == EARLIER
+
+
+# ------------------------------------------------------------ 5. pretrain's --mix_config file
+
+@pytest.mark.parametrize("text, needle", [
+    ("datasets: [1, 2\n", "not a readable YAML file"),
+    ("- 1\n- 2\n", "must be a mapping with 'datasets', not a list"),
+    ("datasets:\n  - {cache_root: x, weight: heavy}\n", "could not convert string to float"),
+    ("datasets:\n  - {cache_root: x}\nmix_num_samples: many\n", "invalid literal for int()"),
+    (None, "is a folder, not a mix config file"),
+])
+def test_pretrain_mix_config_that_cannot_be_read(inputs, tmp_path, capsys, text, needle):
+    """Before: a yaml ScannerError / AttributeError / ValueError traceback."""
+    mix = tmp_path / "mix.yaml"
+    if text is None:
+        mix.mkdir()
+    else:
+        mix.write_text(text)
+    main, argv = _argv("pretrain", inputs, "", tmp_path / "out")
+    argv = argv[:argv.index("--resume")] + argv[argv.index("--resume") + 2:]
+    _refused(main, [*argv, "--mix_config", str(mix)], tmp_path / "out", capsys, str(mix), needle)
+
+
+def test_finetune_save_dir_holding_a_torn_last_pt_is_one_line(inputs, tmp_path, capsys):
+    """torch's multi-line load error was printed as it came (4 lines)."""
+    out = tmp_path / "out"
+    (out / "ft").mkdir(parents=True)
+    (out / "ft" / "last.pt").write_bytes(b"garbage\n")
+    main, argv = _argv("finetune", inputs, str(inputs["root"] / "good.pt"), out)
+    _refused(main, argv, out, capsys, str(out / "ft" / "last.pt"), "cannot be loaded")

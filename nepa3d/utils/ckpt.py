@@ -22,9 +22,12 @@ from benchmark.atomic import atomic_write_bytes
 
 
 class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message is one line ``<path>: <problem>`` (torch's
+    multi-line load errors joined), whichever CLI prints it."""
+
     def __init__(self, path, problem: str):
         self.path = str(path)
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{path}: {' '.join(str(problem).split())}")
 
 
 def checkpoint_bytes(obj: dict) -> bytes:
