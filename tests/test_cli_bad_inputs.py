@@ -328,3 +328,29 @@ def test_finetune_save_dir_holding_a_torn_last_pt_is_one_line(inputs, tmp_path, 
     (out / "ft" / "last.pt").write_bytes(b"garbage\n")
     main, argv = _argv("finetune", inputs, str(inputs["root"] / "good.pt"), out)
     _refused(main, argv, out, capsys, str(out / "ft" / "last.pt"), "cannot be loaded")
+
+
+# ------------------------------------------------------------ 6. the data CLIs in this sweep
+
+def test_migrate_that_finds_no_cache_files_is_not_a_success(tmp_path, capsys):
+    """Before: a mistyped --cache_root or split printed 'done: ... total=0' and exited 0."""
+    from nepa3d.data import migrate_add_pt_dist_pc_pool as migrate
+
+    write_planted(tmp_path / "c", "train", 1, seed=0)
+    for argv, needles in [(["--cache_root", str(tmp_path / "nope")], ["nope", "no .npz files"]),
+                          (["--cache_root", str(tmp_path / "c"), "--splits", "tets"],
+                           ["no .npz files", "splits tets"]),
+                          (["--cache_root", str(tmp_path / "c"), "--chunk", "0"],
+                           ["--chunk", "integer >= 1"])]:
+        before = _files(tmp_path)
+        _refused(migrate.main, argv, tmp_path / "out", capsys, *needles)
+        assert _files(tmp_path) == before | {"out/result.json": EARLIER}
+
+
+def test_synthetic_out_root_under_a_file_is_refused(tmp_path, capsys):
+    """Before: a NotADirectoryError traceback."""
+    from nepa3d.data import synthetic
+
+    (tmp_path / "blocker").write_bytes(b"x")
+    _refused(synthetic.main, ["--out_root", str(tmp_path / "blocker" / "s"), "--n_per_class", "1"],
+             tmp_path / "out", capsys, "--out_root", f"{tmp_path / 'blocker'} is a file, not a folder")
