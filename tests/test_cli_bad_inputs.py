@@ -354,3 +354,11 @@ def test_synthetic_out_root_under_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "blocker").write_bytes(b"x")
     _refused(synthetic.main, ["--out_root", str(tmp_path / "blocker" / "s"), "--n_per_class", "1"],
              tmp_path / "out", capsys, "--out_root", f"{tmp_path / 'blocker'} is a file, not a folder")
+
+
+def test_finetune_with_one_training_class_is_refused(inputs, tmp_path, capsys):
+    """Before: finetune_cls trained a 1-way classifier and reported test_acc 1.0 with exit 0
+    (baseline_cls refused it; the check now lives once, in the shared file selection)."""
+    main, argv = _argv("finetune", inputs, str(inputs["root"] / "good.pt"), tmp_path / "out")
+    _refused(main, [*argv, "--fewshot_n_way", "1"], tmp_path / "out", capsys,
+             str(inputs["root"] / "scan"), "at least 2 classes", "--fewshot_n_way 1")

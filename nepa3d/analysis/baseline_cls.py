@@ -175,9 +175,7 @@ def choose_C(Xtr, ytr, Xval, yval, grid=C_GRID) -> tuple[float, float, dict]:
 def run(args: BaselineClsConfig) -> tuple[dict, list[str], dict]:
     """-> (metrics, flags, extra)"""
     check_args(args)
-    train, val, test, label_map = select_files(args)
-    if len(label_map) < 2 or len({class_of(p) for p in train}) < 2:
-        raise BaselineError(f"{args.cache_root}: the training subset needs at least 2 classes")
+    train, val, test, label_map = select_files(args)  # >= 2 classes (CacheError otherwise)
     views = view_counts(args)
     voxel = args.voxel_config()
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend

@@ -203,6 +203,10 @@ def select_files(args: ClsEvalArgs):
                                                  args.val_ratio, args.val_seed)
     train = stratified_kshot(train_part, [class_of(p) for p in train_part], args.fewshot_k,
                              shot_seed)
+    n_train_classes = len({class_of(p) for p in train})
+    if len(label_map) < 2 or n_train_classes < 2:  # accuracy over one class is 1.0 by construction
+        raise CacheError(args.cache_root, f"the training subset needs at least 2 classes (has "
+                                          f"{n_train_classes}; --fewshot_n_way {args.fewshot_n_way})")
     return train, val, test, label_map
 
 
