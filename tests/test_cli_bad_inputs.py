@@ -64,6 +64,7 @@ BAD_CKPTS = [
     ("nan-weight", lambda c: _model_with(c, "token_mlp.0.weight", float("nan")),
      "token_mlp.0.weight", "NaN or inf"),
     ("inf-pos-emb", lambda c: _model_with(c, "pos_emb", float("inf")), "pos_emb", "NaN or inf"),
+    ("epoch-str", lambda c: _with(c, epoch="3"), "'epoch' is '3', not an integer"),
 ]
 #: usable as a dict, but no model can be built from its config (load_backbone's CLIs)
 BAD_CONFIGS = [
@@ -73,6 +74,8 @@ BAD_CONFIGS = [
      "unusable model config", "nhead 3 does not divide d_model 32"),
     ("config-layers-0", lambda c: _with(c, model_config={**c["model_config"], "num_layers": 0}),
      "num_layers 0"),
+    ("n-point-str", lambda c: _with(c, args={**c["args"], "n_point": "many"}),
+     "unusable token settings", "'many'"),
     ("old-ckpt-heads-5", lambda c: {k: v for k, v in c.items() if k != "model_config"} | {
         "args": {**c["args"], "heads": 5}}, "nhead 5 does not divide d_model 32"),
 ]

@@ -98,10 +98,14 @@ def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int 
     required length when the checkpoint's is shorter.
     """
     ckpt = load_backbone_checkpoint(path)
-    qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
     args = ckpt.get("args", {}) or {}
-    settings = CkptSettings(args=args, qa_tokens=qa, add_eos=eos,
-                            n_point=int(args.get("n_point", 256)), n_ray=int(args.get("n_ray", 256)))
+    try:
+        qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
+        settings = CkptSettings(args=args, qa_tokens=qa, add_eos=eos,
+                                n_point=int(args.get("n_point", 256)),
+                                n_ray=int(args.get("n_ray", 256)))
+    except (TypeError, ValueError) as e:  # e.g. args {'n_point': 'many'}
+        raise CheckpointError(path, f"unusable token settings in 'args' ({e})") from e
     need = int(required_len(settings)) if callable(required_len) else int(required_len)
     cfg = config_from_checkpoint(ckpt, path)
     sd = dict(ckpt["model"])

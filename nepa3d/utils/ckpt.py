@@ -52,7 +52,8 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
 def checkpoint_problem(ckpt: object) -> str | None:
     """Why a loaded object is not a usable checkpoint of this code: no ``model`` state dict of
     tensors, NaN/inf weights (a diverged or damaged run whose evaluation would still print
-    numbers), ``args`` / ``model_config`` that are not dicts. None when it is usable."""
+    numbers), ``args`` / ``model_config`` that are not dicts, an ``epoch`` / ``step`` that is no
+    integer. None when it is usable."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
         return "not a nepa3d checkpoint (no 'model' state dict)"
     sd = ckpt["model"]
@@ -62,6 +63,9 @@ def checkpoint_problem(ckpt: object) -> str | None:
     for name in ("args", "model_config"):
         if ckpt.get(name) is not None and not isinstance(ckpt[name], dict):
             return f"'{name}' is a {type(ckpt[name]).__name__}, not a dict"
+    for name in ("epoch", "step"):
+        if name in ckpt and (not isinstance(ckpt[name], int) or isinstance(ckpt[name], bool)):
+            return f"'{name}' is {ckpt[name]!r}, not an integer"
     bad = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         return f"{bad}: holds NaN or inf weights (a diverged or damaged run)"
