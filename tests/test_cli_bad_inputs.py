@@ -16,6 +16,7 @@ fault injection against the research CLIs): never a wrong number with exit 0, ne
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -365,3 +366,39 @@ def test_finetune_with_one_training_class_is_refused(inputs, tmp_path, capsys):
     main, argv = _argv("finetune", inputs, str(inputs["root"] / "good.pt"), tmp_path / "out")
     _refused(main, [*argv, "--fewshot_n_way", "1"], tmp_path / "out", capsys,
              str(inputs["root"] / "scan"), "at least 2 classes", "--fewshot_n_way 1")
+
+
+# ------------------------------------------------- 7. pretraining run again when it is done
+
+def _pretrain_argv(inputs, save_dir: Path, *extra: str) -> list[str]:
+    _, argv = _argv("pretrain", inputs, "", save_dir.parent)
+    argv = argv[:argv.index("--resume")] + argv[argv.index("--resume") + 2:]
+    argv = [a for a in argv if a != str(save_dir.parent / "result.json")]
+    argv = argv[:argv.index("--out_json")] + argv[argv.index("--out_json") + 1:]
+    return [*argv, "--save_dir", str(save_dir), *extra]
+
+
+def test_pretrain_finished_run_again_keeps_its_summary_and_refuses_contradictions(
+        inputs, tmp_path, capsys):
+    """Before: running a finished pretraining command again (what DVC or a launcher does)
+    rewrote pretrain_summary.json with final_loss null; --resume of a checkpoint trained for
+    more epochs than --epochs, or a finished one of another folder, exited 0 with a summary
+    claiming --epochs and (other folder) no checkpoint at all."""
+    from nepa3d.train import pretrain
+
+    run = tmp_path / "run"
+    assert pretrain.main(_pretrain_argv(inputs, run)) == 0  # 2 epochs
+    summary = json.loads((run / "pretrain_summary.json").read_text())["metrics"]
+    assert isinstance(summary["final_loss"], float)
+    assert pretrain.main(_pretrain_argv(inputs, run)) == 0  # again: nothing to train
+    again = json.loads((run / "pretrain_summary.json").read_text())["metrics"]
+    assert again == summary
+    capsys.readouterr()
+    last = str(run / "last.pt")
+    for save_dir, epochs, needle in [(run, "1", "trained 2 epochs, more than --epochs 1"),
+                                     (tmp_path / "other", "1", "more than --epochs 1"),
+                                     (tmp_path / "other", "2", "nothing to train into --save_dir")]:
+        before = _files(tmp_path)
+        _refused(pretrain.main, _pretrain_argv(inputs, save_dir, "--epochs", epochs, "--resume",
+                                               last), tmp_path / "out", capsys, last, needle)
+        assert _files(tmp_path) == before | {"out/result.json": EARLIER}

@@ -424,6 +424,28 @@ def continues_own_run(args: PretrainConfig, save_dir: Path, start_epoch: int) ->
     return path.resolve() == own.resolve()
 
 
+def nothing_to_train_problem(args: PretrainConfig, save_dir: Path, start_epoch: int) -> str | None:
+    """Why resuming at ``start_epoch`` cannot make a run of ``--epochs`` epochs in ``save_dir``:
+    the checkpoint has trained more epochs than that (the summary would claim fewer than its
+    weights had), or a finished checkpoint of another folder (nothing would be trained or saved
+    into ``save_dir``, yet a summary would be written). None when there is no such problem."""
+    if start_epoch > args.epochs:
+        return f"trained {start_epoch} epochs, more than --epochs {args.epochs}"
+    if start_epoch == args.epochs and start_epoch and not continues_own_run(args, save_dir,
+                                                                            start_epoch):
+        return (f"already trained {start_epoch} epochs = --epochs {args.epochs}: nothing to train "
+                f"into --save_dir {save_dir}")
+    return None
+
+
+def logged_loss(log_path: Path, epoch: int) -> float:
+    """The loss the epoch log records for ``epoch`` (NaN when it records none): a finished
+    run that is run again reports its final loss, not an empty one."""
+    records = read_jsonl(log_path) if log_path.exists() else []
+    losses = [r.get("loss") for r in records if r.get("epoch") == epoch]
+    return float(losses[-1]) if losses and losses[-1] is not None else float("nan")
+
+
 #: The epoch log of a run: one JSON line per saved epoch.
 LOG_NAME = "train_log.jsonl"
 #: What a pretraining run leaves in its save_dir besides the ``ckpt_epNNN.pt`` files.
@@ -525,6 +547,9 @@ def train(args: PretrainConfig) -> dict:
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, step = try_resume(args, model, opt, save_dir, heads)
+    problem = nothing_to_train_problem(args, save_dir, start_epoch)
+    if problem:  # before anything in save_dir is touched
+        raise CheckpointError(args.resume or save_dir / "last.pt", problem)
     log_path = save_dir / LOG_NAME
     if continues_own_run(args, save_dir, start_epoch):
         truncate_log(log_path, start_epoch)
@@ -534,7 +559,8 @@ def train(args: PretrainConfig) -> dict:
     warmup = max(1, int(args.dual_mask_warmup_frac * args.epochs * steps_per_epoch))
     use_bf16 = device.type == "cuda"
     last_loss = float("nan")
-    if start_epoch >= args.epochs:
+    if start_epoch >= args.epochs:  # this folder's finished run: its summary again, same loss
+        last_loss = logged_loss(log_path, start_epoch - 1)
         print(f"[pretrain] already trained to epoch {start_epoch - 1} >= epochs {args.epochs}")
     epoch_seconds: list[float] = []  # this session's finished epochs (for the run's ETA)
     for epoch in range(start_epoch, args.epochs):
