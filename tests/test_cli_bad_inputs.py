@@ -178,6 +178,7 @@ def test_unusable_checkpoint_is_one_line_exit_2_in_retrieval(inputs, tmp_path, c
 def test_every_checkpoint_reader_refuses_it(inputs, tmp_path, capsys, cli, id_):
     main, argv = _argv(cli, inputs, inputs[id_], tmp_path / "out")
     _refused(main, argv, tmp_path / "out", capsys, inputs[id_])
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["result.json"]  # no empty folders
 
 
 @pytest.mark.parametrize("cli", ["ucpr", "cpac", "qmc", "finetune", "pretrain"])

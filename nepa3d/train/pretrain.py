@@ -545,11 +545,11 @@ def train(args: PretrainConfig) -> dict:
     opt_names = optimizer_param_names(model, heads)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     save_dir = Path(args.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, step = try_resume(args, model, opt, save_dir, heads)
     problem = nothing_to_train_problem(args, save_dir, start_epoch)
     if problem:  # before anything in save_dir is touched
         raise CheckpointError(args.resume or save_dir / "last.pt", problem)
+    save_dir.mkdir(parents=True, exist_ok=True)  # a refused resume leaves no empty folder
     log_path = save_dir / LOG_NAME
     if continues_own_run(args, save_dir, start_epoch):
         truncate_log(log_path, start_epoch)
