@@ -403,3 +403,23 @@ def test_pretrain_finished_run_again_keeps_its_summary_and_refuses_contradiction
         _refused(pretrain.main, _pretrain_argv(inputs, save_dir, "--epochs", epochs, "--resume",
                                                last), tmp_path / "out", capsys, last, needle)
         assert _files(tmp_path) == before | {"out/result.json": EARLIER}
+
+
+def test_a_test_class_without_training_shapes_is_refused(inputs, tmp_path, capsys):
+    """Before: finetune_cls and baseline_cls dropped its test shapes silently (n_test shrank,
+    exit 0)."""
+    import shutil
+
+    from nepa3d.analysis import baseline_cls
+
+    scan = tmp_path / "scan"
+    shutil.copytree(inputs["root"] / "scan", scan)
+    first = sorted((scan / "test").iterdir())[0]
+    shutil.copytree(first, scan / "test" / "zz_unseen")
+    main, argv = _argv("finetune", inputs, str(inputs["root"] / "good.pt"), tmp_path / "out")
+    argv[argv.index("--cache_root") + 1] = str(scan)
+    _refused(main, argv, tmp_path / "out", capsys, str(scan / "test"), "no training shapes",
+             "zz_unseen")
+    _refused(baseline_cls.main, ["--cache_root", str(scan), "--backend", "pointcloud_noray",
+                                 "--n_point", "16", "--out_json", str(tmp_path / "out" / "r.json")],
+             tmp_path / "out", capsys, "zz_unseen")

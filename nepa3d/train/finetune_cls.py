@@ -192,6 +192,10 @@ def select_files(args: ClsEvalArgs):
     test_all = cache_files(args.cache_root, "test")
     if not train_all or not test_all:
         raise CacheError(args.cache_root, "needs train/*/*.npz and test/*/*.npz cache files")
+    unseen = sorted({class_of(p) for p in test_all} - {class_of(p) for p in train_all})
+    if unseen and args.fewshot_n_way <= 0:  # their test shapes would silently leave the count
+        raise CacheError(Path(args.cache_root) / "test", f"{len(unseen)} class(es) with no "
+                         f"training shapes: {', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}")
     shot_seed = fewshot_seed(args)
     way_seed = shot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
     classes = choose_n_way(sorted({class_of(p) for p in train_all}), args.fewshot_n_way, way_seed)
