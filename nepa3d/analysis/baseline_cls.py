@@ -44,7 +44,7 @@ from nepa3d.token.tokenizer import TokenizerConfig, build_sequence
 from nepa3d.train.finetune_cls import VAL_RATIO, fewshot_seed, majority_rate, select_files
 from nepa3d.cli.args import (make_parser, add_order_dtype_arg, fail, int_at_least,
                                    positive_or_auto)
-from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.edge import check_voxel, emit_or_fail, interruptible, out_file_problem
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import ClsEvalArgs, VoxelArgs, add_cls_eval_args, add_voxel_args
 from nepa3d.utils.results import ResultTimer, build_result
@@ -175,9 +175,7 @@ def choose_C(Xtr, ytr, Xval, yval, grid=C_GRID) -> tuple[float, float, dict]:
 def run(args: BaselineClsConfig) -> tuple[dict, list[str], dict]:
     """-> (metrics, flags, extra)"""
     check_args(args)
-    train, val, test, label_map = select_files(args)
-    if len(label_map) < 2 or len({class_of(p) for p in train}) < 2:
-        raise BaselineError(f"{args.cache_root}: the training subset needs at least 2 classes")
+    train, val, test, label_map = select_files(args)  # >= 2 classes (CacheError otherwise)
     views = view_counts(args)
     voxel = args.voxel_config()
     tb, eb = args.train_backend or args.backend, args.eval_backend or args.backend
@@ -213,6 +211,7 @@ def run(args: BaselineClsConfig) -> tuple[dict, list[str], dict]:
     return metrics, flags, extra
 
 
+@interruptible(PROG, "no result written (--out_json untouched)")
 def main(argv=None) -> int:
     """0; a flag or input file that cannot be used: 2 and one line naming it (nothing written);
     a refused write of --out_json exits 1."""

@@ -38,7 +38,7 @@ from nepa3d.protocol_thresholds import EASY_PAIR_FLAG, easy_pair_saturated
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.cli.args import (make_parser, fail, int_at_least, nonneg_float, nonneg_int,
                                    positive_int)
-from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.edge import check_voxel, emit_or_fail, interruptible, out_file_problem
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import (UcprSamplingArgs, VoxelArgs, add_ucpr_sampling_args,
                                         add_voxel_args)
@@ -158,6 +158,7 @@ def run(args: BaselineUcprConfig) -> dict:
     return build_result("ucpr", resolved, metrics, prov, flags=flags, extra=extra)
 
 
+@interruptible(PROG, "no result written (--out_json untouched)")
 def main(argv=None) -> dict:
     """The result dict; a flag or input file that cannot be used exits 2 with one line naming
     it (nothing written), a refused write of --out_json exits 1."""

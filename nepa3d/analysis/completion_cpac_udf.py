@@ -46,7 +46,7 @@ from nepa3d.utils.ckpt import CheckpointError
 from nepa3d.cli.args import (make_parser, SWITCH, TRI_STATE, fail, int_at_least,
                                    nonneg_float, nonneg_int, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error)
-from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.edge import check_voxel, emit_or_fail, interruptible, out_file_problem
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
                                         PrecisionArgs, VoxelArgs, add_device_arg,
@@ -670,6 +670,7 @@ def run(args: CompletionCpacConfig) -> dict:
                         extra=extra)
 
 
+@interruptible(PROG, "no result written (--out_json untouched)")
 def main(argv=None) -> dict:
     """The result dict; a flag or input file that cannot be used exits 2 with one line naming
     it (nothing written), a refused write of --out_json exits 1."""

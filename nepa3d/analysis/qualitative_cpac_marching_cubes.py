@@ -47,7 +47,7 @@ from nepa3d.utils.ckpt import CheckpointError
 from nepa3d.cli.args import (make_parser, SWITCH, add_order_dtype_arg, fail,
                                    int_at_least, nonneg_float, nonneg_int, positive_float,
                                    positive_int, positive_or_auto)
-from nepa3d.cli.edge import RUN_FAILURE, check_voxel, out_dir_problem, write_failure
+from nepa3d.cli.edge import RUN_FAILURE, check_voxel, interruptible, out_dir_problem, write_failure
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, EvalSamplingArgs,
                                         VoxelArgs, add_device_arg, add_eval_seed_arg,
@@ -449,6 +449,7 @@ def run(args: QualitativeMcConfig) -> dict:
     return summary
 
 
+@interruptible(PROG, "no summary.json written (files beside none are of an unfinished run)")
 def main(argv=None) -> dict:
     """The summary; a flag or input file that cannot be used exits 2 with one line naming it
     (nothing written), a refused write exits 1 with one line naming the file."""

@@ -40,7 +40,7 @@ from nepa3d.token.types import required_len
 from nepa3d.utils.ckpt import CheckpointError
 from nepa3d.cli.args import (make_parser, TRI_STATE, fail, nonneg_float, nonneg_int,
                                    positive_int, positive_or_auto)
-from nepa3d.cli.edge import check_voxel, emit_or_fail, out_file_problem
+from nepa3d.cli.edge import check_voxel, emit_or_fail, interruptible, out_file_problem
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, PrecisionArgs,
                                         UcprSamplingArgs, VoxelArgs, add_device_arg,
@@ -233,6 +233,7 @@ def run(args: RetrievalUcprConfig) -> dict:
     return build_result("ucpr", resolved, metrics, prov, flags=flags, extra=extra)
 
 
+@interruptible(PROG, "no result written (--out_json untouched)")
 def main(argv=None) -> dict:
     """The result dict; a flag or input file that cannot be used exits 2 with one line naming
     it (nothing written), a refused write of --out_json exits 1."""

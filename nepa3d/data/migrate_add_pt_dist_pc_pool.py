@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from nepa3d.data.cache import load_cache, save_cache
 from nepa3d.geometry.distance import nearest_neighbors, sanitize_distances
-from nepa3d.cli.args import make_parser
+from nepa3d.cli.args import fail, make_parser, nonneg_int, positive_int
 from nepa3d.cli.config import CliConfig
 
 PROG = "migrate_add_pt_dist_pc_pool"
@@ -88,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache_root", required=True,
                     help="cache folder whose <split>/*/*.npz files get pt_dist_pc_pool")
     ap.add_argument("--splits", default="all", help="'all' or a comma list, e.g. train,test")
-    ap.add_argument("--workers", type=int, default=8, help="0 or 1 = in-process")
-    ap.add_argument("--chunk", type=int, default=4096, help="query rows per kd-tree call")
+    ap.add_argument("--workers", type=nonneg_int, default=8, help="0 or 1 = in-process")
+    ap.add_argument("--chunk", type=positive_int, default=4096, help="query rows per kd-tree call")
     ap.add_argument("--overwrite", action="store_true",
                     help="recompute pt_dist_pc_pool in files that already have it")
-    ap.add_argument("--limit", type=int, default=0,
+    ap.add_argument("--limit", type=nonneg_int, default=0,
                     help="process at most this many files (0 = all)")
     return ap
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args = MigratePtDistPcPoolConfig.parse(argv)
 
     files = list_files(args.cache_root, args.splits, args.limit)
+    if not files:  # a mistyped root or split migrated nothing: not a success
+        where = "" if args.splits.strip() in ("", "all") else f" (splits {args.splits})"
+        return fail(PROG, f"--cache_root {args.cache_root}: no .npz files{where}")
     real, seen = [], set()
     for p in files:
         r = os.path.realpath(p)

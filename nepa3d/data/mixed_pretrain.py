@@ -58,9 +58,32 @@ def _as_bool(v) -> bool:
 def load_mix_config(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> MixConfig:
     """Parse and validate; relative cache roots are taken relative to ``base_dir`` (cwd)."""
     path = Path(path)
+    raw = _read_yaml_mapping(path)
+    try:
+        return _parse_mix_config(path, raw, base_dir)
+    except (TypeError, ValueError) as e:  # a number that is none ('weight: heavy')
+        if isinstance(e, MixConfigError):
+            raise
+        raise MixConfigError(f"{path}: {' '.join(str(e).split())}") from e
+
+
+def _read_yaml_mapping(path: Path) -> dict:
+    """The YAML mapping in file ``path``; MixConfigError naming it when it is missing, a folder,
+    not YAML, or not a mapping."""
+    if path.is_dir():
+        raise MixConfigError(f"{path}: is a folder, not a mix config file")
     if not path.is_file():
         raise MixConfigError(f"{path}: mix config does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise MixConfigError(f"{path}: not a readable YAML file ({' '.join(str(e).split())})") from e
+    if not isinstance(raw, dict):
+        raise MixConfigError(f"{path}: must be a mapping with 'datasets', not a {type(raw).__name__}")
+    return raw
+
+
+def _parse_mix_config(path: Path, raw: dict, base_dir) -> MixConfig:
     entries = raw.get("datasets")
     if not isinstance(entries, list) or not entries:
         raise MixConfigError(f"{path}: 'datasets' must be a non-empty list")

@@ -64,6 +64,7 @@ from benchmark.atomic import atomic_write_bytes, atomic_write_file
 from nepa3d.data.synthetic_shapes import BUILDERS, build_mesh
 from nepa3d.cli.args import make_parser
 from nepa3d.cli.config import CliConfig
+from nepa3d.cli.edge import out_dir_problem
 
 # (name, ShapeNetCore.v2 synset id), sorted by name: the ScanObjectNN-style label of a
 # class is its index in this list.
@@ -767,6 +768,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    blocked = out_dir_problem("--out_root", a.out_root)
+    if blocked:
+        print(f"error: {blocked}", file=sys.stderr)
+        raise SystemExit(2)
     summary = generate(a.out_root, **options)
     args = summary["args"]
     print(

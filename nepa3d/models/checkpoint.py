@@ -15,22 +15,44 @@ from typing import Callable
 
 from nepa3d.models.query_nepa import ModelConfig, QueryNepa
 from nepa3d.token import types as tt
-from nepa3d.utils.ckpt import CheckpointError, check_fits, load_checkpoint, resize_pos_emb
+from nepa3d.utils.ckpt import (CheckpointError, check_fits, load_backbone_checkpoint,
+                               resize_pos_emb)
 
 
-def config_from_checkpoint(ckpt: dict) -> ModelConfig:
-    """Model config from ``model_config`` or, for older checkpoints, from args + tensor shapes."""
+def config_from_checkpoint(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> ModelConfig:
+    """Model config from ``model_config`` or, for older checkpoints, from args + tensor shapes.
+    A config that cannot build a model (unknown fields, heads that do not divide the width)
+    raises CheckpointError naming ``path``."""
     sd = ckpt["model"]
     n_types, d_model = sd["type_emb.weight"].shape
-    if "model_config" in ckpt:
-        cfg = ModelConfig(**ckpt["model_config"])
-    else:
-        args = ckpt.get("args", {}) or {}
-        layers = len({k.split(".")[3] for k in sd if k.startswith("backbone.enc.layers.")})
-        cfg = ModelConfig(d_model=d_model, n_types=n_types, nhead=int(args.get("heads", 6)),
-                          num_layers=int(args.get("layers", layers or 8)))
+    try:
+        if "model_config" in ckpt:
+            cfg = ModelConfig(**ckpt["model_config"])
+        else:
+            args = ckpt.get("args", {}) or {}
+            layers = len({k.split(".")[3] for k in sd if k.startswith("backbone.enc.layers.")})
+            cfg = ModelConfig(d_model=d_model, n_types=n_types, nhead=int(args.get("heads", 6)),
+                              num_layers=int(args.get("layers", layers or 8)))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(path, f"unusable model config ({' '.join(str(e).split())})") from e
+    problem = model_config_problem(cfg)
+    if problem:
+        raise CheckpointError(path, f"unusable model config ({problem})")
     cfg.max_len = sd["pos_emb"].shape[1]
     return cfg
+
+
+def model_config_problem(cfg: ModelConfig) -> str | None:
+    """Why ``cfg`` cannot build a :class:`QueryNepa` (non-positive sizes, ``nhead`` not dividing
+    ``d_model``); None when it can."""
+    sizes = {"d_model": cfg.d_model, "nhead": cfg.nhead, "num_layers": cfg.num_layers,
+             "feat_dim": cfg.feat_dim, "n_types": cfg.n_types}
+    bad = next((k for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1), None)
+    if bad:
+        return f"{bad} {sizes[bad]!r} is not an integer >= 1"
+    if cfg.d_model % cfg.nhead:
+        return f"nhead {cfg.nhead} does not divide d_model {cfg.d_model}"
+    return None
 
 
 @dataclass
@@ -75,13 +97,17 @@ def load_backbone(path: str | os.PathLike, *, max_len: int = -1, qa_tokens: int 
     resized to ``max_len`` (an error if shorter than required); otherwise it grows to the
     required length when the checkpoint's is shorter.
     """
-    ckpt = load_checkpoint(path)
-    qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
+    ckpt = load_backbone_checkpoint(path)
     args = ckpt.get("args", {}) or {}
-    settings = CkptSettings(args=args, qa_tokens=qa, add_eos=eos,
-                            n_point=int(args.get("n_point", 256)), n_ray=int(args.get("n_ray", 256)))
+    try:
+        qa, eos = infer_token_settings(ckpt, qa_tokens, add_eos)
+        settings = CkptSettings(args=args, qa_tokens=qa, add_eos=eos,
+                                n_point=int(args.get("n_point", 256)),
+                                n_ray=int(args.get("n_ray", 256)))
+    except (TypeError, ValueError) as e:  # e.g. args {'n_point': 'many'}
+        raise CheckpointError(path, f"unusable token settings in 'args' ({e})") from e
     need = int(required_len(settings)) if callable(required_len) else int(required_len)
-    cfg = config_from_checkpoint(ckpt)
+    cfg = config_from_checkpoint(ckpt, path)
     sd = dict(ckpt["model"])
     target = cfg.max_len
     if max_len >= 0:

@@ -210,12 +210,11 @@ def load_teacher(path, *, max_len: int, n_types: int, d_model: int, heads: int, 
     model_config or args, else the given (student) values. pos_emb is resized to ``max_len``.
     Raises CheckpointError naming the file when n_types differs from the student's, and, as
     :func:`~nepa3d.models.checkpoint.load_backbone` does, naming the first tensor that does not fit."""
-    from nepa3d.utils.ckpt import CheckpointError, check_fits, load_checkpoint, resize_pos_emb
+    from nepa3d.utils.ckpt import (CheckpointError, check_fits, load_backbone_checkpoint,
+                                   resize_pos_emb)
 
-    ck = load_checkpoint(path)
+    ck = load_backbone_checkpoint(path)
     sd = dict(ck["model"])
-    if "type_emb.weight" not in sd or "pos_emb" not in sd:
-        raise CheckpointError(path, "teacher checkpoint lacks type_emb / pos_emb")
     t_types, t_d = sd["type_emb.weight"].shape
     if t_types != n_types:
         raise CheckpointError(path, f"teacher n_types {t_types} != student n_types {n_types} "

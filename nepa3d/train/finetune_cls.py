@@ -42,7 +42,8 @@ from nepa3d.cli.args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg
                                    float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
                                    unit_float, with_order_dtype)
-from nepa3d.cli.edge import emit_or_fail, out_dir_problem, out_file_problem
+from nepa3d.cli.edge import (RUN_FAILURE, WriteFailure, emit_or_fail, interruptible,
+                             out_dir_problem, out_file_problem, writing)
 from nepa3d.cli.config import CliConfig
 from nepa3d.cli.groups import (ClsEvalArgs, DeviceArgs, DeviceUnavailable, VoxelArgs,
                                         add_cls_eval_args, add_device_arg, add_voxel_args,
@@ -191,6 +192,10 @@ def select_files(args: ClsEvalArgs):
     test_all = cache_files(args.cache_root, "test")
     if not train_all or not test_all:
         raise CacheError(args.cache_root, "needs train/*/*.npz and test/*/*.npz cache files")
+    unseen = sorted({class_of(p) for p in test_all} - {class_of(p) for p in train_all})
+    if unseen and args.fewshot_n_way <= 0:  # their test shapes would silently leave the count
+        raise CacheError(Path(args.cache_root) / "test", f"{len(unseen)} class(es) with no "
+                         f"training shapes: {', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}")
     shot_seed = fewshot_seed(args)
     way_seed = shot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
     classes = choose_n_way(sorted({class_of(p) for p in train_all}), args.fewshot_n_way, way_seed)
@@ -202,6 +207,10 @@ def select_files(args: ClsEvalArgs):
                                                  args.val_ratio, args.val_seed)
     train = stratified_kshot(train_part, [class_of(p) for p in train_part], args.fewshot_k,
                              shot_seed)
+    n_train_classes = len({class_of(p) for p in train})
+    if len(label_map) < 2 or n_train_classes < 2:  # accuracy over one class is 1.0 by construction
+        raise CacheError(args.cache_root, f"the training subset needs at least 2 classes (has "
+                                          f"{n_train_classes}; --fewshot_n_way {args.fewshot_n_way})")
     return train, val, test, label_map
 
 
@@ -347,15 +356,17 @@ def run(args: FinetuneClsConfig) -> tuple[dict, list[str], torch.device, list[di
         flags.append(SHUFFLED_LABELS_FLAG)
     print(f"best_val={best_val:.4f} best_ep={best_ep} test_acc={test_acc:.4f}")
     if save_dir:
-        (save_dir / "train_log.json").parent.mkdir(parents=True, exist_ok=True)
-        (save_dir / "train_log.json").write_text(json.dumps(history, indent=1))
+        with writing(save_dir / "train_log.json"):
+            (save_dir / "train_log.json").parent.mkdir(parents=True, exist_ok=True)
+            (save_dir / "train_log.json").write_text(json.dumps(history, indent=1))
         plot_curves(history, save_dir / "curves.png",
                     title=f"finetune K={args.fewshot_k} seed={args.seed} ({save_dir})")
-        save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
-                         "test_acc": test_acc, "args": args.record(),
-                         "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
-                         "result_flags": flags, "history": history, "inputs": inputs},
-                        save_dir / "last.pt")
+        with writing(save_dir / "last.pt"):
+            save_checkpoint({"model": best_state, "epoch": args.epochs - 1, "val_acc": best_val,
+                             "test_acc": test_acc, "args": args.record(),
+                             "pretrain_ckpt": str(args.ckpt), "result_metrics": metrics,
+                             "result_flags": flags, "history": history, "inputs": inputs},
+                            save_dir / "last.pt")
     return metrics, flags, device, history
 
 
@@ -396,6 +407,7 @@ class FinetuneClsConfig(ClsEvalArgs, VoxelArgs, DeviceArgs, CliConfig):
         return build_parser()
 
 
+@interruptible(PROG, "no result written (--out_json untouched); the same command trains again")
 def main(argv=None) -> int:
     """0 on success; a flag or input file that cannot be used exits 2 with one line naming it
     (checked before training: an output path blocked by a file included), a refused write 1."""
@@ -410,6 +422,8 @@ def main(argv=None) -> int:
     except (CheckpointError, CacheError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WriteFailure as e:
+        return fail(PROG, e, code=RUN_FAILURE)
     result = build_result("cls", args.record(), metrics,
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
                                            device=device), flags=flags,

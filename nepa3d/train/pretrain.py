@@ -40,13 +40,15 @@ from nepa3d.token import types as tt
 from nepa3d.token.tokenizer import TokenizerConfig
 from nepa3d.train import aux_losses as aux, losses
 from nepa3d.train.schedule import ScheduleError, parse_schedule, value_at
-from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits, load_checkpoint,
-                               optimizer_param_names, optimizer_state_for, resize_pos_emb,
-                               save_checkpoint)
+from nepa3d.utils.ckpt import (OPT_NAMES_KEY, CheckpointError, check_fits,
+                               load_backbone_checkpoint, load_checkpoint, optimizer_param_names,
+                               optimizer_state_for, resize_pos_emb, save_checkpoint)
 from nepa3d.cli.args import (make_parser, SWITCH, add_order_dtype_arg, nonneg_float,
                                    nonneg_int, one_line, positive_float, positive_int,
                                    positive_or_auto, unit_float, usage_error, with_order_dtype)
 from nepa3d.cli.config import CliConfig
+from nepa3d.cli.edge import (RUN_FAILURE, WriteFailure, interruptible, out_dir_problem,
+                             out_file_problem, writing)
 from nepa3d.cli.groups import (DeviceArgs, DeviceUnavailable, ModelShapeArgs, VoxelArgs,
                                         add_device_arg, add_model_shape_args, add_voxel_args,
                                         resolve_device)
@@ -356,7 +358,7 @@ def try_resume(args: PretrainConfig, model, opt, save_dir: Path, heads: aux.AuxH
             print(f"[resume] {path} not found; starting fresh")
             return 0, 0
         raise CheckpointError(path, "--resume checkpoint does not exist")
-    ck = load_checkpoint(path)
+    ck = load_backbone_checkpoint(path)
     refusal = auto_resume_refusal(ck.get("args") or {}, args) if auto else None
     if refusal:
         print(f"[resume] not resuming {path}: {refusal}; starting fresh")
@@ -420,6 +422,28 @@ def continues_own_run(args: PretrainConfig, save_dir: Path, start_epoch: int) ->
     own = save_dir / "last.pt"
     path = Path(args.resume) if args.resume else own
     return path.resolve() == own.resolve()
+
+
+def nothing_to_train_problem(args: PretrainConfig, save_dir: Path, start_epoch: int) -> str | None:
+    """Why resuming at ``start_epoch`` cannot make a run of ``--epochs`` epochs in ``save_dir``:
+    the checkpoint has trained more epochs than that (the summary would claim fewer than its
+    weights had), or a finished checkpoint of another folder (nothing would be trained or saved
+    into ``save_dir``, yet a summary would be written). None when there is no such problem."""
+    if start_epoch > args.epochs:
+        return f"trained {start_epoch} epochs, more than --epochs {args.epochs}"
+    if start_epoch == args.epochs and start_epoch and not continues_own_run(args, save_dir,
+                                                                            start_epoch):
+        return (f"already trained {start_epoch} epochs = --epochs {args.epochs}: nothing to train "
+                f"into --save_dir {save_dir}")
+    return None
+
+
+def logged_loss(log_path: Path, epoch: int) -> float:
+    """The loss the epoch log records for ``epoch`` (NaN when it records none): a finished
+    run that is run again reports its final loss, not an empty one."""
+    records = read_jsonl(log_path) if log_path.exists() else []
+    losses = [r.get("loss") for r in records if r.get("epoch") == epoch]
+    return float(losses[-1]) if losses and losses[-1] is not None else float("nan")
 
 
 #: The epoch log of a run: one JSON line per saved epoch.
@@ -521,8 +545,11 @@ def train(args: PretrainConfig) -> dict:
     opt_names = optimizer_param_names(model, heads)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     save_dir = Path(args.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, step = try_resume(args, model, opt, save_dir, heads)
+    problem = nothing_to_train_problem(args, save_dir, start_epoch)
+    if problem:  # before anything in save_dir is touched
+        raise CheckpointError(args.resume or save_dir / "last.pt", problem)
+    save_dir.mkdir(parents=True, exist_ok=True)  # a refused resume leaves no empty folder
     log_path = save_dir / LOG_NAME
     if continues_own_run(args, save_dir, start_epoch):
         truncate_log(log_path, start_epoch)
@@ -532,7 +559,8 @@ def train(args: PretrainConfig) -> dict:
     warmup = max(1, int(args.dual_mask_warmup_frac * args.epochs * steps_per_epoch))
     use_bf16 = device.type == "cuda"
     last_loss = float("nan")
-    if start_epoch >= args.epochs:
+    if start_epoch >= args.epochs:  # this folder's finished run: its summary again, same loss
+        last_loss = logged_loss(log_path, start_epoch - 1)
         print(f"[pretrain] already trained to epoch {start_epoch - 1} >= epochs {args.epochs}")
     epoch_seconds: list[float] = []  # this session's finished epochs (for the run's ETA)
     for epoch in range(start_epoch, args.epochs):
@@ -589,18 +617,23 @@ def train(args: PretrainConfig) -> dict:
                  "epoch": epoch, "step": step}
         is_last = epoch == args.epochs - 1
         if (args.save_every > 0 and epoch % args.save_every == 0) or is_last:
-            save_checkpoint(state, save_dir / f"ckpt_ep{epoch:03d}.pt")
+            with writing(save_dir / f"ckpt_ep{epoch:03d}.pt"):
+                save_checkpoint(state, save_dir / f"ckpt_ep{epoch:03d}.pt")
         if args.save_last:
-            save_checkpoint(state, save_dir / "last.pt")
-        append_log(log_path, rec)  # after the checkpoints: no record of an epoch that was not saved
+            with writing(save_dir / "last.pt"):
+                save_checkpoint(state, save_dir / "last.pt")
+        with writing(log_path):  # after the checkpoints: no record of an epoch that was not saved
+            append_log(log_path, rec)
     metrics = {"final_loss": last_loss, "steps": step, "epochs": args.epochs,
                "n_params": sum(p.numel() for p in model.parameters())}
     result = build_result("pretrain", args.record(), metrics,
                           timer.provenance(seed=args.seed, cache_root=args.cache_root if not args.mix_config else None,
                                            device=device))
-    write_json_atomic(result, save_dir / "pretrain_summary.json")
+    with writing(save_dir / "pretrain_summary.json"):
+        write_json_atomic(result, save_dir / "pretrain_summary.json")
     if args.out_json:  # last: a benchmark job is finished only when its checkpoint is written
-        write_json_atomic(result, args.out_json)
+        with writing(args.out_json):
+            write_json_atomic(result, args.out_json)
     plot_curves(read_jsonl(log_path) if log_path.exists() else [], save_dir / "loss_curve.png",
                 title=f"pretrain {args.objective} ({save_dir})")
     return result
@@ -672,14 +705,30 @@ class PretrainConfig(ModelShapeArgs, VoxelArgs, DeviceArgs, CliConfig):
         return build_parser()
 
 
+def output_problem(args: PretrainConfig) -> str | None:
+    """Why ``--save_dir`` or ``--out_json`` cannot take this run's outputs (a file in the way,
+    a folder where the result file goes); checked before training, not after it."""
+    return (out_dir_problem("--save_dir", args.save_dir)
+            or (out_file_problem("--out_json", args.out_json) if args.out_json else None))
+
+
+@interruptible("pretrain", "--save_dir's last.pt holds the last finished epoch (the same command "
+                           "resumes it); no summary or --out_json written")
 def main(argv=None) -> int:
     args = PretrainConfig.parse(argv)
+    blocked = output_problem(args)
+    if blocked:
+        print(f"error: {blocked}", file=sys.stderr)
+        return 2
     try:
         train(args)
     except (CheckpointError, CacheError, MixConfigError, ScheduleError, AuxConfigError,
             DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WriteFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return RUN_FAILURE
     return 0
 
 

@@ -22,9 +22,12 @@ from benchmark.atomic import atomic_write_bytes
 
 
 class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message is one line ``<path>: <problem>`` (torch's
+    multi-line load errors joined), whichever CLI prints it."""
+
     def __init__(self, path, problem: str):
         self.path = str(path)
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{path}: {' '.join(str(problem).split())}")
 
 
 def checkpoint_bytes(obj: dict) -> bytes:
@@ -46,17 +49,63 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, checkpoint_bytes(obj), prefix=".tmp_ckpt_", suffix=".pt")
 
 
+def checkpoint_problem(ckpt: object) -> str | None:
+    """Why a loaded object is not a usable checkpoint of this code: no ``model`` state dict of
+    tensors, NaN/inf weights (a diverged or damaged run whose evaluation would still print
+    numbers), ``args`` / ``model_config`` that are not dicts, an ``epoch`` / ``step`` that is no
+    integer. None when it is usable."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), Mapping):
+        return "not a nepa3d checkpoint (no 'model' state dict)"
+    sd = ckpt["model"]
+    odd = next((k for k, v in sd.items() if not torch.is_tensor(v)), None)
+    if odd is not None:
+        return f"not a nepa3d checkpoint ('model' entry {odd!r} is not a tensor but {type(sd[odd]).__name__})"
+    for name in ("args", "model_config"):
+        if ckpt.get(name) is not None and not isinstance(ckpt[name], dict):
+            return f"'{name}' is a {type(ckpt[name]).__name__}, not a dict"
+    for name in ("epoch", "step"):
+        if name in ckpt and (not isinstance(ckpt[name], int) or isinstance(ckpt[name], bool)):
+            return f"'{name}' is {ckpt[name]!r}, not an integer"
+    bad = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        return f"{bad}: holds NaN or inf weights (a diverged or damaged run)"
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; missing/corrupt files raise CheckpointError."""
+    """Load a checkpoint with ``weights_only=True``; a missing, corrupt or unusable file
+    (:func:`checkpoint_problem`) raises CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(path, "is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign files
         raise CheckpointError(path, f"cannot be loaded ({type(e).__name__}: {e})") from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(path, "not a nepa3d checkpoint (no 'model' state dict)")
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise CheckpointError(path, problem)
+    return ckpt
+
+
+#: State-dict entries of every backbone (pretraining) checkpoint, with their number of
+#: dimensions: the model config is read from their shapes.
+BACKBONE_TENSORS = {"pos_emb": 3, "type_emb.weight": 2}
+
+
+def load_backbone_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """:func:`load_checkpoint` of a backbone checkpoint (pretraining's; what evaluators, resume
+    and teachers read): its state dict also holds :data:`BACKBONE_TENSORS` with their ranks."""
+    ckpt = load_checkpoint(path, map_location)
+    sd = ckpt["model"]
+    for key, ndim in BACKBONE_TENSORS.items():
+        if key not in sd:
+            raise CheckpointError(path, f"not a backbone checkpoint ('model' has no {key})")
+        if sd[key].dim() != ndim:
+            raise CheckpointError(path, f"{key}: {sd[key].dim()}-d tensor {tuple(sd[key].shape)}, "
+                                        f"expected {ndim}-d")
     return ckpt
 
 
