@@ -425,8 +425,10 @@ def iter_samples(paths: list[str], cfg: SampleConfig, seed: int, shift: int, loa
                     desc=desc, file=sys.stderr)
 
 
-def iter_features(lb, samples, *, rep_source: str, batch: int, device, precision: str = "fp32"):
-    """Yield (i, ShapeSample, X (q, C) float32): representations at the query tokens."""
+def iter_features(lb, samples, *, rep_source: str, batch: int, device, precision: str = "fp32",
+                  source: str = "the model"):
+    """Yield (i, ShapeSample, X (q, C) float32): representations at the query tokens
+    (:class:`~nepa3d.analysis.features.NonFiniteOutput` naming ``source`` if they hold NaN/inf)."""
 
     def seqs():
         for i, s in samples:
@@ -439,7 +441,7 @@ def iter_features(lb, samples, *, rep_source: str, batch: int, device, precision
         return gather_positions(rep, [m[2] for m in metas])
 
     for (i, s, _), X in forward_batched(lb.model, seqs(), batch=batch, device=device, reduce=reduce,
-                                        precision=precision):
+                                        precision=precision, source=source):
         yield i, s, X
 
 
@@ -455,7 +457,15 @@ def _transform(args: CompletionCpacConfig, y):
 def fit_head(lb, tr_paths, cfg: SampleConfig, args: CompletionCpacConfig, device, load) -> tuple[np.ndarray, dict, int]:
     """Fit the ridge head on the head-train shapes. -> w (d+1, 1) float64, lipschitz info,
     number of training rows. Rows are streamed into the normal equations unless they are
-    needed in memory (row cap, Lipschitz refinement)."""
+    needed in memory (row cap, Lipschitz refinement). A system without a unique solution
+    (``--ridge_lambda 0`` with fewer rows than unknowns) raises EvalError naming the flag."""
+    try:
+        return _fit_head(lb, tr_paths, cfg, args, device, load)
+    except M.SingularHead as e:
+        raise EvalError(f"--ridge_lambda {args.ridge_lambda:g}: {e}") from None
+
+
+def _fit_head(lb, tr_paths, cfg: SampleConfig, args: CompletionCpacConfig, device, load) -> tuple[np.ndarray, dict, int]:
     lip_lambda = float(args.ridge_lipschitz_lambda)
     if lip_lambda > 0 and args.target_transform != "none":
         print("[warn] ridge_lipschitz_lambda > 0 with target_transform != none; "
@@ -468,7 +478,7 @@ def fit_head(lb, tr_paths, cfg: SampleConfig, args: CompletionCpacConfig, device
     rows = []
     precision = resolve_precision(args.precision, device)
     for i, s, X in iter_features(lb, samples, rep_source=args.rep_source, batch=args.batch,
-                                 device=device, precision=precision):
+                                 device=device, precision=precision, source=args.ckpt):
         if keep_rows:
             rows.append((i, X, s.q_dist, s.q_xyz))
         else:
@@ -506,7 +516,7 @@ def evaluate(lb, te_paths, cfg: SampleConfig, args: CompletionCpacConfig, device
     if with_probe:
         it = ((s, X) for _, s, X in iter_features(
             lb, samples, rep_source=args.rep_source, batch=args.batch, device=device,
-            precision=resolve_precision(args.precision, device)))
+            precision=resolve_precision(args.precision, device), source=args.ckpt))
     else:
         it = ((s, None) for _, s in samples)
     for s, X in it:

@@ -31,6 +31,12 @@ class EvalError(RuntimeError):
     """An evaluator input that cannot be used (no cache files, no CUDA ...): one clear line."""
 
 
+class NonFiniteOutput(EvalError):
+    """The model's outputs hold NaN or inf (a checkpoint whose finite weights overflow): every
+    metric computed from them would be meaningless (NaN scores rank first, NaN predictions
+    turn into nulls), so the evaluator refuses the checkpoint instead."""
+
+
 
 
 def load_eval_model(ckpt: str, *, max_len: int, qa_tokens: int, add_eos: int, device: torch.device,
@@ -76,7 +82,8 @@ Reduce = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list], list]
 def forward_batched(model: torch.nn.Module,
                     seqs: Iterable[tuple[np.ndarray, np.ndarray, object]], *, batch: int,
                     device: torch.device, reduce: Reduce,
-                    precision: str = "fp32") -> Iterator[tuple[object, object]]:
+                    precision: str = "fp32",
+                    source: str = "the model") -> Iterator[tuple[object, object]]:
     """Run the model over a stream of sequences, ``batch`` at a time (``precision`` fp32 or
     bf16 autocast).
 
@@ -84,7 +91,8 @@ def forward_batched(model: torch.nn.Module,
     are batched together (a batch is flushed when it is full, and all at the end).
     ``reduce(h (B, T, C) fp32, z_hat (B, T, C) fp32, type_id (B, T), metas)`` returns one
     output per item. Yields ``(meta, output)`` in flush order (input order whenever all
-    sequences have the same length).
+    sequences have the same length). Raises :class:`NonFiniteOutput` naming ``source`` (the
+    checkpoint path) when h or z_hat of a batch holds NaN or inf.
     """
     batch = max(1, int(batch))
     pending: dict[int, list] = {}
@@ -96,6 +104,7 @@ def forward_batched(model: torch.nn.Module,
         metas = [it[2] for it in items]
         with torch.inference_mode(), _autocast(device, precision):
             _, z_hat, h = model(feat, types)
+        require_finite_output(h, z_hat, source, precision)
         outs = reduce(h.float(), z_hat.float(), types, metas)
         return list(zip(metas, outs))
 
@@ -106,6 +115,14 @@ def forward_batched(model: torch.nn.Module,
             yield from flush(T)
     for T in list(pending):
         yield from flush(T)
+
+
+def require_finite_output(h: torch.Tensor, z_hat: torch.Tensor, source: str,
+                          precision: str) -> None:
+    """Raise :class:`NonFiniteOutput` naming ``source`` when h or z_hat holds NaN or inf."""
+    if not (bool(torch.isfinite(h).all()) and bool(torch.isfinite(z_hat).all())):
+        raise NonFiniteOutput(f"{source}: the model's outputs hold NaN or inf at precision "
+                              f"{precision} (weights that overflow); no metric computed")
 
 
 # --------------------------------------------------------------------------------------------

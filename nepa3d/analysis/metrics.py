@@ -58,10 +58,16 @@ def tie_aware_ranks(Q: np.ndarray, G: np.ndarray, eps: float = 1e-6, seed: int =
 
     which is what is computed (O(N) per row instead of a sort). With eps > 0 exact ties are
     broken at random but reproducibly; with eps <= 0 no noise is drawn and ties fall back to
-    gallery order. Returns (N,) int64.
+    gallery order. Returns (N,) int64. NaN or inf in Q or G raises ValueError (a NaN score
+    compares false with everything, so it would rank its query first).
     """
     Q = l2_normalize(np.asarray(Q, dtype=np.float64))
     G = l2_normalize(np.asarray(G, dtype=np.float64))
+    for name, E in (("query", Q), ("gallery", G)):
+        if not np.all(np.isfinite(E)):
+            bad = np.flatnonzero(~np.all(np.isfinite(E), axis=1))
+            raise ValueError(f"{len(bad)} {name} embedding(s) hold NaN or inf (first: row "
+                             f"{int(bad[0])}); ranks would be meaningless")
     n = Q.shape[0]
     if G.shape[0] != n:
         raise ValueError(f"query and gallery must have the same rows, got {Q.shape} and {G.shape}")
@@ -217,6 +223,10 @@ def augment(X: np.ndarray, dtype=np.float64) -> np.ndarray:
     return np.concatenate([X, np.ones((X.shape[0], 1), dtype=dtype)], axis=1)
 
 
+class SingularHead(ValueError):
+    """The ridge system has no unique solution (lambda 0 with too few rows, or singular)."""
+
+
 class RidgeAccumulator:
     """Normal equations of the bias-augmented ridge, accumulated from row blocks in float64,
     so that the design matrix never has to be held in memory.
@@ -237,11 +247,30 @@ class RidgeAccumulator:
         self.n += Xa.shape[0]
 
     def solve(self, lam: float) -> np.ndarray:
+        """w (d+1, 1) float64. ValueError without rows; :class:`SingularHead` when singular:
+        lam <= 0 with fewer rows than the d+1 unknowns (any answer would be one of infinitely
+        many) or rank-deficient rows (repeated features), or a matrix LAPACK finds singular.
+        A lambda > 0 makes the system positive definite: nothing is checked then."""
         if self.n == 0:
             raise ValueError("ridge head has no training rows")
+        unknowns = self.dim + 1
+        if float(lam) <= 0 and self.n < unknowns:
+            raise SingularHead(f"ridge head with lambda {float(lam):g} is under-determined: "
+                               f"{self.n} training rows for {unknowns} unknowns (features + "
+                               f"bias); use a ridge lambda > 0 or more head-train rows")
         A = self.A.copy()
         A.flat[:: A.shape[0] + 1] += float(lam)
-        return np.linalg.solve(A, self.b)
+        rank = np.linalg.matrix_rank(A) if float(lam) <= 0 else unknowns
+        if rank < unknowns:
+            raise SingularHead(f"ridge head with lambda {float(lam):g} is singular: its "
+                               f"{self.n} training rows span {rank} of "
+                               f"{unknowns} dimensions (repeated or collinear features); use a "
+                               f"ridge lambda > 0")
+        try:
+            return np.linalg.solve(A, self.b)
+        except np.linalg.LinAlgError as e:
+            raise SingularHead(f"ridge head with lambda {float(lam):g} is singular ({e}); use a "
+                               f"ridge lambda > 0") from None
 
 
 def ridge_fit(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:

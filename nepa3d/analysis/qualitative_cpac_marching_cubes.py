@@ -315,7 +315,7 @@ def probe_config(args: QualitativeMcConfig) -> cpac.CompletionCpacConfig:
 
 
 def predict_lattice(lb, s: cpac.ShapeSample, xyz: np.ndarray, max_q: int, w, *, rep_source: str,
-                    batch: int, device) -> np.ndarray:
+                    batch: int, device, source: str = "the model") -> np.ndarray:
     """Ridge prediction at every lattice point: chunks of max_q queries, one forward each with
     the same context. -> (len(xyz),) float32 in lattice order."""
     starts = list(range(0, len(xyz), max_q))
@@ -324,7 +324,7 @@ def predict_lattice(lb, s: cpac.ShapeSample, xyz: np.ndarray, max_q: int, w, *, 
               for ci, a in enumerate(starts))
     out = np.zeros(len(xyz), np.float32)
     for ci, _, X in cpac.iter_features(lb, chunks, rep_source=rep_source, batch=batch,
-                                       device=device):
+                                       device=device, source=source):
         a = starts[ci]
         out[a:a + len(X)] = M.ridge_predict(X, w)
     return out
@@ -391,7 +391,8 @@ def run(args: QualitativeMcConfig) -> dict:
         name = Path(path).stem
         s = cpac.sample_ctx_query(path, ctx_cfg, args.eval_seed + cpac.TEST_SEED_OFFSET, load)
         pred = predict_lattice(lb, s, xyz, max_q, w, rep_source=args.rep_source,
-                               batch=args.batch, device=device).reshape(res, res, res)
+                               batch=args.batch, device=device,
+                               source=args.ckpt).reshape(res, res, res)
         gt = gt_volume(cpac.udf_grid_of(eval_arrays[si], path), res)
         m = M.udf_metrics(pred, gt, args.mc_level)
         sdir = out_dir / f"{si:03d}_{name}"

@@ -162,7 +162,7 @@ def embed_all(lb, paths, args: RetrievalUcprConfig, cfg: TokenizerConfig, galler
 
     seqs = _sequences(paths, args, cfg, gallery_seed, args.workers or default_workers(device))
     for (side, i), v in forward_batched(lb.model, seqs, batch=args.batch, device=device,
-                                        reduce=reduce,
+                                        reduce=reduce, source=args.ckpt,
                                         precision=resolve_precision(args.precision, device)):
         acc[side, i] += v
     acc /= max(1, args.mc_k)

@@ -129,6 +129,18 @@ class Classifier(nn.Module):
         return self.head(h[:, -1, :])
 
 
+class DivergedRun(RuntimeError):
+    """The classifier's logits or loss hold NaN or inf: argmax over NaN logits picks class 0
+    and would report that class's frequency as the accuracy, so the run fails instead."""
+
+
+def require_finite(value: torch.Tensor, what: str) -> None:
+    """Raise :class:`DivergedRun` naming ``what`` when ``value`` holds NaN or inf."""
+    if not bool(torch.isfinite(value).all()):
+        raise DivergedRun(f"{what} holds NaN or inf (the checkpoint's weights overflow or "
+                          "training diverged; try a lower --lr); no accuracy reported")
+
+
 @torch.no_grad()
 def predict(model: Classifier, dl: DataLoader, device) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true labels; MC views (B, K, T, F) are averaged in logit space."""
@@ -141,6 +153,7 @@ def predict(model: Classifier, dl: DataLoader, device) -> tuple[np.ndarray, np.n
             logits = model(feat.flatten(0, 1), types.flatten(0, 1)).view(B, K, -1).mean(1)
         else:
             logits = model(feat, types)
+        require_finite(logits, "evaluation logits")
         preds.append(logits.argmax(-1).cpu().numpy())
         ys.append(y.numpy())
     if not preds:
@@ -325,6 +338,7 @@ def run(args: FinetuneClsConfig) -> tuple[dict, list[str], torch.device, list[di
             feat, types, y = feat.to(device), types.to(device), y.to(device)
             logits = model(feat, types)
             loss = lossf(logits, y)
+            require_finite(loss, f"training loss at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -424,6 +438,8 @@ def main(argv=None) -> int:
         return 2
     except WriteFailure as e:
         return fail(PROG, e, code=RUN_FAILURE)
+    except DivergedRun as e:
+        return fail(PROG, f"{args.ckpt}: {e}", code=RUN_FAILURE)
     result = build_result("cls", args.record(), metrics,
                           timer.provenance(seed=args.seed, ckpt=args.ckpt, cache_root=args.cache_root,
                                            device=device), flags=flags,
