@@ -369,6 +369,14 @@ def test_finetune_with_one_training_class_is_refused(inputs, tmp_path, capsys):
              str(inputs["root"] / "scan"), "at least 2 classes", "--fewshot_n_way 1")
 
 
+def test_finetune_with_more_ways_than_classes_is_refused(inputs, tmp_path, capsys):
+    """Before: --fewshot_n_way above the class count quietly kept every class (the original's
+    draw without replacement fails there), so the result claimed an N-way it was not."""
+    main, argv = _argv("finetune", inputs, str(inputs["root"] / "good.pt"), tmp_path / "out")
+    _refused(main, [*argv, "--fewshot_n_way", "99"], tmp_path / "out", capsys,
+             "--fewshot_n_way 99: more than the", str(inputs["root"] / "scan" / "train"))
+
+
 # ------------------------------------------------- 7. pretraining run again when it is done
 
 def _pretrain_argv(inputs, save_dir: Path, *extra: str) -> list[str]:
@@ -403,6 +411,30 @@ def test_pretrain_finished_run_again_keeps_its_summary_and_refuses_contradiction
         _refused(pretrain.main, _pretrain_argv(inputs, save_dir, "--epochs", epochs, "--resume",
                                                last), tmp_path / "out", capsys, last, needle)
         assert _files(tmp_path) == before | {"out/result.json": EARLIER}
+
+
+def test_pretrain_that_diverges_is_a_failed_run_in_one_line(inputs, tmp_path, capsys,
+                                                              monkeypatch):
+    """Before: a non-finite loss ended pretraining in a FloatingPointError traceback."""
+    import torch
+
+    from nepa3d.train import pretrain
+
+    real = pretrain.nepa_terms
+
+    def diverging(*a, **kw):
+        loss, terms = real(*a, **kw)
+        return loss * torch.tensor(float("inf")), terms
+
+    monkeypatch.setattr(pretrain, "nepa_terms", diverging)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    code = _exit_code(pretrain.main, _pretrain_argv(inputs, run))
+    text = capsys.readouterr().err
+    err = [ln for ln in text.splitlines() if "error:" in ln]  # the progress bar shares stderr
+    assert code == 1 and len(err) == 1 and "Traceback" not in text, text
+    assert "error: non-finite loss at epoch 0 step 0" in err[0] and "diverged" in err[0]
+    assert not (run / "pretrain_summary.json").exists()
 
 
 def test_a_test_class_without_training_shapes_is_refused(inputs, tmp_path, capsys):

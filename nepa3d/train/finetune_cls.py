@@ -41,7 +41,7 @@ from nepa3d.utils.ckpt import CheckpointError, load_checkpoint, save_checkpoint
 from nepa3d.cli.args import (make_parser, SWITCH, TRI_STATE, add_order_dtype_arg,
                                    float_in, nonneg_float, nonneg_int,
                                    positive_float, positive_int, fail, positive_or_auto,
-                                   unit_float, with_order_dtype)
+                                   unit_float, usage_error, with_order_dtype)
 from nepa3d.cli.edge import (RUN_FAILURE, WriteFailure, emit_or_fail, interruptible,
                              out_dir_problem, out_file_problem, writing)
 from nepa3d.cli.config import CliConfig
@@ -211,7 +211,11 @@ def select_files(args: ClsEvalArgs):
                          f"training shapes: {', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}")
     shot_seed = fewshot_seed(args)
     way_seed = shot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
-    classes = choose_n_way(sorted({class_of(p) for p in train_all}), args.fewshot_n_way, way_seed)
+    train_classes = sorted({class_of(p) for p in train_all})
+    if args.fewshot_n_way > len(train_classes):  # the original's draw without replacement fails
+        usage_error(f"--fewshot_n_way {args.fewshot_n_way}: more than the {len(train_classes)} "
+                    f"classes of {Path(args.cache_root) / 'train'}")
+    classes = choose_n_way(train_classes, args.fewshot_n_way, way_seed)
     keep = set(classes)
     train_all = [p for p in train_all if class_of(p) in keep]
     test = [p for p in test_all if class_of(p) in keep]

@@ -729,6 +729,10 @@ def main(argv=None) -> int:
     except WriteFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return RUN_FAILURE
+    except FloatingPointError as e:  # the run diverged: a failed run, not a traceback
+        print(f"error: {e} (the run diverged; --save_dir's last.pt holds the last finished "
+              "epoch; no summary or --out_json written)", file=sys.stderr)
+        return RUN_FAILURE
     return 0
 
 
