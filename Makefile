@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# A current stamp does not prove the venv still holds every package: check (one line, exit 2).
 install: $(STAMP)
+	@$(BIN)/python scripts/check_venv.py pyproject.toml
 
 # The headline tier (M1 few-shot, UCPR main, CPAC main, the qualitative page: <= 10 min on 2 cores)
 # and the full lab catalog (every suite and continuation). Both are `dvc repro` of DVC targets.

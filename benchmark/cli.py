@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, metavar="DIR",
                    help="afterwards, write each suite's metrics files DIR/<suite>.json (seed mean, std, "
                         "n per row and headline metric: a dvc metrics file) and DIR/<suite>.seeds.json "
-                        "(every seed's value) from all its results, as `metrics` does")
+                        "(every seed's value) from all its results, as `metrics` does; a run that did not finish leaves them as they were")
     p.add_argument("--no-reuse", action="store_true",
                    help="run every job here even when another suite's folder holds a finished result "
                         "of the same job id (default: adopt it)")

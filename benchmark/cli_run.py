@@ -72,11 +72,14 @@ def cmd_run(args) -> int:
             executor.close()
     for s in summaries:
         print(s.line())
-    if args.metrics:
+    code = _run_exit(sum(s.count("failed") for s in summaries), sum(s.count("locked") for s in summaries),
+                     sum(s.count("interrupted") for s in summaries))
+    if args.metrics and code == EXIT_OK:
         for suite, _ in plans:
             _write_metrics(suite, args.results_dir, args.metrics)
-    return _run_exit(sum(s.count("failed") for s in summaries), sum(s.count("locked") for s in summaries),
-                     sum(s.count("interrupted") for s in summaries))
+    elif args.metrics:  # an unfinished run's metrics would replace the last good files with a partial table
+        print(f"metrics: {args.metrics} left as it was (the run did not finish)", flush=True)
+    return code
 
 
 def _run_exit(failed: int, elsewhere: int, interrupted: int = 0) -> int:

@@ -228,3 +228,15 @@ def test_report_outputs_persist():
         outs = stages[name]["outs"]
         assert outs and all(o[next(iter(o))] == {"cache": False, "persist": True} for o in outs), name
     assert "- reports/summary.json:" in (REPO / "dvc.yaml").read_text()  # still written, an output
+
+
+def test_checkpoint_and_page_outputs_persist():
+    """DVC deletes a stage's non-persisted outputs before its command runs, so a value the command
+    refuses (`dvc exp run -S model.heads=0`, `-S cpac.ridge_lambda=abc`) used to delete the last
+    good checkpoints / qualitative page with it. Every output under runs/ and reports/ persists
+    (the commands overwrite them atomically or all at once)."""
+    for name, stage in _stages().items():
+        for out in stage.get("outs", []):
+            path, flags = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+            if path.startswith(("runs/", "reports/")) or path == "results/qual_mc":
+                assert (flags or {}).get("persist") is True, (name, path)

@@ -107,3 +107,21 @@ def test_run_writes_the_metrics_files_of_all_results(tmp_path, capsys):
     assert (tmp_path / "m" / "met.seeds.json").read_bytes() == (tmp_path / "metrics" / "met.seeds.json").read_bytes()
     # fake_job: score = scale * seed -> ckpt c: 3, 6
     assert means["ckpt=c q=plain"]["score"] == {"mean": 4.5, "std": 2.12132, "n": 2}
+
+
+def test_unfinished_run_leaves_the_metrics_files_as_they_were(tmp_path, capsys):
+    """A run with a failed job writes no metrics: the last good files stay byte for byte (a
+    partial table used to replace them, and `dvc metrics diff` showed rows vanishing)."""
+    common = ["--results-dir", str(tmp_path / "results"), "--params", str(tmp_path / "params.yaml"),
+              "--no-mlflow", "--metrics", str(tmp_path / "m")]
+    path, _ = _suite(tmp_path, seeds=(1,))
+    assert main(["run", str(path), *common]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    assert set(before) == {"met.json", "met.seeds.json"}
+    path = write_suite(tmp_path, name="met", matrix={"ckpt": {"a": {"scale": 1}, "z": {"fail": True}},
+                                                     "q": {"plain": {"offset": 0}}}, seeds={"seed": [1]},
+                       tables=[{"rows": ["ckpt"], "cols": ["q"], "metrics": ["score", "loss"]}])
+    capsys.readouterr()
+    assert main(["run", str(path), *common]) == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+    assert "left as it was" in capsys.readouterr().out
