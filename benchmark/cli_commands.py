@@ -126,9 +126,12 @@ def cmd_unlock(args) -> int:
 
 def cmd_accept_code(args) -> int:
     from .code_identity import accept_code
+    from .records import reaccept_result
 
     for suite in load_suites(args.suites, args.params):
         done = accept_code(_jobs(suite, args))
+        for job, _ in done:
+            reaccept_result(job)
         print(f"{suite.name}: {len(done)} result(s) accepted as computed by the checkout's code")
         for job, what in done:
             print(f"  {job.label} ({job.job_id}): {what}")

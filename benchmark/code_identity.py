@@ -339,7 +339,9 @@ def accept_code(jobs: Iterable[Any], checkout: Optional[Checkout] = None) -> lis
     git rev, when accepted) to ``provenance.code_accepted``. For a refactor whose numbers are
     known to be unchanged; a change of numbers bumps ``PROTOCOL_VERSION`` instead. Returns
     ``[(job, what changed)]`` of the results rewritten (atomically); missing results, results
-    already current and modules this checkout cannot find are left alone."""
+    already current and modules this checkout cannot find are left alone. The caller records the
+    rewritten files as accepted (:func:`benchmark.records.reaccept_result`), as ``accept-code``
+    does."""
     from .atomic import atomic_write_json
 
     checkout = checkout or Checkout()

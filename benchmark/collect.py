@@ -8,7 +8,8 @@ from .code_identity import code_flags
 from .errors import ResultError
 from .expand import Job
 from .guards import derive, fingerprint_flags, segregation_key
-from .inputs import missing_outputs, stale_inputs
+from .inputs import changed_outputs, missing_outputs, stale_inputs
+from .records import result_changed
 from .results import Envelope, load_result
 from .suite import Suite
 
@@ -92,6 +93,10 @@ def invalid_results(jobs: list[Job]) -> dict[str, str]:
         except ResultError as exc:
             bad[job.job_id] = str(exc)
             continue
+        changed = result_changed(job)
+        if changed:
+            bad[job.job_id] = changed
+            continue
         flat_by_task.setdefault(job.task, []).append((job, env.flat()))
     for task, items in flat_by_task.items():
         frame = pd.DataFrame([flat for _, flat in items], index=[str(j.out_json) for j, _ in items])
@@ -121,10 +126,16 @@ def collect(suite: Suite, jobs: list[Job], *, live_cache_check: bool = True) -> 
         except ResultError as exc:
             out.invalid.append((job, str(exc)))
             continue
+        changed = result_changed(job)
+        if changed:
+            out.invalid.append((job, changed))
+            continue
         reasons = derive(job, env, kind)
         reasons.update({f"stale_input:{name}": f"{name} changed since the job ran" for name in stale_inputs(job)})
         reasons.update({f"missing_output:{name}": f"{name} ({job.args.get(name)}) no longer exists"
                         for name in missing_outputs(job)})
+        reasons.update({f"changed_output:{name}": f"{name} ({job.args.get(name)}) changed since the "
+                        "job wrote it" for name in changed_outputs(job)})
         derived = sorted(reasons)
         flags = sorted(set(env.flags) | set(derived))
         out.rows.append(ResultRow(job=job, envelope=env, metrics=env.flat(), flags=flags, derived=derived,

@@ -9,7 +9,11 @@ Files are fingerprinted by sha256 of their bytes (memoized per path, size and mt
 by a sha256 of their listing (relative path, size, mtime), which is cheap but time-based.
 
 A suite may also list the args that name paths a job writes besides its result JSON (``outputs:
-[save_dir]``, e.g. a checkpoint folder): a result whose outputs are gone is not finished.
+[save_dir]``, e.g. a checkpoint folder): a result whose outputs are gone is not finished. When
+the engine accepts a result it records the sha256 of every file those outputs hold
+(``outputs_sha256`` in ``<id>.job.json``; a folder's files, dot files left out); a recorded file
+that is gone or whose bytes differ later (a truncated checkpoint) makes the result out of date:
+its outputs are moved aside and the job runs again from a clean folder.
 """
 from __future__ import annotations
 
@@ -106,31 +110,90 @@ def stale_inputs(job: Job) -> list[str]:
                   and before.get(name, {}).get("fingerprint") != info["fingerprint"])
 
 
-def missing_outputs(job: Job) -> list[str]:
-    """Declared outputs (``outputs: [arg]``) the job passes whose path does not exist now."""
-    out = []
+def output_paths(job: Job) -> dict[str, str]:
+    """``{arg: path}`` of the declared outputs (``outputs: [arg]``) the job passes."""
+    out = {}
     for name in job.outputs:
         value = job.args.get(name)
-        if value is None or value is False or isinstance(value, (list, bool)):
+        if value is not None and value is not False and not isinstance(value, (list, bool)):
+            out[name] = str(value)
+    return out
+
+
+def missing_outputs(job: Job) -> list[str]:
+    """Declared outputs (``outputs: [arg]``) the job passes whose path does not exist now."""
+    return sorted(name for name, path in output_paths(job).items() if not Path(path).exists())
+
+
+#: The ``<id>.job.json`` field of the declared outputs' file digests at acceptance.
+OUTPUT_DIGESTS = "outputs_sha256"
+
+
+def output_digests(job: Job) -> dict[str, dict[str, str]]:
+    """``{arg: {file: sha256 hex}}`` of every regular file a declared output holds now (the path
+    itself when it is a file; a folder's files, recursively, dot files left out: temp files)."""
+    out: dict[str, dict[str, str]] = {}
+    for name, path in output_paths(job).items():
+        root = Path(path)
+        files = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*") if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        out[name] = {str(f): _sha256_of(f) for f in files}
+    return out
+
+
+def _sha256_of(path: Path | str) -> str:
+    """sha256 hex of a file's bytes, read in blocks (not memoized: a same-size rewrite counts)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def changed_outputs(job: Job) -> list[str]:
+    """Declared outputs with a file recorded at acceptance that is gone or differs now ([] when
+    nothing is recorded: results from before the record, or planted by hand)."""
+    try:
+        recorded = json.loads(job.job_json.read_text()).get(OUTPUT_DIGESTS)
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(recorded, dict):
+        return []
+    changed = []
+    for name, files in recorded.items():
+        if name not in output_paths(job) or not isinstance(files, dict):
             continue
-        if not Path(str(value)).exists():
-            out.append(name)
-    return sorted(out)
+        for path, digest in files.items():
+            try:
+                same = _sha256_of(path) == digest
+            except OSError:
+                same = False
+            if not same:
+                changed.append(name)
+                break
+    return sorted(changed)
 
 
 def out_of_date(job: Job) -> list[str]:
     """Why a finished result no longer counts: ``"<arg>"`` for each input whose content changed,
-    ``"output:<arg>"`` for each declared output that is missing ([] when it still counts)."""
-    return stale_inputs(job) + [f"output:{name}" for name in missing_outputs(job)]
+    ``"output:<arg>"`` for each declared output that is missing, ``"changed_output:<arg>"`` for
+    each whose files differ from those accepted ([] when it still counts)."""
+    missing = missing_outputs(job)
+    return (stale_inputs(job) + [f"output:{name}" for name in missing]
+            + [f"changed_output:{name}" for name in changed_outputs(job) if name not in missing])
 
 
 def out_of_date_text(reasons: list[str]) -> str:
     """One line for :func:`out_of_date`'s reasons."""
-    inputs = [r for r in reasons if not r.startswith("output:")]
+    inputs = [r for r in reasons if ":" not in r or r.startswith(DEPENDS_PREFIX)]
     outputs = [r.split(":", 1)[1] for r in reasons if r.startswith("output:")]
+    changed = [r.split(":", 1)[1] for r in reasons if r.startswith("changed_output:")]
     parts = []
     if inputs:
         parts.append(f"input changed since it ran: {', '.join(inputs)}")
     if outputs:
         parts.append(f"output missing: {', '.join(outputs)}")
+    if changed:
+        parts.append(f"output changed since the job wrote it: {', '.join(changed)}")
     return "; ".join(parts)

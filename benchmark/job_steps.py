@@ -17,7 +17,7 @@ from .expand import Job
 from .inputs import fingerprints, missing_outputs, out_of_date, out_of_date_text, recorded_fingerprints
 from .locks import JobLock
 from .reconcile import INTERRUPTED
-from .records import now_iso, write_record
+from .records import accepted_digests, now_iso, result_changed, write_record
 from .results import Envelope, load_result, move_aside
 from .tasks import TaskKind, get_task
 
@@ -93,7 +93,9 @@ def check_existing(job: Job, kind: TaskKind) -> Optional[str]:
     except ResultError as exc:
         return str(exc)
     problems = _row_problems(job, env, kind)
-    return f"{job.out_json}: " + "; ".join(problems) if problems else None
+    if problems:
+        return f"{job.out_json}: " + "; ".join(problems)
+    return result_changed(job)
 
 
 def _judge(job: Job, rc: int, kind: TaskKind) -> tuple[str, str, Optional[Envelope]]:
@@ -212,7 +214,7 @@ def adopt_twin(claim: Claim, twin: Job) -> JobOutcome:
             fh.write(f"=== {now_iso()} reused the result of {twin.out_json} (same job id)\n")
         write_record(job, status="done", started=claim.started_iso, finished=now_iso(),
                      returncode=0, detail=f"reused from {twin.out_json}", reused_from=str(twin.out_json),
-                     inputs=inputs)
+                     inputs=inputs, **accepted_digests(job))
         return JobOutcome(job, "reused", f"from {twin.out_json.parent.name}/", moved_aside=claim.moved,
                           moved_why=claim.moved_why)
     finally:
@@ -254,10 +256,11 @@ def finish_job(claim: Claim, result: ExecResult, kind: TaskKind) -> JobOutcome:
                              moved_why=claim.moved_why, gpu=result.slot, host=result.host or None)
         if status in UNFINISHED:
             outcome.log_tail = _tail(job.log, result.log_offset)
+        accepted = accepted_digests(job) if status == "done" else {}
         write_record(job, status=status, started=claim.started_iso, finished=now_iso(),
                      returncode=result.returncode, wall_s=round(outcome.wall_s, 3), detail=why,
                      where=claim.where, exec_host=result.host or None, cuda_visible_devices=result.slot,
-                     inputs=claim.inputs)
+                     inputs=claim.inputs, **accepted)
         return outcome
     finally:
         claim.lock.release()

@@ -29,7 +29,8 @@ from typing import Iterable, Optional
 from .errors import ResultError, SuiteError
 from .expand import Job
 from .locks import JobLock, inspect_lock
-from .records import file_sha256, mlflow_record, now_iso, read_record, update_record  # noqa: F401
+from .records import (accepted_digests, file_sha256, mlflow_record, now_iso, read_record,  # noqa: F401
+                      update_record)
 from .results import load_result
 
 #: The mark a running job gets when its runner died before it finished.
@@ -101,9 +102,10 @@ def reconcile(jobs: Iterable[Job], finished: set[str], tracker=None) -> Reconcil
                 out.locks_removed += 1
             if marked and read_record(job).get("status") == "running":
                 status = "done" if done else INTERRUPTED
+                accepted = accepted_digests(job) if done else {}
                 update_record(job, status=status, finished=now_iso(),
                               detail="finished while no runner watched it" if done else
-                                     "its runner stopped before the job finished")
+                                     "its runner stopped before the job finished", **accepted)
                 out.marks[status] += 1
             if untracked and _log(job, tracker):
                 out.logged += 1

@@ -7,6 +7,9 @@ job unfinished (set by :mod:`benchmark.reconcile`). ``mlflow`` (``{"store", "run
 ``"status": "RUNNING"`` (and no digest), the run created when the job started
 (:meth:`benchmark.tracking.MlflowTracker.start_job`), which :func:`write_record` keeps until the
 job's end is logged (a runner that stops first leaves it for :mod:`benchmark.reconcile` to end).
+``result_sha256`` (top level) is the sha256 of the result file as the engine accepted it (a job
+that finished, a twin's result adopted, ``accept-code``'s rewrite): :func:`result_changed` says
+when the file on disk is no longer that one (edited by hand, replaced by another run's copy).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any, Optional
 
 from .atomic import atomic_write_json
 from .expand import Job
+from .inputs import OUTPUT_DIGESTS, output_digests
 
 
 def now_iso() -> str:
@@ -66,3 +70,42 @@ def update_record(job: Job, **fields: Any) -> None:
 def file_sha256(path: Path) -> str:
     """sha256 hex of a file's bytes (a result JSON: small)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+#: The record's field holding the sha256 of the result file as the engine accepted it.
+RESULT_DIGEST = "result_sha256"
+
+
+def accepted_digests(job: Job) -> dict[str, Any]:
+    """The ``<id>.job.json`` fields of a result the engine accepts: the result file's sha256 and
+    the files of its declared outputs (what :func:`result_changed` and
+    :func:`benchmark.inputs.changed_outputs` compare with later)."""
+    fields: dict[str, Any] = {RESULT_DIGEST: file_sha256(job.out_json)}
+    if job.outputs:
+        fields[OUTPUT_DIGESTS] = output_digests(job)
+    return fields
+
+
+def result_changed(job: Job) -> Optional[str]:
+    """Why ``job``'s result file is not the one its job wrote, or None: the sha256 recorded in
+    ``<id>.job.json`` when the engine accepted it differs from the file's now. None as well when
+    nothing is recorded (results from before the field, or planted by hand without a record)."""
+    recorded = read_record(job).get(RESULT_DIGEST)
+    if not isinstance(recorded, str):
+        return None
+    try:
+        now = file_sha256(job.out_json)
+    except OSError:
+        return None
+    if now == recorded:
+        return None
+    return (f"{job.out_json}: changed since its job wrote it (sha256 {now[:12]}, recorded "
+            f"{recorded[:12]} in {job.job_json.name}); `benchmark run` moves it aside and runs "
+            "the job again")
+
+
+def reaccept_result(job: Job) -> None:
+    """After the engine itself rewrote ``job``'s result (``accept-code``): record the new file's
+    sha256 where a digest was recorded, so the rewrite is not taken for a changed result."""
+    if RESULT_DIGEST in read_record(job):
+        update_record(job, **{RESULT_DIGEST: file_sha256(job.out_json)})

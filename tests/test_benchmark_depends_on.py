@@ -3,6 +3,7 @@ re-run because its inputs changed starts from clean outputs (the earlier ones mo
 job that never finished keeps its outputs (a resumable program carries on from them)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -87,3 +88,32 @@ def test_a_dependency_declared_later_makes_earlier_results_stale(tmp_path):
     assert [o.status for o in run_jobs(no_dep, log=lambda s: None).outcomes] == ["done"]
     [outcome] = run_jobs(jobs, log=lambda s: None).outcomes  # now it depends on the corpus
     assert outcome.status == "done" and f"file:{corpus}" in outcome.moved_why
+
+
+def test_a_damaged_output_reruns_the_job_from_a_clean_folder_and_keeps_the_damaged_one(tmp_path):
+    """Before: a declared output truncated after its job finished (a checkpoint cut short) was
+    skipped as done, and its stage passed; the record now holds the sha256 of every file the
+    outputs held when the result was accepted."""
+    from benchmark.collect import collect
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("v1")
+    jobs = _suite(tmp_path, corpus)
+    assert [o.status for o in run_jobs(jobs, log=lambda s: None).outcomes] == ["done"]
+    record = json.loads(jobs[0].job_json.read_text())
+    state = tmp_path / "runs" / "root" / "state.txt"
+    assert record["outputs_sha256"] == {
+        "save_dir": {str(state): hashlib.sha256(b"0:v1 1:v1 2:v1").hexdigest()}}
+    (tmp_path / "runs" / "root" / "plot.png").write_bytes(b"added later")  # new files: fine
+    assert [o.status for o in run_jobs(jobs, log=lambda s: None).outcomes] == ["skipped"]
+
+    state.write_text("0:v1 1:v1")  # cut short
+    suite = load_suite(tmp_path / "roots.yaml", tmp_path / "params.yaml")
+    [row] = collect(suite, jobs).rows
+    assert "changed_output:save_dir" in row.flags
+    [outcome] = run_jobs(jobs, log=lambda s: None).outcomes
+    assert outcome.status == "done" and "output changed since the job wrote it: save_dir" in outcome.moved_why
+    assert _state(tmp_path) == "0:v1 1:v1 2:v1"  # trained again from a clean folder
+    [aside] = (tmp_path / "runs").glob("root.stale-*")
+    assert (aside / "state.txt").read_text() == "0:v1 1:v1"  # the damaged one kept, never deleted
+    assert [o.status for o in run_jobs(jobs, log=lambda s: None).outcomes] == ["skipped"]

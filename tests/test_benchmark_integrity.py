@@ -126,9 +126,12 @@ def test_killed_runner_leaves_no_unlogged_result_and_no_running_mark(tmp_path):
                and _records([j]).get(j.job_id, {}).get("status") == "running"]
     assert orphans and logged and not {j.job_id for j in orphans} & logged
     assert {r.info.status for r in runs if r.data.tags["job_id"] in {j.job_id for j in orphans}} == {"RUNNING"}
-    # and a logged result that changed on disk since (e.g. re-made by hand): its run must follow
+    # and a logged result that changed on disk since (edited by hand): not the job's result any
+    # more (its record holds the sha256 it was accepted with): moved aside, the job runs again and
+    # its MLflow run follows the recomputed result
     changed = next(j for j in jobs if j.job_id in logged)
     doc = json.loads(changed.out_json.read_text())
+    computed = doc["metrics"]["score"]
     doc["metrics"]["score"] = 99.0
     changed.out_json.write_text(json.dumps(doc))
 
@@ -139,11 +142,14 @@ def test_killed_runner_leaves_no_unlogged_result_and_no_running_mark(tmp_path):
     assert Counter(r.data.tags["job_id"] for r in runs) == Counter({j.job_id: 1 for j in jobs})  # one each
     by_job = {r.data.tags["job_id"]: r for r in runs}
     assert all(by_job[j.job_id].data.tags["result_sha256"] == _sha(j.out_json) for j in jobs)
-    assert by_job[changed.job_id].data.metrics["score"] == 99.0
+    assert by_job[changed.job_id].data.metrics["score"] == computed != 99.0
+    [aside] = [p for p in changed.out_json.parent.iterdir()
+               if p.name.startswith(changed.job_id) and "invalid" in p.name]
+    assert json.loads(aside.read_text())["metrics"]["score"] == 99.0  # kept, never deleted
     assert {r.info.status for r in runs} == {"FINISHED"}  # no run left RUNNING
     assert {r["status"] for r in _records(jobs).values()} == {"done"}
     assert not list((tmp_path / "results").rglob("*.lock"))
-    assert sorted(started.read_text().split()) == sorted(j.job_id for j in jobs)  # none ran twice
+    assert sorted(started.read_text().split()) == sorted([j.job_id for j in jobs] + [changed.job_id])
 
     third = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and "reconciled:" not in third.stdout

@@ -113,6 +113,9 @@ def test_cls_range_and_majority_collapse_guard(tmp_path):
     write_json(bad, envelope(task="cls", metrics={"test_acc": 80.0}))
     from benchmark.collect import collect
 
+    [changed] = collect(suite, jobs).problems()  # not the file its job wrote (the record says)
+    assert changed.startswith(f"{bad}: changed since its job wrote it")
+    jobs[0].job_json.unlink()  # a result planted without a job record: judged on its values
     assert collect(suite, jobs).problems() == [f"{bad}: metric 'test_acc' failed in_range(0.0, 1.0): got 80.0"]
 
 

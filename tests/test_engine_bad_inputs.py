@@ -289,3 +289,39 @@ def test_a_params_flag_naming_no_file_is_refused(done, capsys, command):
                          "--results-dir", tmp_path / "results"], capsys)
     assert code == 2 and "--params" in _one_line(err) and "nosuch.yaml" in err
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_result_edited_after_its_job_wrote_it_is_not_reported_and_is_run_again(tmp_path, capsys):
+    """Before: a metric changed by hand in a finished result was skipped as done and went into
+    the report with exit 0. The job record keeps the sha256 of the result the engine accepted."""
+    import json
+
+    from benchmark.code_identity import accept_code
+    from benchmark.records import reaccept_result
+
+    path = write_suite(tmp_path, matrix={"ckpt": {"a": {"scale": 1}, "b": {"scale": 2}}},
+                       seeds={"seed": [1, 2]}, tables=TABLES)
+    common = ["--params", tmp_path / "params.yaml", "--results-dir", tmp_path / "results", "--no-mlflow"]
+    assert _cli(["run", path, *common], capsys)[0] == 0
+    jobs = expand(load_suite(path, tmp_path / "params.yaml"), tmp_path / "results")
+    job = next(j for j in jobs if j.tags == {"ckpt": "b", "seed": 2})
+    doc = json.loads(job.out_json.read_text())
+    assert doc["metrics"]["score"] == 4.0  # fake_job: scale * seed
+    doc["metrics"]["score"] = 40.0
+    job.out_json.write_text(json.dumps(doc, indent=2))
+
+    out = tmp_path / "rep"
+    code, _, err = _cli(["report", path, *common[:4], "--out", out], capsys)
+    assert code == 1 and "changed since its job wrote it" in err and str(job.out_json) in err
+    assert not out.exists()
+
+    code, text, _ = _cli(["run", path, *common], capsys)
+    assert code == 0 and "done=1 skipped=3" in text
+    assert json.loads(job.out_json.read_text())["metrics"]["score"] == 4.0
+    aside = [p for p in job.out_json.parent.iterdir() if p.name.startswith(job.job_id) and "invalid" in p.name]
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["metrics"]["score"] == 40.0  # kept
+
+    # the engine's own rewrite (accept-code, then its record) is still a finished result
+    [(rewritten, _)] = accept_code([job], checkout=lambda module: {"sha256": "f" * 64, "files": {}})
+    reaccept_result(rewritten)
+    assert _cli(["run", path, *common], capsys)[1].count("skipped=4") == 1
