@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from filelock import FileLock
 
 import lab_commands as L
 from planted import write_planted
@@ -71,8 +72,22 @@ def _ok(ret) -> bool:
 
 @pytest.fixture(scope="module")
 def lab_tree(tmp_path_factory):
-    """The sandbox after the data and pretraining commands: (root, {origin: outcome})."""
-    root = tmp_path_factory.mktemp("lab")
+    """The sandbox after the data and pretraining commands: (root, {origin: outcome}). Built once
+    per test session: under xdist the workers share it (a file lock; the first builds it, the
+    others read its outcomes), since worksteal can split this module over both workers."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root, done = shared / "lab_tree", shared / "lab_tree.outcome.json"
+    with FileLock(str(shared / "lab_tree.lock")):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that raised earlier in this session
+            root.mkdir()
+            done.write_text(json.dumps(_build_lab_tree(root)))
+    return root, json.loads(done.read_text())
+
+
+def _build_lab_tree(root: Path) -> dict[str, str]:
+    """Run the lab's data and pretraining commands in ``root``; ``{origin: outcome}``."""
     old = os.getcwd()
     os.chdir(root)
     try:
@@ -121,7 +136,7 @@ def lab_tree(tmp_path_factory):
                 run(PRETRAIN, _pretrain_fallback(c.flag("--ckpt")), f"stand-in {c.flag('--ckpt')}")
     finally:
         os.chdir(old)
-    return root, outcome
+    return outcome
 
 
 def test_fixture_has_every_protocol_command():
