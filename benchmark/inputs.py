@@ -88,12 +88,18 @@ def fingerprints(job: Job) -> dict[str, dict[str, str]]:
 
 def recorded_fingerprints(job: Job) -> Optional[dict[str, dict[str, str]]]:
     """Fingerprints stored in ``<id>.job.json`` when the job was launched (None if unknown)."""
+    inputs = _recorded(job, "inputs")
+    return inputs if isinstance(inputs, dict) else None
+
+
+def _recorded(job: Job, field: str):
+    """Field ``field`` of ``<id>.job.json`` (None when the record is absent or unreadable); the
+    runner writes it (:mod:`benchmark.records`, which builds on this module)."""
     try:
         record = json.loads(job.job_json.read_text())
     except (OSError, ValueError):
         return None
-    inputs = record.get("inputs")
-    return inputs if isinstance(inputs, dict) else None
+    return record.get(field) if isinstance(record, dict) else None
 
 
 def stale_inputs(job: Job) -> list[str]:
@@ -138,41 +144,26 @@ def output_digests(job: Job) -> dict[str, dict[str, str]]:
         files = [root] if root.is_file() else sorted(
             p for p in root.rglob("*") if p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(root).parts))
-        out[name] = {str(f): _sha256_of(f) for f in files}
+        out[name] = {str(f): _file_digest(f) for f in files}
     return out
 
 
-def _sha256_of(path: Path | str) -> str:
-    """sha256 hex of a file's bytes, read in blocks (not memoized: a same-size rewrite counts)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _file_digest(path: Path | str) -> str:
+    """sha256 hex of a file (:func:`fingerprint_path`, memoized per size and mtime: the skip
+    checks of one run hash a checkpoint once); ``missing`` when it is gone."""
+    return fingerprint_path(path).removeprefix("sha256:")
 
 
 def changed_outputs(job: Job) -> list[str]:
     """Declared outputs with a file recorded at acceptance that is gone or differs now ([] when
     nothing is recorded: results from before the record, or planted by hand)."""
-    try:
-        recorded = json.loads(job.job_json.read_text()).get(OUTPUT_DIGESTS)
-    except (OSError, ValueError, AttributeError):
-        return []
+    recorded = _recorded(job, OUTPUT_DIGESTS)
     if not isinstance(recorded, dict):
         return []
-    changed = []
-    for name, files in recorded.items():
-        if name not in output_paths(job) or not isinstance(files, dict):
-            continue
-        for path, digest in files.items():
-            try:
-                same = _sha256_of(path) == digest
-            except OSError:
-                same = False
-            if not same:
-                changed.append(name)
-                break
-    return sorted(changed)
+    declared = output_paths(job)
+    return sorted(name for name, files in recorded.items()
+                  if name in declared and isinstance(files, dict)
+                  and any(_file_digest(path) != digest for path, digest in files.items()))
 
 
 def out_of_date(job: Job) -> list[str]:

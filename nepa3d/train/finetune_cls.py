@@ -205,13 +205,13 @@ def select_files(args: ClsEvalArgs):
     test_all = cache_files(args.cache_root, "test")
     if not train_all or not test_all:
         raise CacheError(args.cache_root, "needs train/*/*.npz and test/*/*.npz cache files")
-    unseen = sorted({class_of(p) for p in test_all} - {class_of(p) for p in train_all})
+    train_classes = sorted({class_of(p) for p in train_all})
+    unseen = sorted({class_of(p) for p in test_all} - set(train_classes))
     if unseen and args.fewshot_n_way <= 0:  # their test shapes would silently leave the count
         raise CacheError(Path(args.cache_root) / "test", f"{len(unseen)} class(es) with no "
                          f"training shapes: {', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}")
     shot_seed = fewshot_seed(args)
     way_seed = shot_seed if args.fewshot_way_seed < 0 else args.fewshot_way_seed
-    train_classes = sorted({class_of(p) for p in train_all})
     if args.fewshot_n_way > len(train_classes):  # the original's draw without replacement fails
         usage_error(f"--fewshot_n_way {args.fewshot_n_way}: more than the {len(train_classes)} "
                     f"classes of {Path(args.cache_root) / 'train'}")
